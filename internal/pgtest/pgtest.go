@@ -1,0 +1,272 @@
+// Package pgtest starts a throwaway PostgreSQL server for tests: initdb into a
+// temporary directory as the postgres user, a free port on 127.0.0.1, scram
+// password authentication everywhere, removed afterwards.
+//
+// One server per test binary is the intended use:
+//
+//	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+//
+//	func TestX(t *testing.T) {
+//		db := pgtest.Shared(t).NewDatabase(t)
+//		... db.URL, db.KeywordValue(), db.Password ...
+//	}
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Server is a running PostgreSQL cluster owned by the test process.
+type Server struct {
+	Host          string // 127.0.0.1
+	Port          int
+	SocketDir     string // unix socket directory
+	SuperUser     string // "postgres"
+	SuperPassword string
+	BinDir        string
+	dir           string // temp dir holding data/, socket and log
+	seq           atomic.Int64
+}
+
+// Database is a fresh database owned by a fresh login role.
+type Database struct {
+	Server   *Server
+	Name     string
+	User     string
+	Password string // contains characters that need quoting in URLs and DSNs
+}
+
+var shared *Server
+
+// Main starts one server, runs the tests, stops and removes the server, and
+// returns the exit code for os.Exit.
+func Main(m *testing.M) int {
+	s, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest:", err)
+		return 1
+	}
+	shared = s
+	code := m.Run()
+	s.Stop()
+	return code
+}
+
+// Shared returns the server started by Main.
+func Shared(t testing.TB) *Server {
+	t.Helper()
+	if shared == nil {
+		t.Fatal("pgtest: no server; call os.Exit(pgtest.Main(m)) from TestMain")
+	}
+	return shared
+}
+
+// BinDir finds the PostgreSQL server binaries: $PG_BINDIR, else the newest
+// /usr/lib/postgresql/N/bin.
+func BinDir() (string, error) {
+	if d := os.Getenv("PG_BINDIR"); d != "" {
+		return d, nil
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool {
+		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
+		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
+		return vi < vj
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if _, err := os.Stat(filepath.Join(dirs[i], "initdb")); err == nil {
+			return dirs[i], nil
+		}
+	}
+	return "", errors.New("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin (run make test as root to install postgresql, or set PG_BINDIR)")
+}
+
+// Start initialises and starts a new cluster.
+func Start() (*Server, error) {
+	bin, err := BinDir()
+	if err != nil {
+		return nil, err
+	}
+	pg, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("the postgres system user is needed to run initdb: %w", err)
+	}
+	uid, _ := strconv.Atoi(pg.Uid)
+	gid, _ := strconv.Atoi(pg.Gid)
+
+	dir, err := os.MkdirTemp("", "pgtest-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("chown %s to postgres (tests need root): %w", dir, err)
+	}
+	s := &Server{Host: "127.0.0.1", SocketDir: dir, SuperUser: "postgres", SuperPassword: randomPassword(), BinDir: bin, dir: dir}
+	pwfile := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pwfile, []byte(s.SuperPassword+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	os.Chown(pwfile, uid, gid)
+	data := filepath.Join(dir, "data")
+	if out, err := s.asPostgres(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres",
+		"--auth=scram-sha-256", "--pwfile="+pwfile, "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
+	}
+	os.Remove(pwfile)
+
+	for attempt := 0; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		s.Port = port
+		opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -c port=%d -c unix_socket_directories=%s -c fsync=off -c full_page_writes=off -c max_connections=100", port, dir)
+		out, err := s.asPostgres(filepath.Join(bin, "pg_ctl"), "-D", data, "-l", filepath.Join(dir, "log"), "-o", opts, "-w", "-t", "60", "start")
+		if err == nil {
+			break
+		}
+		if attempt == 3 {
+			log, _ := os.ReadFile(filepath.Join(dir, "log"))
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("pg_ctl start: %v\n%s\n%s", err, out, log)
+		}
+	}
+	return s, nil
+}
+
+// Stop stops the server and removes its files.
+func (s *Server) Stop() {
+	s.asPostgres(filepath.Join(s.BinDir, "pg_ctl"), "-D", filepath.Join(s.dir, "data"), "-m", "immediate", "-w", "stop")
+	os.RemoveAll(s.dir)
+}
+
+// Log returns the server log, for test failure messages.
+func (s *Server) Log() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "log"))
+	return string(b)
+}
+
+func (s *Server) asPostgres(name string, args ...string) ([]byte, error) {
+	cmd := exec.Command("runuser", append([]string{"-u", "postgres", "--", name}, args...)...)
+	cmd.Dir = "/"
+	return cmd.CombinedOutput()
+}
+
+// SuperURL is a URL DSN for the superuser and the given database.
+func (s *Server) SuperURL(db string) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(s.SuperUser, s.SuperPassword),
+		Host: net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), Path: "/" + db, RawQuery: "sslmode=disable"}
+	return u.String()
+}
+
+// Exec runs SQL as the superuser in database db.
+func (s *Server) Exec(ctx context.Context, db, sql string, args ...any) error {
+	conn, err := pgx.Connect(ctx, s.SuperURL(db))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql, args...)
+	return err
+}
+
+// NewDatabase creates a database and an owning login role with a password full
+// of characters that need quoting; both are dropped when the test ends.
+func (s *Server) NewDatabase(t testing.TB) *Database {
+	t.Helper()
+	n := s.seq.Add(1)
+	d := &Database{Server: s, Name: fmt.Sprintf("ow_db_%d_%d", os.Getpid(), n), User: fmt.Sprintf("ow_user_%d_%d", os.Getpid(), n),
+		Password: "p a$s'w\"o\\r:d@/?#%" + randomPassword()[:8]}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Exec(ctx, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", pgx.Identifier{d.User}.Sanitize(), quoteLiteral(d.Password))); err != nil {
+		t.Fatalf("create role: %v", err)
+	}
+	if err := s.Exec(ctx, "postgres", fmt.Sprintf("CREATE DATABASE %s OWNER %s", pgx.Identifier{d.Name}.Sanitize(), pgx.Identifier{d.User}.Sanitize())); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s.Exec(ctx, "postgres", fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", pgx.Identifier{d.Name}.Sanitize()))
+		s.Exec(ctx, "postgres", fmt.Sprintf("DROP ROLE IF EXISTS %s", pgx.Identifier{d.User}.Sanitize()))
+	})
+	return d
+}
+
+// URL is a postgres:// DSN (sslmode=disable) for the database's owner.
+func (d *Database) URL() string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(d.User, d.Password),
+		Host: net.JoinHostPort(d.Server.Host, strconv.Itoa(d.Server.Port)), Path: "/" + d.Name, RawQuery: "sslmode=disable"}
+	return u.String()
+}
+
+// KeywordValue is a keyword/value DSN (sslmode=disable) for the database's owner.
+func (d *Database) KeywordValue() string {
+	return fmt.Sprintf("host=%s port=%d dbname=%s user=%s password=%s sslmode=disable",
+		d.Server.Host, d.Server.Port, d.Name, d.User, kvQuote(d.Password))
+}
+
+// SocketKeywordValue connects over the server's unix socket.
+func (d *Database) SocketKeywordValue() string {
+	return fmt.Sprintf("host=%s port=%d dbname=%s user=%s password=%s sslmode=disable",
+		d.Server.SocketDir, d.Server.Port, d.Name, d.User, kvQuote(d.Password))
+}
+
+// Conn opens a connection as the database owner, closed at test end.
+func (d *Database) Conn(t testing.TB) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, d.URL())
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func kvQuote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
+	return "'" + r.Replace(s) + "'"
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+func randomPassword() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
