@@ -1,0 +1,11 @@
+-- migrate:up
+CREATE TABLE hosts (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    hostname    text        NOT NULL,
+    address     inet        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT hosts_hostname_key UNIQUE (hostname)
+);
+
+-- migrate:down
+DROP TABLE hosts;

@@ -1,0 +1,13 @@
+-- migrate:up
+-- How the scanner reaches a host. Added last and depends only on hosts, so a
+-- package built without this file is a complete older release.
+CREATE TABLE host_profiles (
+    host_id     bigint  PRIMARY KEY REFERENCES hosts (id) ON DELETE CASCADE,
+    protocol    text    NOT NULL CHECK (protocol IN ('ssh', 'winrm', 'snmp')),
+    port        integer NOT NULL CHECK (port BETWEEN 1 AND 65535),
+    username    text,
+    options     jsonb   NOT NULL DEFAULT '{}'::jsonb
+);
+
+-- migrate:down
+DROP TABLE host_profiles;
