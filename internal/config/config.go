@@ -1,0 +1,150 @@
+// Package config loads /etc/openwatch/upgrade.conf and the database DSN
+// (OPENWATCH_DATABASE_DSN from the environment, else /etc/openwatch/secrets.env),
+// both with systemd EnvironmentFile= rules.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/openwatch/openwatch/internal/envfile"
+)
+
+// Default paths and values. BACKUP_COMPRESSION and RESTORE_JOBS defaults are
+// to be tuned by measurement (bench/).
+const (
+	DefaultConfigPath         = "/etc/openwatch/upgrade.conf"
+	DefaultSecretsPath        = "/etc/openwatch/secrets.env"
+	DefaultBackupDir          = "/var/backups/openwatch"
+	DefaultRetentionDays      = 30
+	DefaultBackupCompression  = "1"
+	DefaultRestoreJobs        = 1
+	DefaultMigrateLockTimeout = 300 * time.Second
+	DSNVar                    = "OPENWATCH_DATABASE_DSN"
+)
+
+// ErrNoDSN means neither the environment nor secrets.env names the database.
+var ErrNoDSN = errors.New("no database configured")
+
+// Config is upgrade.conf plus the DSN.
+type Config struct {
+	AutoBackup         bool
+	BackupDir          string
+	RetentionDays      int
+	BackupCompression  string // pg_dump --compress value: 0-9, or method[:level]
+	RestoreJobs        int
+	MigrateLockTimeout time.Duration
+
+	DSN         string // empty when not configured
+	SecretsPath string // where the DSN was looked for, for messages
+	Warnings    []string
+}
+
+// Defaults returns the configuration used when upgrade.conf is absent.
+func Defaults() Config {
+	return Config{
+		AutoBackup:         true,
+		BackupDir:          DefaultBackupDir,
+		RetentionDays:      DefaultRetentionDays,
+		BackupCompression:  DefaultBackupCompression,
+		RestoreJobs:        DefaultRestoreJobs,
+		MigrateLockTimeout: DefaultMigrateLockTimeout,
+	}
+}
+
+// Load reads upgrade.conf at confPath (missing means defaults) and the DSN:
+// the environment variable wins over secrets.env at secretsPath.
+func Load(confPath, secretsPath string) (Config, error) {
+	c := Defaults()
+	c.SecretsPath = secretsPath
+	vars, ignored, err := envfile.Read(confPath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return c, err
+	}
+	c.warnIgnored(confPath, ignored)
+	if err := c.apply(vars); err != nil {
+		return c, fmt.Errorf("%s: %w", confPath, err)
+	}
+	if dsn := os.Getenv(DSNVar); dsn != "" {
+		c.DSN = dsn
+		return c, nil
+	}
+	secrets, ignored, err := envfile.Read(secretsPath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return c, err
+	}
+	c.warnIgnored(secretsPath, ignored)
+	c.DSN = secrets[DSNVar]
+	return c, nil
+}
+
+func (c *Config) warnIgnored(path string, ignored []envfile.Ignored) {
+	for _, ig := range ignored {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%s:%d: ignoring %q: %s (systemd ignores it too)", path, ig.Line, ig.Key, ig.Reason))
+	}
+}
+
+var compressionRE = regexp.MustCompile(`^([0-9]|(none|gzip|lz4|zstd)(:[0-9]+)?)$`)
+
+func (c *Config) apply(vars map[string]string) error {
+	var err error
+	if v, ok := vars["AUTO_BACKUP"]; ok {
+		if c.AutoBackup, err = parseBool(v); err != nil {
+			return fmt.Errorf("AUTO_BACKUP=%q: %w", v, err)
+		}
+	}
+	if v := vars["BACKUP_DIR"]; v != "" {
+		if !strings.HasPrefix(v, "/") {
+			return fmt.Errorf("BACKUP_DIR=%q: must be an absolute path", v)
+		}
+		c.BackupDir = v
+	}
+	if v, ok := vars["BACKUP_RETENTION_DAYS"]; ok {
+		if c.RetentionDays, err = parseInt(v, 0, 36500); err != nil {
+			return fmt.Errorf("BACKUP_RETENTION_DAYS=%q: %w", v, err)
+		}
+	}
+	if v, ok := vars["BACKUP_COMPRESSION"]; ok && v != "" {
+		if !compressionRE.MatchString(v) {
+			return fmt.Errorf("BACKUP_COMPRESSION=%q: want a level 0-9 or method[:level] (gzip, lz4, zstd, none)", v)
+		}
+		c.BackupCompression = v
+	}
+	if v, ok := vars["RESTORE_JOBS"]; ok && v != "" {
+		if c.RestoreJobs, err = parseInt(v, 1, 64); err != nil {
+			return fmt.Errorf("RESTORE_JOBS=%q: %w", v, err)
+		}
+	}
+	if v, ok := vars["MIGRATE_LOCK_TIMEOUT"]; ok && v != "" {
+		secs, err := parseInt(v, 1, 86400)
+		if err != nil {
+			return fmt.Errorf("MIGRATE_LOCK_TIMEOUT=%q: %w (seconds)", v, err)
+		}
+		c.MigrateLockTimeout = time.Duration(secs) * time.Second
+	}
+	return nil
+}
+
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "yes", "y", "true", "1", "on":
+		return true, nil
+	case "no", "n", "false", "0", "off":
+		return false, nil
+	}
+	return false, errors.New("want yes or no")
+}
+
+func parseInt(v string, min, max int) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < min || n > max {
+		return 0, fmt.Errorf("want a whole number from %d to %d", min, max)
+	}
+	return n, nil
+}

@@ -1,0 +1,85 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func write(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestAMissingUpgradeConfMeansDefaults(t *testing.T) {
+	t.Setenv(DSNVar, "")
+	c, err := Load(filepath.Join(t.TempDir(), "absent.conf"), filepath.Join(t.TempDir(), "absent.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SecretsPath = ""
+	if d := Defaults(); c.AutoBackup != d.AutoBackup || c.BackupDir != d.BackupDir || c.MigrateLockTimeout != d.MigrateLockTimeout || c.DSN != "" {
+		t.Fatalf("got %+v, want defaults %+v", c, d)
+	}
+}
+
+func TestUpgradeConfValuesAreRead(t *testing.T) {
+	t.Setenv(DSNVar, "")
+	conf := write(t, "upgrade.conf", "# comment\nAUTO_BACKUP=no\nBACKUP_DIR='/srv/ow backups'\nBACKUP_RETENTION_DAYS=7\nBACKUP_COMPRESSION=zstd:3\nRESTORE_JOBS=4\nMIGRATE_LOCK_TIMEOUT=5\n")
+	c, err := Load(conf, "/nonexistent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AutoBackup || c.BackupDir != "/srv/ow backups" || c.RetentionDays != 7 || c.BackupCompression != "zstd:3" || c.RestoreJobs != 4 || c.MigrateLockTimeout != 5*time.Second {
+		t.Fatalf("got %+v", c)
+	}
+}
+
+func TestInvalidUpgradeConfValuesAreRefusedByName(t *testing.T) {
+	t.Setenv(DSNVar, "")
+	for _, line := range []string{"AUTO_BACKUP=maybe", "BACKUP_DIR=relative/dir", "RESTORE_JOBS=0", "MIGRATE_LOCK_TIMEOUT=5m", "BACKUP_COMPRESSION=11"} {
+		_, err := Load(write(t, "upgrade.conf", line+"\n"), "/nonexistent")
+		key := strings.SplitN(line, "=", 2)[0]
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: err = %v, want an error naming %s", line, err, key)
+		}
+	}
+}
+
+func TestTheEnvironmentDSNWinsOverSecretsEnv(t *testing.T) {
+	secrets := write(t, "secrets.env", "OPENWATCH_DATABASE_DSN=host=file\n")
+	t.Setenv(DSNVar, "host=env")
+	c, err := Load("/nonexistent", secrets)
+	if err != nil || c.DSN != "host=env" {
+		t.Fatalf("DSN = %q, %v; want the environment's", c.DSN, err)
+	}
+	t.Setenv(DSNVar, "")
+	c, err = Load("/nonexistent", secrets)
+	if err != nil || c.DSN != "host=file" {
+		t.Fatalf("DSN = %q, %v; want the file's", c.DSN, err)
+	}
+}
+
+func TestSecretsEnvQuotingYieldsTheExactDSN(t *testing.T) {
+	t.Setenv(DSNVar, "")
+	want := `host=/run/postgresql dbname=ow user=ow password='p a$s\'w"o\\r:d@/?#%'`
+	secrets := write(t, "secrets.env", "OPENWATCH_DATABASE_DSN=\""+strings.NewReplacer(`\`, `\\`, `"`, `\"`, `$`, `\$`).Replace(want)+"\"\n")
+	c, err := Load("/nonexistent", secrets)
+	if err != nil || c.DSN != want {
+		t.Fatalf("DSN = %q, %v; want %q", c.DSN, err, want)
+	}
+}
+
+func TestAnExportLineIsReportedNotSilentlyDropped(t *testing.T) {
+	t.Setenv(DSNVar, "")
+	c, err := Load("/nonexistent", write(t, "secrets.env", "export OPENWATCH_DATABASE_DSN=host=x\n"))
+	if err != nil || c.DSN != "" || len(c.Warnings) != 1 || strings.Contains(c.Warnings[0], "host=x") {
+		t.Fatalf("DSN %q warnings %q err %v", c.DSN, c.Warnings, err)
+	}
+}
