@@ -1,0 +1,37 @@
+// Command gen renders dist/ and nfpm.yaml from the spec in package gen.
+//
+//	go run ./cmd/gen          write the generated files
+//	go run ./cmd/gen -check   fail, printing a diff, if they are out of date
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/openwatch/openwatch/gen"
+)
+
+func main() {
+	check := flag.Bool("check", false, "compare instead of writing; exit 1 and print a diff on drift")
+	root := flag.String("root", ".", "repository root to write into")
+	flag.Parse()
+
+	spec := gen.Default()
+	files, err := gen.Render(spec)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gen:", err)
+		os.Exit(1)
+	}
+	if *check {
+		if err := gen.Check(*root, files, os.Stdout, spec.DistDir); err != nil {
+			fmt.Fprintln(os.Stderr, "gen:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := gen.Write(*root, files); err != nil {
+		fmt.Fprintln(os.Stderr, "gen:", err)
+		os.Exit(1)
+	}
+}

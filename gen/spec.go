@@ -1,0 +1,272 @@
+// Package gen holds the typed spec of the openwatch package and renders, from
+// it and the embedded templates, every maintainer script, helper, unit file,
+// config file and nfpm.yaml. Render is pure; Write and Check touch the disk.
+package gen
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"regexp"
+	"strings"
+	"unicode"
+)
+
+// Spec is everything the rendered files need to know about the package.
+// A path or a unit name is written here once and reaches both formats.
+type Spec struct {
+	Name        string // package name
+	Version     string // default version (make packages overrides it)
+	Release     string // default release
+	Maintainer  string
+	Description string
+	Homepage    string
+	License     string
+	Vendor      string
+
+	User  string // system user the service runs as
+	Group string // system group that may read the config
+
+	Paths Paths
+	Units Units
+
+	Backup Backup
+
+	// Package relations.
+	DebDepends  []string
+	RPMRequires []string
+
+	// BinarySource is the nfpm.yaml source of the binary, relative to the
+	// directory holding nfpm.yaml (pkgbuild replaces it with Options.Binary).
+	BinarySource string
+	// DistDir is where generated files go, relative to the output root.
+	DistDir string
+}
+
+// Paths are absolute paths on the installed system.
+type Paths struct {
+	Binary        string // the openwatch binary
+	LibDir        string // helper scripts
+	ConfigDir     string
+	ConfigFile    string // upgrade.conf
+	SecretsFile   string // written by the operator, not shipped
+	StateDir      string
+	Marker        string // upgrade marker: restart the service after a successful migration
+	BackupDir     string // restore points
+	UnitDir       string // systemd system unit directory
+	SystemdRunDir string // exists when systemd is the running init
+	LintianDir    string // lintian overrides directory
+}
+
+// Units are systemd unit names.
+type Units struct {
+	App      string // the appliance's service (not shipped; we ship a drop-in)
+	Database string // the drop-in orders the app after it
+	Cleanup  string // base name of the cleanup service and timer
+	// Timer schedule for the cleanup.
+	OnCalendar      string
+	RandomizedDelay string
+	// DropIn is the file name of the start guard in App's .d directory.
+	DropIn string
+}
+
+// Backup holds the defaults written into upgrade.conf.
+type Backup struct {
+	Auto          bool
+	RetentionDays int
+	Compression   int // pg_dump -Z level
+	RestoreJobs   int // pg_restore -j
+	LockTimeout   int // seconds
+}
+
+// Derived names.
+
+// UpgradeHelper is the installed path of openwatch-upgrade.sh.
+func (s *Spec) UpgradeHelper() string { return path.Join(s.Paths.LibDir, "openwatch-upgrade.sh") }
+
+// CleanupScript is the installed path of cleanup-backups.sh.
+func (s *Spec) CleanupScript() string { return path.Join(s.Paths.LibDir, "cleanup-backups.sh") }
+
+// CleanupService is the cleanup service unit name.
+func (s *Spec) CleanupService() string { return s.Units.Cleanup + ".service" }
+
+// CleanupTimer is the cleanup timer unit name.
+func (s *Spec) CleanupTimer() string { return s.Units.Cleanup + ".timer" }
+
+// DropInPath is the installed path of the start guard drop-in.
+func (s *Spec) DropInPath() string {
+	return path.Join(s.Paths.UnitDir, s.Units.App+".d", s.Units.DropIn)
+}
+
+// Default returns the spec of the openwatch package as shipped.
+func Default() *Spec {
+	return &Spec{
+		Name:        "openwatch",
+		Version:     "1.0.0",
+		Release:     "1",
+		Maintainer:  "openwatch maintainers <maintainers@openwatch.example>",
+		Description: "openwatch appliance: schema migrations and restore points for its PostgreSQL database",
+		Homepage:    "https://openwatch.example",
+		License:     "Apache-2.0",
+		Vendor:      "openwatch",
+		User:        "openwatch",
+		Group:       "openwatch",
+		Paths: Paths{
+			Binary:        "/usr/bin/openwatch",
+			LibDir:        "/usr/lib/openwatch",
+			ConfigDir:     "/etc/openwatch",
+			ConfigFile:    "/etc/openwatch/upgrade.conf",
+			SecretsFile:   "/etc/openwatch/secrets.env",
+			StateDir:      "/var/lib/openwatch",
+			Marker:        "/var/lib/openwatch/restart-after-upgrade",
+			BackupDir:     "/var/backups/openwatch",
+			UnitDir:       "/usr/lib/systemd/system",
+			SystemdRunDir: "/run/systemd/system",
+			LintianDir:    "/usr/share/lintian/overrides",
+		},
+		Units: Units{
+			App:             "openwatch.service",
+			Database:        "postgresql.service",
+			Cleanup:         "openwatch-backup-cleanup",
+			OnCalendar:      "daily",
+			RandomizedDelay: "1h",
+			DropIn:          "50-schema-guard.conf",
+		},
+		Backup: Backup{
+			Auto:          true,
+			RetentionDays: 30,
+			Compression:   6,
+			RestoreJobs:   2,
+			LockTimeout:   300,
+		},
+		DebDepends:   []string{"postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17"},
+		RPMRequires:  []string{"postgresql"},
+		BinarySource: "build/openwatch",
+		DistDir:      "dist",
+	}
+}
+
+// Validation errors. Errors returned by Validate wrap one of these and name
+// the field.
+var (
+	ErrEmpty       = errors.New("must not be empty")
+	ErrControlChar = errors.New("must not contain newlines or other control characters")
+	ErrNotAbsolute = errors.New("must be an absolute, clean path")
+	ErrBadUnitName = errors.New("is not a systemd unit name")
+	ErrBadName     = errors.New("is not a valid name")
+	ErrOutOfRange  = errors.New("is out of range")
+)
+
+// FieldError says which spec field failed validation and why.
+type FieldError struct {
+	Field string
+	Value string
+	Err   error
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("spec field %s (%q) %v", e.Field, e.Value, e.Err)
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+var (
+	pkgNameRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	userRE     = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	versionRE  = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
+	releaseRE  = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
+	unitRE     = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+\.(service|socket|target|timer|mount|path)$`)
+	unitBaseRE = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+$`)
+	dropInRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+\.conf$`)
+	calendarRE = regexp.MustCompile(`^[A-Za-z0-9 :*,./~-]+$`)
+	timespanRE = regexp.MustCompile(`^[0-9]+ ?(us|ms|s|sec|m|min|h|hr|d|day|w)?$`)
+	relRE      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 |().,:=<>+~-]*$`)
+)
+
+// Validate checks every field. Each problem is a *FieldError wrapping one of
+// the sentinel errors; all of them are returned, joined.
+func (s *Spec) Validate() error {
+	var errs []error
+	text := func(field, v string) {
+		if v == "" {
+			errs = append(errs, &FieldError{field, v, ErrEmpty})
+			return
+		}
+		if strings.IndexFunc(v, unicode.IsControl) >= 0 {
+			errs = append(errs, &FieldError{field, v, ErrControlChar})
+		}
+	}
+	match := func(field, v string, re *regexp.Regexp, err error) {
+		if v == "" {
+			errs = append(errs, &FieldError{field, v, ErrEmpty})
+		} else if !re.MatchString(v) {
+			errs = append(errs, &FieldError{field, v, err})
+		}
+	}
+	abs := func(field, v string) {
+		text(field, v)
+		if v != "" && (!path.IsAbs(v) || path.Clean(v) != v || v == "/") {
+			errs = append(errs, &FieldError{field, v, ErrNotAbsolute})
+		}
+	}
+	rel := func(field, v string) {
+		text(field, v)
+		if v != "" && (path.IsAbs(v) || path.Clean(v) != v || strings.HasPrefix(v, "..")) {
+			errs = append(errs, &FieldError{field, v, ErrNotAbsolute})
+		}
+	}
+	positive := func(field string, v, max int) {
+		if v < 1 || v > max {
+			errs = append(errs, &FieldError{field, fmt.Sprint(v), ErrOutOfRange})
+		}
+	}
+
+	match("Name", s.Name, pkgNameRE, ErrBadName)
+	match("Version", s.Version, versionRE, ErrBadName)
+	match("Release", s.Release, releaseRE, ErrBadName)
+	text("Maintainer", s.Maintainer)
+	text("Description", s.Description)
+	text("Homepage", s.Homepage)
+	text("License", s.License)
+	text("Vendor", s.Vendor)
+	match("User", s.User, userRE, ErrBadName)
+	match("Group", s.Group, userRE, ErrBadName)
+
+	p := s.Paths
+	abs("Paths.Binary", p.Binary)
+	abs("Paths.LibDir", p.LibDir)
+	abs("Paths.ConfigDir", p.ConfigDir)
+	abs("Paths.ConfigFile", p.ConfigFile)
+	abs("Paths.SecretsFile", p.SecretsFile)
+	abs("Paths.StateDir", p.StateDir)
+	abs("Paths.Marker", p.Marker)
+	abs("Paths.BackupDir", p.BackupDir)
+	abs("Paths.UnitDir", p.UnitDir)
+	abs("Paths.SystemdRunDir", p.SystemdRunDir)
+	abs("Paths.LintianDir", p.LintianDir)
+
+	u := s.Units
+	match("Units.App", u.App, unitRE, ErrBadUnitName)
+	match("Units.Database", u.Database, unitRE, ErrBadUnitName)
+	match("Units.Cleanup", u.Cleanup, unitBaseRE, ErrBadUnitName)
+	match("Units.OnCalendar", u.OnCalendar, calendarRE, ErrBadName)
+	match("Units.RandomizedDelay", u.RandomizedDelay, timespanRE, ErrBadName)
+	match("Units.DropIn", u.DropIn, dropInRE, ErrBadName)
+
+	positive("Backup.RetentionDays", s.Backup.RetentionDays, 36500)
+	if s.Backup.Compression < 0 || s.Backup.Compression > 9 {
+		errs = append(errs, &FieldError{"Backup.Compression", fmt.Sprint(s.Backup.Compression), ErrOutOfRange})
+	}
+	positive("Backup.RestoreJobs", s.Backup.RestoreJobs, 256)
+	positive("Backup.LockTimeout", s.Backup.LockTimeout, 86400)
+
+	for i, d := range s.DebDepends {
+		match(fmt.Sprintf("DebDepends[%d]", i), d, relRE, ErrBadName)
+	}
+	for i, d := range s.RPMRequires {
+		match(fmt.Sprintf("RPMRequires[%d]", i), d, relRE, ErrBadName)
+	}
+	rel("BinarySource", s.BinarySource)
+	rel("DistDir", s.DistDir)
+	return errors.Join(errs...)
+}

@@ -1,0 +1,12 @@
+// Package templates embeds the templates gen renders: maintainer scripts
+// shared by both package formats (maint/), the helpers installed under the
+// package's lib dir (helper/), systemd units (systemd/), upgrade.conf
+// (config/), nfpm.yaml (nfpm/) and the lintian overrides (lintian/).
+package templates
+
+import "embed"
+
+// FS holds every template, by path relative to this directory.
+//
+//go:embed */*.tmpl
+var FS embed.FS
