@@ -57,6 +57,8 @@ type variant struct {
 	Version  string // package version, e.g. 1.1.0
 	Release  string
 	DEB, RPM string // paths inside a root (under /e2e-pkgs)
+	HostDEB  string // the same files seen from the host
+	HostRPM  string
 	Head     string // newest migration version it knows
 	Binary   string // host path of the built binary
 }
@@ -90,7 +92,8 @@ var (
 
 // variants builds, once per test binary, the old package (newest migration
 // left out), the new one (this tree) and a failing one (this tree plus a
-// migration that fails), each with the binary stamped with its version.
+// migration that fails), and a patch release of the new one with the same
+// migrations, each with the binary stamped with its version.
 func variants(t *testing.T) map[string]*variant {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -135,9 +138,10 @@ func buildVariants() (map[string]*variant, error) {
 	out := map[string]*variant{
 		"old":     {Name: "old", Version: "1.0.0", Release: "1", Head: vs[len(vs)-2]},
 		"new":     {Name: "new", Version: "1.1.0", Release: "1", Head: head},
+		"patch":   {Name: "patch", Version: "1.1.1", Release: "1", Head: head},
 		"failing": {Name: "failing", Version: "1.2.0", Release: "1", Head: failVersion},
 	}
-	for _, name := range []string{"old", "new", "failing"} {
+	for _, name := range []string{"old", "new", "patch", "failing"} {
 		v := out[name]
 		src, err := os.MkdirTemp("", "openwatch-e2e-src-")
 		if err != nil {
@@ -175,6 +179,7 @@ func buildVariants() (map[string]*variant, error) {
 		if err != nil {
 			return nil, fmt.Errorf("packaging %s: %w", name, err)
 		}
+		v.HostDEB, v.HostRPM = deb, rpm
 		v.DEB = "/e2e-pkgs/" + strings.TrimPrefix(deb, pkgDir+"/")
 		v.RPM = "/e2e-pkgs/" + strings.TrimPrefix(rpm, pkgDir+"/")
 	}

@@ -294,3 +294,12 @@ func (r *root) active(unit string) bool { return r.exists(systemctlState + "/" +
 func (r *root) enabled(unit string) bool {
 	return len(r.glob("/etc/systemd/system/*.wants/"+unit)) > 0
 }
+
+// mode is a file's permission bits inside the root, 0 when it is absent.
+func (r *root) mode(p string) os.FileMode {
+	fi, err := os.Lstat(r.path(p))
+	if err != nil {
+		return 0
+	}
+	return fi.Mode().Perm()
+}

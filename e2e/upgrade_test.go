@@ -1,0 +1,509 @@
+package e2e
+
+import (
+	"path"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A case is one thing an operator does with the package manager.
+type upgradeCase struct {
+	name    string
+	run     func(e *env)
+	busybox bool // run again with busybox sh as /bin/sh
+}
+
+var upgradeCases = []upgradeCase{
+	{"a fresh install runs no migration, makes no restore point, enables the timer and says how to initialise the database", freshInstall, false},
+	{"an upgrade with a pending migration stops the service, takes one restore point, migrates and starts the service", pendingMigration, true},
+	{"an upgrade whose migration fails keeps schema, data and restore point, leaves the service stopped, and recovers the documented way", failingMigrationCase, true},
+	{"an upgrade with the database unreachable installs, warns, stops nothing, and the start guard refuses the old schema until migrate runs", unreachableDatabase, false},
+	{"an upgrade while the service is stopped leaves it stopped", stoppedServiceStaysStopped, false},
+	{"a reinstall and an upgrade with nothing pending make no restore point and do not stop the service", nothingPending, false},
+	{"a downgrade applies nothing to the newer schema, leaves the service stopped and explains the restore", downgrade, false},
+	{"an edited upgrade.conf survives an upgrade, and removal and purge stop and disable the units but keep the restore points", removalAndPurge, false},
+}
+
+func TestPackageManagers(t *testing.T) {
+	for _, shell := range []string{"dash", "busybox"} {
+		t.Run("with "+shell+" as /bin/sh", func(t *testing.T) {
+			for _, f := range formats {
+				t.Run(f.Name, func(t *testing.T) {
+					for _, c := range upgradeCases {
+						if shell == "busybox" && !c.busybox {
+							continue
+						}
+						t.Run(c.name, func(t *testing.T) {
+							t.Parallel()
+							c.run(newEnv(t, f, shell))
+						})
+					}
+				})
+			}
+		})
+	}
+}
+
+func lines(s string) []string { return strings.Split(strings.TrimRight(s, "\n"), "\n") }
+
+// 1.
+func freshInstall(e *env) {
+	v := e.vs["new"]
+	// Configuration management wrote the secret before the package arrived:
+	// the database is reachable, and still nothing may touch it.
+	e.r.writeFile(secretsPath, "OPENWATCH_DATABASE_DSN='"+e.db.URL()+"'\n", 0o640)
+	res := e.pm(e.f.install(e.f.pkg(v))...)
+	if res.code != 0 {
+		e.t.Fatalf("fresh install: exit %d", res.code)
+	}
+	if !strings.Contains(res.out, "openwatch migrate") {
+		e.t.Errorf("the install does not tell the operator to initialise the database with `openwatch migrate`")
+	}
+	if got := e.schemaVersions(); got != nil {
+		e.t.Errorf("a fresh install applied migrations: %v", got)
+	}
+	if got := e.queryStrings("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'"); len(got) != 0 {
+		e.t.Errorf("a fresh install created tables: %v", got)
+	}
+	e.assertNoRestorePoint()
+	ev := lines(e.r.events())
+	if eventIndex(ev, 0, hasPrefix("pg_dump")) >= 0 {
+		e.t.Errorf("a fresh install ran pg_dump")
+	}
+	if eventIndex(ev, 0, isCall(applianceUnit, "stop")) >= 0 {
+		e.t.Errorf("a fresh install stopped %s", applianceUnit)
+	}
+	if !e.r.enabled(cleanupTimer) {
+		e.t.Errorf("%s is not enabled after a fresh install", cleanupTimer)
+	}
+	if e.r.exists(markerPath) {
+		e.t.Errorf("the upgrade marker exists after a fresh install")
+	}
+	for p, want := range map[string]uint32{"/usr/bin/openwatch": 0o755, helperPath: 0o755, backupDir: 0o700, upgradeConfPath: 0o640} {
+		if got := e.r.mode(p); uint32(got) != want {
+			e.t.Errorf("%s: mode %o, want %o", p, got, want)
+		}
+	}
+	if len(e.r.glob(dropInDir+"/*.conf")) == 0 {
+		e.t.Errorf("no start guard drop-in in %s", dropInDir)
+	}
+	if out := e.mustOperator("openwatch", "--version").out; !strings.Contains(out, v.FullVersion()) {
+		e.t.Errorf("openwatch --version = %q, want %s", out, v.FullVersion())
+	}
+}
+
+// 2.
+func pendingMigration(e *env) {
+	old, nw := e.vs["old"], e.vs["new"]
+	e.installAndInitialise(old)
+	before, oldVersions := e.data(), e.schemaVersions()
+
+	res := e.pm(e.f.upgrade(e.f.pkg(nw))...)
+	if res.code != 0 {
+		e.t.Fatalf("upgrade %s → %s: exit %d", old.FullVersion(), nw.FullVersion(), res.code)
+	}
+	if got := e.schemaVersions(); !slices.Equal(got, repoMigrations) {
+		e.t.Errorf("schema_migrations = %v, want %v", got, repoMigrations)
+	}
+	if got := e.data(); got != before {
+		e.t.Errorf("data changed by the upgrade:\nbefore %s\nafter  %s", before, got)
+	}
+	rp := e.oneRestorePoint(nw, old.Head)
+	e.assertStopMigrateStart()
+	if !e.r.active(applianceUnit) {
+		e.t.Errorf("%s is not running after the upgrade", applianceUnit)
+	}
+	if e.r.exists(markerPath) {
+		e.t.Errorf("the upgrade marker is left after a successful upgrade")
+	}
+	if got := e.installedVersion(); !strings.HasPrefix(got, nw.FullVersion()) {
+		e.t.Errorf("installed version %q, want %s", got, nw.FullVersion())
+	}
+
+	// The restore point restores, and holds the pre-upgrade schema and data.
+	e.mustOperator("openwatch", "restore", "--yes", rp)
+	if got := e.schemaVersions(); !slices.Equal(got, oldVersions) {
+		e.t.Errorf("after restoring %s, schema_migrations = %v, want %v", path.Base(rp), got, oldVersions)
+	}
+	if got := e.data(); got != before {
+		e.t.Errorf("after restoring, data differs:\nbefore %s\nafter  %s", before, got)
+	}
+}
+
+// assertStopMigrateStart checks the recorded order: the appliance stopped
+// while the migration was pending, the restore point taken, then started
+// with the schema at head.
+func (e *env) assertStopMigrateStart() {
+	e.t.Helper()
+	ev := lines(e.r.events())
+	stop := eventIndex(ev, 0, isCall(applianceUnit, "stop"))
+	if stop < 0 {
+		e.t.Errorf("%s was never stopped", applianceUnit)
+		return
+	}
+	if eventIndex(ev, 0, hasPrefix("e2e-note stop "+applianceUnit+" migrate-check=10")) < 0 {
+		e.t.Errorf("%s was not stopped while the migration was pending", applianceUnit)
+	}
+	dump := eventIndex(ev, stop, hasPrefix("pg_dump "))
+	if dump < 0 {
+		e.t.Errorf("no pg_dump after stopping %s", applianceUnit)
+		return
+	}
+	start := eventIndex(ev, dump, startedUnit(applianceUnit))
+	if start < 0 {
+		e.t.Errorf("%s was not started after the migration", applianceUnit)
+		return
+	}
+	if !strings.HasSuffix(ev[start+1], "migrate-check=0") {
+		e.t.Errorf("%s started while the schema was not at head: %s", applianceUnit, ev[start+1])
+	}
+}
+
+// 3.
+func failingMigrationCase(e *env) {
+	nw, failing := e.vs["new"], e.vs["failing"]
+	e.installAndInitialise(nw)
+	// The cause the operator will fix: the new migration refuses to run
+	// while this table exists.
+	e.exec("CREATE TABLE e2e_block_migration (why text)")
+	shape, data, versions := e.schemaShape(), e.data(), e.schemaVersions()
+
+	res := e.pm(e.f.upgrade(e.f.pkg(failing))...)
+	if res.code == 0 {
+		e.t.Errorf("%s exited 0 although the migration failed", res.cmd)
+	}
+	if e.f.Name == "deb" {
+		if got := e.installedVersion(); got != failing.FullVersion()+" iF" {
+			e.t.Errorf("dpkg status %q, want %q (half-configured)", got, failing.FullVersion()+" iF")
+		}
+	}
+	if got := e.schemaVersions(); !slices.Equal(got, versions) {
+		e.t.Errorf("schema_migrations = %v, want unchanged %v", got, versions)
+	}
+	if got := e.schemaShape(); got != shape {
+		e.t.Errorf("the schema changed although the migration failed:\nbefore:\n%s\nafter:\n%s", shape, got)
+	}
+	if got := e.data(); got != data {
+		e.t.Errorf("data changed:\nbefore %s\nafter  %s", data, got)
+	}
+	rp := e.oneRestorePoint(failing, nw.Head)
+	for _, want := range []string{path.Base(rp), "openwatch restore", strings.Join(e.f.recover, " ")} {
+		if !strings.Contains(res.out, want) {
+			e.t.Errorf("the failure output does not name %q", want)
+		}
+	}
+	ev := lines(e.r.events())
+	stop := eventIndex(ev, 0, isCall(applianceUnit, "stop"))
+	if stop < 0 {
+		e.t.Errorf("%s was not stopped before the migration", applianceUnit)
+	} else if i := eventIndex(ev, stop, startedUnit(applianceUnit)); i >= 0 {
+		e.t.Errorf("%s was started after the failed migration: %s", applianceUnit, ev[i])
+	}
+	if e.r.active(applianceUnit) {
+		e.t.Errorf("%s is running after the failed upgrade (and the old package's scripts)", applianceUnit)
+	}
+	if !e.r.exists(markerPath) {
+		e.t.Errorf("no upgrade marker after the failure: a recovery would not know to restart the service")
+	}
+
+	// Fix the cause, recover the documented way.
+	e.exec("DROP TABLE e2e_block_migration")
+	e.r.resetEvents()
+	res = e.pm(e.f.recover...)
+	if res.code != 0 {
+		e.t.Fatalf("recovery %s: exit %d", res.cmd, res.code)
+	}
+	if got, want := e.schemaVersions(), append(slices.Clone(repoMigrations), failing.Head); !slices.Equal(got, want) {
+		e.t.Errorf("after recovery schema_migrations = %v, want %v", got, want)
+	}
+	if got := e.data(); got != data {
+		e.t.Errorf("data changed by the recovery:\nbefore %s\nafter  %s", data, got)
+	}
+	if !e.r.active(applianceUnit) {
+		e.t.Errorf("%s is not running after the recovery", applianceUnit)
+	}
+	if e.r.exists(markerPath) {
+		e.t.Errorf("the upgrade marker is left after the recovery")
+	}
+	if e.f.Name == "deb" {
+		if got := e.installedVersion(); got != failing.FullVersion()+" ii" {
+			e.t.Errorf("dpkg status after recovery %q, want %q", got, failing.FullVersion()+" ii")
+		}
+	}
+}
+
+// 4.
+func unreachableDatabase(e *env) {
+	old, nw := e.vs["old"], e.vs["new"]
+	e.installAndInitialise(old)
+	versions := e.schemaVersions()
+	e.writeSecrets(e.closedDSN())
+	e.r.resetEvents()
+
+	res := e.pm(e.f.upgrade(e.f.pkg(nw))...)
+	if res.code != 0 {
+		e.t.Errorf("upgrade with the database down: exit %d, want 0 (the package itself installed)", res.code)
+	}
+	if !strings.Contains(res.out, "openwatch migrate") {
+		e.t.Errorf("the warning does not name the follow-up command `openwatch migrate`")
+	}
+	ev := lines(e.r.events())
+	if i := eventIndex(ev, 0, isCall(applianceUnit, "stop")); i >= 0 {
+		e.t.Errorf("%s was stopped although nothing could be migrated: %s", applianceUnit, ev[i])
+	}
+	if !e.r.active(applianceUnit) {
+		e.t.Errorf("%s is not running after the upgrade", applianceUnit)
+	}
+	e.assertNoRestorePoint()
+	if got := e.schemaVersions(); !slices.Equal(got, versions) {
+		e.t.Errorf("schema_migrations = %v, want %v", got, versions)
+	}
+
+	// The database is back; the service must not start on the old schema.
+	e.writeSecrets(e.db.URL())
+	guard := e.startGuard()
+	if res := e.operator(guard...); res.code == 0 {
+		e.t.Errorf("the start guard %q allows starting against the old schema", strings.Join(guard, " "))
+	}
+	e.mustOperator("openwatch", "migrate")
+	if res := e.operator(guard...); res.code != 0 {
+		e.t.Errorf("the start guard %q refuses after openwatch migrate: exit %d", strings.Join(guard, " "), res.code)
+	}
+	if got := e.schemaVersions(); !slices.Equal(got, repoMigrations) {
+		e.t.Errorf("after openwatch migrate schema_migrations = %v, want %v", got, repoMigrations)
+	}
+}
+
+// startGuard reads the guard's command from the installed drop-in.
+func (e *env) startGuard() []string {
+	e.t.Helper()
+	var found []string
+	for _, f := range e.r.glob(dropInDir + "/*.conf") {
+		for _, line := range lines(e.r.readFile(f)) {
+			v, ok := strings.CutPrefix(strings.TrimSpace(line), "ExecStartPre=")
+			if !ok || !strings.Contains(v, "openwatch") {
+				continue
+			}
+			prefix := v[:len(v)-len(strings.TrimLeft(v, "-@:+!|"))]
+			if strings.Contains(prefix, "-") {
+				e.t.Errorf("%s: the guard's failure is ignored (prefix %q): %s", f, prefix, line)
+			}
+			found = splitExec(strings.TrimLeft(v, "-@:+!|"))
+		}
+	}
+	if found == nil {
+		e.t.Fatalf("no ExecStartPre running openwatch in %s/*.conf", dropInDir)
+	}
+	return found
+}
+
+// splitExec splits a systemd command line into words (quotes, no variables).
+func splitExec(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inWord, quote := false, byte(0)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0 && c == quote:
+			quote = 0
+		case quote == 0 && (c == '"' || c == '\''):
+			quote, inWord = c, true
+		case c == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+			inWord = true
+		case quote == 0 && (c == ' ' || c == '\t'):
+			if inWord {
+				out = append(out, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteByte(c)
+			inWord = true
+		}
+	}
+	if inWord {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// 5.
+func stoppedServiceStaysStopped(e *env) {
+	old, nw := e.vs["old"], e.vs["new"]
+	e.installAndInitialise(old)
+	e.r.run(30*time.Second, "systemctl", "stop", applianceUnit)
+	e.r.resetEvents()
+
+	res := e.pm(e.f.upgrade(e.f.pkg(nw))...)
+	if res.code != 0 {
+		e.t.Fatalf("upgrade: exit %d", res.code)
+	}
+	if got := e.schemaVersions(); !slices.Equal(got, repoMigrations) {
+		e.t.Errorf("schema_migrations = %v, want %v", got, repoMigrations)
+	}
+	e.oneRestorePoint(nw, old.Head)
+	ev := lines(e.r.events())
+	if i := eventIndex(ev, 0, startedUnit(applianceUnit)); i >= 0 {
+		e.t.Errorf("the stopped %s was started: %s", applianceUnit, ev[i])
+	}
+	if e.r.active(applianceUnit) {
+		e.t.Errorf("%s is running after the upgrade; it was stopped before", applianceUnit)
+	}
+	if e.r.exists(markerPath) {
+		e.t.Errorf("the upgrade marker exists although the service was not running")
+	}
+}
+
+// 6.
+func nothingPending(e *env) {
+	nw, patch := e.vs["new"], e.vs["patch"]
+	e.installAndInitialise(nw)
+	versions, data := e.schemaVersions(), e.data()
+	for _, step := range []struct {
+		what string
+		argv []string
+		v    *variant
+	}{
+		{"reinstall of " + nw.FullVersion(), e.f.reinstall(e.f.pkg(nw)), nw},
+		{"upgrade to " + patch.FullVersion() + " with the same migrations", e.f.upgrade(e.f.pkg(patch)), patch},
+	} {
+		e.r.resetEvents()
+		res := e.pm(step.argv...)
+		if res.code != 0 {
+			e.t.Fatalf("%s: exit %d", step.what, res.code)
+		}
+		e.assertNoRestorePoint()
+		ev := lines(e.r.events())
+		if i := eventIndex(ev, 0, isCall(applianceUnit, "stop")); i >= 0 {
+			e.t.Errorf("%s stopped %s: %s", step.what, applianceUnit, ev[i])
+		}
+		if eventIndex(ev, 0, hasPrefix("pg_dump")) >= 0 {
+			e.t.Errorf("%s ran pg_dump", step.what)
+		}
+		if !e.r.active(applianceUnit) {
+			e.t.Errorf("%s left %s stopped", step.what, applianceUnit)
+		}
+		if got := e.schemaVersions(); !slices.Equal(got, versions) {
+			e.t.Errorf("%s: schema_migrations = %v, want %v", step.what, got, versions)
+		}
+		if got := e.data(); got != data {
+			e.t.Errorf("%s changed data", step.what)
+		}
+		if got := e.installedVersion(); !strings.HasPrefix(got, step.v.FullVersion()) {
+			e.t.Errorf("%s: installed version %q", step.what, got)
+		}
+	}
+}
+
+// 7.
+func downgrade(e *env) {
+	old, nw := e.vs["old"], e.vs["new"]
+	e.installAndInitialise(old)
+	if res := e.pm(e.f.upgrade(e.f.pkg(nw))...); res.code != 0 {
+		e.t.Fatalf("upgrade before the downgrade: exit %d", res.code)
+	}
+	rp := e.oneRestorePoint(nw, old.Head)
+	shape, data, versions := e.schemaShape(), e.data(), e.schemaVersions()
+	e.r.resetEvents()
+
+	res := e.pm(e.f.downgrade(e.f.pkg(old))...)
+	if res.code == 0 {
+		e.t.Errorf("%s exited 0: the operator is not told the downgrade left the service stopped", res.cmd)
+	}
+	if got := e.schemaVersions(); !slices.Equal(got, versions) {
+		e.t.Errorf("schema_migrations = %v, want unchanged %v", got, versions)
+	}
+	if got := e.schemaShape(); got != shape {
+		e.t.Errorf("the downgrade changed the schema:\nbefore:\n%s\nafter:\n%s", shape, got)
+	}
+	if got := e.data(); got != data {
+		e.t.Errorf("the downgrade changed data")
+	}
+	if e.r.active(applianceUnit) {
+		e.t.Errorf("%s is running on a schema its binary does not know", applianceUnit)
+	}
+	if got := e.backupFiles(); len(got) != 1 || got[0] != rp {
+		e.t.Errorf("backup directory after the downgrade: %v, want only %s", got, rp)
+	}
+	for _, want := range []string{"openwatch restore", path.Base(rp)} {
+		if !strings.Contains(res.out, want) {
+			e.t.Errorf("the downgrade's message does not name %q", want)
+		}
+	}
+	if got := e.installedVersion(); !strings.HasPrefix(got, old.FullVersion()) {
+		e.t.Errorf("installed version %q, want %s", got, old.FullVersion())
+	}
+}
+
+// 8.
+func removalAndPurge(e *env) {
+	old, nw := e.vs["old"], e.vs["new"]
+	e.installAndInitialise(old)
+	conf := e.r.readFile(upgradeConfPath)
+	if conf == "" {
+		e.t.Fatalf("%s is missing or empty", upgradeConfPath)
+	}
+	edited := conf + "\n# e2e: the operator keeps restore points for a week\nBACKUP_RETENTION_DAYS=7\n"
+	e.r.writeFile(upgradeConfPath, edited, 0o640)
+
+	if res := e.pm(e.f.upgrade(e.f.pkg(nw))...); res.code != 0 {
+		e.t.Fatalf("upgrade: exit %d", res.code)
+	}
+	if got := e.r.readFile(upgradeConfPath); got != edited {
+		e.t.Errorf("the operator's %s did not survive the upgrade:\n%s", upgradeConfPath, got)
+	}
+	if e.f.Name == "deb" {
+		if out := e.r.run(30*time.Second, "dpkg-query", "-W", "-f", "${Conffiles}", "openwatch").out; !strings.Contains(out, upgradeConfPath) {
+			e.t.Errorf("%s is not a conffile: %q", upgradeConfPath, out)
+		}
+	} else {
+		out := e.r.run(30*time.Second, "rpm", "-q", "--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]", "openwatch").out
+		if !slices.Contains(lines(out), "cn "+upgradeConfPath) {
+			e.t.Errorf("%s is not %%config(noreplace):\n%s", upgradeConfPath, out)
+		}
+	}
+	rp := e.oneRestorePoint(nw, old.Head)
+	if !e.r.active(cleanupTimer) && !e.r.enabled(cleanupTimer) {
+		e.t.Fatalf("%s neither active nor enabled before removal", cleanupTimer)
+	}
+	e.r.resetEvents()
+
+	res := e.pm(e.f.remove...)
+	if res.code != 0 {
+		e.t.Fatalf("removal: exit %d", res.code)
+	}
+	if e.r.exists("/usr/bin/openwatch") {
+		e.t.Errorf("/usr/bin/openwatch is still there after removal")
+	}
+	ev := lines(e.r.events())
+	if eventIndex(ev, 0, func(l string) bool {
+		return isCall(cleanupTimer, "stop")(l) || (isCall(cleanupTimer, "disable")(l) && strings.Contains(l, "--now"))
+	}) < 0 {
+		e.t.Errorf("%s was not stopped on removal", cleanupTimer)
+	}
+	if e.r.active(cleanupTimer) {
+		e.t.Errorf("%s is still active after removal", cleanupTimer)
+	}
+	if e.r.enabled(cleanupTimer) {
+		e.t.Errorf("%s is still enabled after removal", cleanupTimer)
+	}
+	if got := e.backupFiles(); len(got) != 1 || got[0] != rp {
+		e.t.Errorf("restore points after removal: %v, want %s", got, rp)
+	}
+	if e.f.purge != nil {
+		if res := e.pm(e.f.purge...); res.code != 0 {
+			e.t.Fatalf("purge: exit %d", res.code)
+		}
+		if got := e.backupFiles(); len(got) != 1 || got[0] != rp {
+			e.t.Errorf("restore points after purge: %v, want %s", got, rp)
+		}
+		if e.r.enabled(cleanupTimer) {
+			e.t.Errorf("%s is still enabled after purge", cleanupTimer)
+		}
+	}
+}
