@@ -1,0 +1,169 @@
+package dump
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/openwatch/openwatch/internal/dsn"
+	"github.com/openwatch/openwatch/internal/migrate"
+	"github.com/openwatch/openwatch/internal/progress"
+)
+
+// BackupOptions configure Backup.
+type BackupOptions struct {
+	DSN            *dsn.DSN
+	Dir            string
+	PackageVersion string
+	Compression    string    // pg_dump --compress value
+	Progress       io.Writer // progress lines; nil for none
+	// SpaceNeeded turns the database size into the free space required
+	// before dumping; nil means the whole database size.
+	SpaceNeeded func(dbSize int64) int64
+}
+
+// Backup writes a restore point into o.Dir and returns its path. On any
+// failure no file that looks like a restore point is left behind.
+func Backup(ctx context.Context, o BackupOptions) (string, error) {
+	if err := PrepareDir(o.Dir); err != nil {
+		return "", err
+	}
+	schema, dbSize, err := inspect(ctx, o.DSN)
+	if err != nil {
+		return "", err
+	}
+	if err := checkSpace(o, dbSize); err != nil {
+		return "", err
+	}
+	started := time.Now()
+	final := filepath.Join(o.Dir, FileName(o.PackageVersion, schema, started))
+	if _, err := os.Lstat(final); err == nil {
+		return "", fmt.Errorf("%s already exists; wait a second and run the command again", final)
+	}
+	partial, err := writePartial(ctx, o)
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(partial) // no-op once renamed
+	if err := Verify(ctx, o.DSN, partial); err != nil {
+		return "", err
+	}
+	if err := os.Rename(partial, final); err != nil {
+		return "", fmt.Errorf("move the restore point into place: %w", err)
+	}
+	if err := syncDir(o.Dir); err != nil {
+		return "", fmt.Errorf("sync %s: %w", o.Dir, err)
+	}
+	return final, nil
+}
+
+// inspect returns the newest applied migration and the database size.
+func inspect(ctx context.Context, d *dsn.DSN) (string, int64, error) {
+	conn, err := d.Connect(ctx)
+	if err != nil {
+		return "", 0, err
+	}
+	defer conn.Close(context.Background())
+	applied, err := migrate.Applied(ctx, conn)
+	if err != nil {
+		return "", 0, d.Redactor.Error(err)
+	}
+	var size int64
+	if err := conn.QueryRow(ctx, "select pg_database_size(current_database())").Scan(&size); err != nil {
+		return "", 0, d.Redactor.Error(fmt.Errorf("read the database size: %w", err))
+	}
+	schema := ""
+	if len(applied) > 0 {
+		schema = applied[len(applied)-1]
+	}
+	return schema, size, nil
+}
+
+func checkSpace(o BackupOptions, dbSize int64) error {
+	need := dbSize
+	if o.SpaceNeeded != nil {
+		need = o.SpaceNeeded(dbSize)
+	}
+	free, err := freeBytes(o.Dir)
+	if err != nil {
+		return fmt.Errorf("check free space in %s: %w", o.Dir, err)
+	}
+	if free < need {
+		return fmt.Errorf("not enough free space in %s: %s free, the database is %s; free some space (old restore points: %s/openwatch_*_schema-*_*.dump) or set BACKUP_DIR in /etc/openwatch/upgrade.conf to a larger file system",
+			o.Dir, progress.Bytes(free), progress.Bytes(dbSize), o.Dir)
+	}
+	return nil
+}
+
+// writePartial runs pg_dump into a new .openwatch-*.partial file, fsynced and
+// closed, and returns its path; on failure the file is removed.
+func writePartial(ctx context.Context, o BackupOptions) (_ string, err error) {
+	f, err := os.CreateTemp(o.Dir, PartialPattern)
+	if err != nil {
+		return "", fmt.Errorf("create a file in %s: %w", o.Dir, err)
+	}
+	path := f.Name()
+	defer func() {
+		f.Close()
+		if err != nil {
+			os.Remove(path)
+		}
+	}()
+	if err := f.Chmod(0o600); err != nil {
+		return "", err
+	}
+	cmd, stderr, err := command(ctx, o.DSN, "pg_dump", "--format=custom", "--compress="+o.Compression, "--no-password", "--file="+path)
+	if err != nil {
+		return "", err
+	}
+	stop := watchSize(o.Progress, "backup", path)
+	runErr := cmd.Run()
+	stop()
+	if runErr != nil {
+		return "", childError(o.DSN, "pg_dump", runErr, stderr)
+	}
+	if err := f.Sync(); err != nil {
+		return "", fmt.Errorf("sync %s: %w", path, err)
+	}
+	return path, f.Close()
+}
+
+// watchSize reports the growing size of path until stop is called.
+func watchSize(w io.Writer, label, path string) (stop func()) {
+	if w == nil {
+		return func() {}
+	}
+	r := progress.New(w, label, 0)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if errors.Is(err, fs.ErrNotExist) || err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				r.Update(size())
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		r.Done(size())
+	}
+}

@@ -1,0 +1,144 @@
+package dump
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/openwatch/openwatch/internal/dsn"
+	"github.com/openwatch/openwatch/internal/progress"
+)
+
+// prelude empties the database inside the restore's transaction: every
+// non-system schema goes (so tables added by later migrations are gone), the
+// public schema comes back as initdb makes it, and large objects are removed.
+// The archive then recreates everything it holds.
+const prelude = `\set ON_ERROR_STOP 1
+BEGIN;
+SET LOCAL client_min_messages = warning;
+DO $openwatch$
+DECLARE s name;
+BEGIN
+	FOR s IN SELECT nspname FROM pg_namespace
+		WHERE nspname NOT IN ('pg_catalog', 'information_schema')
+		  AND nspname NOT LIKE 'pg\_toast%' AND nspname NOT LIKE 'pg\_temp\_%'
+	LOOP
+		EXECUTE format('DROP SCHEMA %I CASCADE', s);
+	END LOOP;
+	PERFORM lo_unlink(oid) FROM pg_largeobject_metadata;
+END
+$openwatch$;
+CREATE SCHEMA public AUTHORIZATION pg_database_owner;
+GRANT USAGE ON SCHEMA public TO PUBLIC;
+COMMENT ON SCHEMA public IS 'standard public schema';
+`
+
+// RestoreOptions configure Restore.
+type RestoreOptions struct {
+	DSN      *dsn.DSN
+	File     string
+	Progress io.Writer // nil for none
+}
+
+// Restore replaces the database's contents with the archive, all or nothing:
+// pg_restore turns the archive into SQL that psql runs in one transaction,
+// which is committed only after pg_restore has finished successfully.
+func Restore(ctx context.Context, o RestoreOptions) error {
+	if err := Verify(ctx, o.DSN, o.File); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	restore, restoreErr, err := command(ctx, o.DSN, "pg_restore", "--file=-", "--", o.File)
+	if err != nil {
+		return err
+	}
+	psql, psqlErr, err := command(ctx, o.DSN, "psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-")
+	if err != nil {
+		return err
+	}
+	sqlIn, err := restore.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	psqlIn, err := psql.StdinPipe()
+	if err != nil {
+		return err
+	}
+	psql.Stdout = io.Discard
+	if err := psql.Start(); err != nil {
+		return fmt.Errorf("start psql: %w", err)
+	}
+	if err := restore.Start(); err != nil {
+		psqlIn.Close()
+		psql.Wait()
+		return fmt.Errorf("start pg_restore: %w", err)
+	}
+	copyErr := stream(psqlIn, sqlIn, o.Progress)
+	if copyErr != nil {
+		restore.Process.Kill() // psql has stopped reading
+	}
+	restoreRunErr := restore.Wait()
+	if copyErr == nil && restoreRunErr == nil {
+		_, copyErr = io.WriteString(psqlIn, "\nCOMMIT;\n")
+	}
+	// Without COMMIT, closing psql's input ends the session and PostgreSQL
+	// rolls the transaction back.
+	psqlIn.Close()
+	psqlRunErr := psql.Wait()
+	switch {
+	case psqlRunErr != nil:
+		return fmt.Errorf("nothing was changed: %w", childError(o.DSN, "psql", psqlRunErr, psqlErr))
+	case restoreRunErr != nil:
+		return fmt.Errorf("nothing was changed: %w", childError(o.DSN, "pg_restore", restoreRunErr, restoreErr))
+	case copyErr != nil:
+		return fmt.Errorf("nothing was changed: feeding psql: %w", copyErr)
+	}
+	return nil
+}
+
+// stream writes the prelude and then the archive's SQL to psql, reporting progress.
+func stream(dst io.Writer, src io.Reader, progressOut io.Writer) error {
+	if _, err := io.WriteString(dst, prelude); err != nil {
+		return err
+	}
+	var r *progress.Reporter
+	if progressOut != nil {
+		r = progress.New(progressOut, "restore", 0)
+	}
+	var n int64
+	buf := make([]byte, 256<<10)
+	for {
+		m, err := src.Read(buf)
+		if m > 0 {
+			if _, werr := dst.Write(buf[:m]); werr != nil {
+				return werr
+			}
+			n += int64(m)
+			if r != nil {
+				r.Update(n)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if r != nil {
+		r.Done(n)
+	}
+	return nil
+}
+
+// FileSize returns the size of a restore point, for messages.
+func FileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}

@@ -1,0 +1,72 @@
+package dump
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+
+	"github.com/openwatch/openwatch/internal/dsn"
+)
+
+// tail keeps the last bytes a child wrote to stderr, for error messages.
+type tail struct{ buf []byte }
+
+const tailSize = 4096
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > tailSize {
+		t.buf = t.buf[len(t.buf)-tailSize:]
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string { return strings.TrimSpace(string(t.buf)) }
+
+// command prepares a PostgreSQL client program with the connection in its
+// environment only.
+func command(ctx context.Context, d *dsn.DSN, name string, args ...string) (*exec.Cmd, *tail, error) {
+	path, err := exec.LookPath(name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s not found in PATH (install the PostgreSQL client package, e.g. postgresql-client)", name)
+	}
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = d.ChildEnv()
+	cmd.Dir = "/"
+	stderr := &tail{}
+	cmd.Stderr = stderr
+	return cmd, stderr, nil
+}
+
+// childError names the program and passes its redacted message on.
+func childError(d *dsn.DSN, name string, err error, stderr *tail) error {
+	var exit *exec.ExitError
+	msg := stderr.String()
+	if errors.As(err, &exit) && msg != "" {
+		return fmt.Errorf("%s failed: %s", name, d.Redactor.String(msg))
+	}
+	if msg != "" {
+		return fmt.Errorf("%s: %v: %s", name, d.Redactor.Error(err), d.Redactor.String(msg))
+	}
+	return fmt.Errorf("%s: %w", name, d.Redactor.Error(err))
+}
+
+// Verify checks that file is a readable pg_dump archive with pg_restore --list.
+func Verify(ctx context.Context, d *dsn.DSN, file string) error {
+	cmd, stderr, err := command(ctx, d, "pg_restore", "--list", "--", file)
+	if err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s is not a usable restore point: %w", file, childError(d, "pg_restore --list", err, stderr))
+	}
+	if !bytes.Contains(out.Bytes(), []byte("Archive created at")) {
+		return fmt.Errorf("%s is not a usable restore point: pg_restore --list shows no archive header", file)
+	}
+	return nil
+}
