@@ -48,7 +48,29 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(pkgDir)
-	return pgtest.Main(m)
+	before := hostFingerprint()
+	code := pgtest.Main(m)
+	if after := hostFingerprint(); after != before {
+		fmt.Fprintf(os.Stderr, "e2e: THE HOST CHANGED during the tests; a write escaped a disposable root:\nbefore %s\nafter  %s\n", before, after)
+		return 1
+	}
+	return code
+}
+
+// hostFingerprint describes the host files a disposable root replaces, so a
+// write that escaped it fails the run loudly.
+func hostFingerprint() string {
+	var b strings.Builder
+	for _, p := range []string{"/usr/bin/sh", "/usr/bin/systemctl", "/usr/local/sbin/systemctl", "/usr/bin/pg_dump", "/usr/bin/pg_restore", "/usr/bin/psql", "/usr/sbin/policy-rc.d", "/etc/systemd/system/" + applianceUnit, eventsLog} {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			fmt.Fprintf(&b, "%s:absent ", p)
+			continue
+		}
+		target, _ := os.Readlink(p)
+		fmt.Fprintf(&b, "%s:%v:%d:%s ", p, fi.Mode(), fi.Size(), target)
+	}
+	return b.String()
 }
 
 // A variant is one build of the binary and its two packages.

@@ -27,6 +27,7 @@ type root struct {
 	holder *exec.Cmd
 	mnt    string // host directory the namespace mounts its tmpfs on
 	shell  string // what /bin/sh is inside: "dash" or "busybox"
+	exited chan struct{} // closed when the holder is gone (its pid may be reused)
 }
 
 // setupScript builds the namespace; $1 is the mount point, $2 the directory
@@ -42,8 +43,9 @@ mount -t tmpfs -o mode=0755 run "$T/root/run"
 mount -t tmpfs -o mode=1777 tmp "$T/root/tmp"
 mkdir -p "$T/root/run/systemd/system" "$T/root/e2e-pkgs"
 mount --bind -o ro "$2" "$T/root/e2e-pkgs"
-echo ready
-exec chroot "$T/root" sleep infinity
+# "ready" comes from inside the chroot: until then /proc/<holder>/root is the
+# host's own root, and a write through it would land on the host.
+exec chroot "$T/root" /bin/sh -c 'echo ready && exec sleep infinity'
 `
 
 // newRoot starts a disposable root with /bin/sh pointing at shell ("dash" or
@@ -65,7 +67,11 @@ func newRoot(t *testing.T, shell string) *root {
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &root{t: t, holder: holder, mnt: mnt, shell: shell}
+	r := &root{t: t, holder: holder, mnt: mnt, shell: shell, exited: make(chan struct{})}
+	go func() {
+		holder.Wait()
+		close(r.exited)
+	}()
 	t.Cleanup(r.close)
 	ready := make(chan error, 1)
 	go func() {
@@ -83,21 +89,44 @@ func newRoot(t *testing.T, shell string) *root {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("disposable root did not come up in 30s\n%s", holder.Stderr)
 	}
+	r.mustBeDisposable()
 	r.prepare()
 	return r
 }
 
-func (r *root) close() {
-	if r.holder.Process != nil {
+// mustBeDisposable refuses to go on unless the holder's root is the overlay,
+// not the host's /: every write the tests make goes through it.
+func (r *root) mustBeDisposable() {
+	r.t.Helper()
+	host, err1 := os.Stat("/")
+	inside, err2 := os.Stat(r.path("/"))
+	_, err3 := os.Stat(r.path("/e2e-pkgs"))
+	if err1 != nil || err2 != nil || err3 != nil || os.SameFile(host, inside) {
 		r.holder.Process.Kill()
-		r.holder.Wait()
+		r.t.Fatalf("the holder's root is not the disposable overlay (%v %v %v); refusing to touch it", err1, err2, err3)
 	}
+	var hs, is syscall.Stat_t
+	if syscall.Stat("/", &hs) != nil || syscall.Stat(r.path("/"), &is) != nil || hs.Dev == is.Dev {
+		r.holder.Process.Kill()
+		r.t.Fatalf("the holder's root is on the host's filesystem; refusing to touch it")
+	}
+}
+
+func (r *root) close() {
+	r.holder.Process.Kill()
+	<-r.exited
 	// The mounts die with the namespace; only the empty mount point is left.
 	os.Remove(r.mnt)
 }
 
 // path is where a file inside the root is seen from the host.
 func (r *root) path(p string) string {
+	select {
+	case <-r.exited:
+		// The pid could now be any host process: never resolve through it.
+		panic("e2e: the disposable root's holder has exited")
+	default:
+	}
 	return filepath.Join(fmt.Sprintf("/proc/%d/root", r.holder.Process.Pid), p)
 }
 
@@ -204,6 +233,7 @@ func (r *root) run(timeout time.Duration, argv ...string) result {
 }
 
 func (r *root) runEnv(timeout time.Duration, env []string, argv ...string) result {
+	r.path("/") // refuses when the holder is gone
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	args := append([]string{"-t", fmt.Sprint(r.holder.Process.Pid), "-m", "-r", "-w", "--", "env", "-i"}, baseEnv...)

@@ -430,10 +430,13 @@ func downgrade(e *env) {
 	if got := e.backupFiles(); len(got) != 1 || got[0] != rp {
 		e.t.Errorf("backup directory after the downgrade: %v, want only %s", got, rp)
 	}
-	for _, want := range []string{"openwatch restore", path.Base(rp)} {
-		if !strings.Contains(res.out, want) {
-			e.t.Errorf("the downgrade's message does not name %q", want)
-		}
+	if !strings.Contains(res.out, "openwatch restore") {
+		e.t.Errorf("the downgrade's message does not say how to restore (openwatch restore)")
+	}
+	// The matching restore point is the one holding this version's schema:
+	// the message must lead to it, by name or by its schema version.
+	if !strings.Contains(res.out, path.Base(rp)) && !strings.Contains(res.out, "schema-"+old.Head) {
+		e.t.Errorf("the downgrade's message does not identify the matching restore point %s", path.Base(rp))
 	}
 	if got := e.installedVersion(); !strings.HasPrefix(got, old.FullVersion()) {
 		e.t.Errorf("installed version %q, want %s", got, old.FullVersion())
