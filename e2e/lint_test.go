@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,17 @@ import (
 // logged for the packager to fix or override with a reason.
 func TestLint(t *testing.T) {
 	v := variants(t)["new"]
+	// Overrides: lintian reads the ones the .deb ships; rpmlint takes the
+	// packager's filter files from dist/ when there are any.
+	rpmlint := []string{"rpmlint"}
+	rcs, _ := filepath.Glob(filepath.Join(repoRoot, "dist", "*rpmlintrc"))
+	for _, rc := range rcs {
+		rpmlint = append(rpmlint, "-r", rc)
+	}
+	tomls, _ := filepath.Glob(filepath.Join(repoRoot, "dist", "*rpmlint*.toml"))
+	for _, c := range tomls {
+		rpmlint = append(rpmlint, "-c", c)
+	}
 	for _, l := range []struct {
 		name string
 		argv []string
@@ -20,7 +32,7 @@ func TestLint(t *testing.T) {
 	}{
 		{"lintian reports no errors for the .deb", []string{"lintian", "--no-tag-display-limit", "--display-info", v.HostDEB},
 			hasPrefix("E: "), hasPrefix("W: ")},
-		{"rpmlint reports no errors for the .rpm", []string{"rpmlint", v.HostRPM},
+		{"rpmlint reports no errors for the .rpm", append(rpmlint, v.HostRPM),
 			func(s string) bool { return strings.Contains(s, ": E: ") }, func(s string) bool { return strings.Contains(s, ": W: ") }},
 	} {
 		t.Run(l.name, func(t *testing.T) {
