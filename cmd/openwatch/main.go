@@ -1,4 +1,11 @@
-// Placeholder until the binary lands (issue 2).
+// Command openwatch applies the appliance's schema migrations and makes and
+// restores restore points. See internal/cli.
 package main
 
-func main() {}
+import (
+	"os"
+
+	"github.com/openwatch/openwatch/internal/cli"
+)
+
+func main() { os.Exit(cli.Main(os.Args[1:])) }

@@ -1,0 +1,137 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/openwatch/openwatch/internal/dsn"
+	"github.com/openwatch/openwatch/internal/dump"
+	"github.com/openwatch/openwatch/internal/migrate"
+	"github.com/openwatch/openwatch/internal/progress"
+	"github.com/openwatch/openwatch/internal/version"
+)
+
+// backup writes a restore point; stdout gets only its path.
+func (a *app) backup(ctx context.Context, args []string) int {
+	fl := a.flags("backup")
+	dir := fl.String("dir", "", "")
+	var extra []string
+	if code, ok := a.parse(fl, args, &extra); !ok {
+		return code
+	}
+	if len(extra) > 0 {
+		return a.usageError("backup: unexpected argument %q", extra[0])
+	}
+	cfg, d, code := a.connection()
+	if d == nil {
+		return code
+	}
+	if *dir == "" {
+		*dir = cfg.BackupDir
+	}
+	path, err := dump.Backup(ctx, dump.BackupOptions{DSN: d, Dir: *dir, PackageVersion: version.Version,
+		Compression: cfg.BackupCompression, Progress: a.Stderr})
+	var unreachable *dsn.UnreachableError
+	if errors.As(err, &unreachable) {
+		return a.unreachable(err, cfg.SecretsPath)
+	}
+	if err != nil {
+		a.errorf("could not take a restore point: %v", err)
+		return ExitBackupFailed
+	}
+	fmt.Fprintln(a.Stdout, path)
+	return ExitOK
+}
+
+// restore replaces the database with a restore point after confirmation.
+func (a *app) restore(ctx context.Context, args []string) int {
+	fl := a.flags("restore")
+	yes := fl.Bool("yes", false, "")
+	var files []string
+	if code, ok := a.parse(fl, args, &files); !ok {
+		return code
+	}
+	if len(files) != 1 {
+		return a.usageError("restore needs exactly one FILE, e.g. openwatch restore %s", filepath.Join("/var/backups/openwatch", "openwatch_*.dump"))
+	}
+	file, err := filepath.Abs(files[0])
+	if err != nil {
+		return a.usageError("restore: %v", err)
+	}
+	if _, err := os.Stat(file); err != nil {
+		a.errorf("%v\nList the restore points with: ls -l /var/backups/openwatch/", err)
+		return ExitError
+	}
+	cfg, d, code := a.connection()
+	if d == nil {
+		return code
+	}
+	if err := dump.Verify(ctx, d, file); err != nil {
+		a.errorf("%v\nNothing was changed. Pick another restore point.", err)
+		return ExitError
+	}
+	if !*yes {
+		if code, ok := a.confirm(d, file); !ok {
+			return code
+		}
+	}
+	conn, err := d.Connect(ctx)
+	if err != nil {
+		return a.unreachable(err, cfg.SecretsPath)
+	}
+	defer conn.Close(context.Background())
+	// No migrate may run while the database is replaced.
+	if err := migrate.Lock(ctx, conn, cfg.MigrateLockTimeout, func() {
+		fmt.Fprintf(a.Stderr, "waiting up to %s for a running openwatch migrate to finish…\n", cfg.MigrateLockTimeout)
+	}); err != nil {
+		a.errorf("%v", d.Redactor.Error(err))
+		return ExitError
+	}
+	fmt.Fprintf(a.Stderr, "restoring %s (%s) into %s…\n", file, progress.Bytes(dump.FileSize(file)), d.Describe())
+	if err := dump.Restore(ctx, dump.RestoreOptions{DSN: d, File: file, Progress: a.Stderr}); err != nil {
+		a.errorf("restore failed, %v", err)
+		return ExitError
+	}
+	a.afterRestore(ctx, conn, file)
+	return ExitOK
+}
+
+// confirm asks on the terminal; without one it refuses.
+func (a *app) confirm(d *dsn.DSN, file string) (int, bool) {
+	if !progress.IsTerminal(a.Stdin) {
+		a.errorf("refusing to restore without confirmation: stdin is not a terminal.\nTo replace %s with %s, run:\n  openwatch restore --yes %s", d.Describe(), file, file)
+		return ExitUsage, false
+	}
+	fmt.Fprintf(a.Stderr, "This replaces everything in %s with the restore point\n  %s\nChanges made since it was taken are lost.\nType the database name (%s) or y to continue: ",
+		d.Describe(), file, d.Config.Database)
+	answer, _ := bufio.NewReader(a.Stdin).ReadString('\n')
+	answer = strings.TrimSpace(answer)
+	if answer == d.Config.Database || strings.EqualFold(answer, "y") || strings.EqualFold(answer, "yes") {
+		return 0, true
+	}
+	a.errorf("not confirmed; nothing was changed")
+	return ExitError, false
+}
+
+// afterRestore says where the restored schema stands relative to this binary.
+func (a *app) afterRestore(ctx context.Context, conn *pgx.Conn, file string) {
+	s, err := migrate.ReadState(ctx, conn, a.migrations)
+	if err != nil {
+		fmt.Fprintf(a.Stdout, "restored %s\n", file)
+		return
+	}
+	fmt.Fprintf(a.Stdout, "restored %s; schema now at %s\n", file, orNone(s.Current))
+	switch {
+	case s.Newer():
+		fmt.Fprintf(a.Stdout, "This schema is newer than this binary (openwatch %s); install the package version named in the file name.\n", version.Version)
+	case len(s.Pending) > 0:
+		fmt.Fprintf(a.Stdout, "%d migration(s) of this binary are pending; apply them with: openwatch migrate\n", len(s.Pending))
+	}
+}

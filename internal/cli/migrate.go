@@ -1,0 +1,274 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/openwatch/openwatch/internal/config"
+	"github.com/openwatch/openwatch/internal/dsn"
+	"github.com/openwatch/openwatch/internal/dump"
+	"github.com/openwatch/openwatch/internal/migrate"
+	"github.com/openwatch/openwatch/internal/version"
+)
+
+type migrateFlags struct {
+	check, status, json, noBackup bool
+	backupDir                     string
+}
+
+func (a *app) migrate(ctx context.Context, args []string) int {
+	var f migrateFlags
+	fl := a.flags("migrate")
+	fl.BoolVar(&f.check, "check", false, "")
+	fl.BoolVar(&f.status, "status", false, "")
+	fl.BoolVar(&f.json, "json", false, "")
+	fl.BoolVar(&f.noBackup, "no-backup", false, "")
+	fl.StringVar(&f.backupDir, "backup-dir", "", "")
+	var extra []string
+	if code, ok := a.parse(fl, args, &extra); !ok {
+		return code
+	}
+	if msg := f.conflict(extra); msg != "" {
+		return a.usageError("migrate: %s", msg)
+	}
+	cfg, d, code := a.connection()
+	if d == nil {
+		return code
+	}
+	switch {
+	case f.check:
+		return a.check(ctx, cfg, d)
+	case f.status:
+		return a.status(ctx, cfg, d, f.json)
+	}
+	return a.apply(ctx, cfg, d, f)
+}
+
+func (f migrateFlags) conflict(extra []string) string {
+	switch {
+	case len(extra) > 0:
+		return fmt.Sprintf("unexpected argument %q", extra[0])
+	case f.check && f.status:
+		return "--check and --status exclude each other"
+	case f.json && !f.status:
+		return "--json goes with --status"
+	case (f.check || f.status) && (f.noBackup || f.backupDir != ""):
+		return "--backup-dir and --no-backup only apply when migrating"
+	case f.noBackup && f.backupDir != "":
+		return "--backup-dir and --no-backup exclude each other"
+	case f.backupDir != "" && !filepath.IsAbs(f.backupDir):
+		return "--backup-dir needs an absolute path"
+	}
+	return ""
+}
+
+// readState opens one session and reads the schema state: what --check and
+// --status need, and nothing more (--check must stay fast).
+func (a *app) readState(ctx context.Context, cfg config.Config, d *dsn.DSN) (migrate.State, int) {
+	conn, err := d.Connect(ctx)
+	if err != nil {
+		return migrate.State{}, a.unreachable(err, cfg.SecretsPath)
+	}
+	defer conn.Close(context.Background())
+	s, err := migrate.ReadState(ctx, conn, a.migrations)
+	if err != nil {
+		a.errorf("%v", d.Redactor.Error(err))
+		return s, ExitError
+	}
+	return s, ExitOK
+}
+
+func (a *app) check(ctx context.Context, cfg config.Config, d *dsn.DSN) int {
+	s, code := a.readState(ctx, cfg, d)
+	if code != ExitOK {
+		return code
+	}
+	switch {
+	case s.Newer():
+		a.refuseNewer(cfg, s)
+		return ExitNewer
+	case len(s.Pending) > 0:
+		fmt.Fprintf(a.Stdout, "%d migration(s) pending: %s (schema at %s, this binary's head %s)\n",
+			len(s.Pending), names(s.Pending), orNone(s.Current), s.Head)
+		return ExitPending
+	}
+	fmt.Fprintf(a.Stdout, "schema at this binary's head (%s)\n", s.Head)
+	return ExitOK
+}
+
+// statusJSON is the stable --status --json document.
+type statusJSON struct {
+	State          string              `json:"state"` // current, pending or newer
+	Database       string              `json:"database"`
+	SchemaVersion  string              `json:"schema_version"` // "" when nothing is applied
+	BinaryHead     string              `json:"binary_head"`
+	PackageVersion string              `json:"package_version"`
+	Applied        []string            `json:"applied"`
+	Pending        []migrate.Migration `json:"pending"`
+	UnknownApplied []string            `json:"unknown_applied"`
+}
+
+func (a *app) status(ctx context.Context, cfg config.Config, d *dsn.DSN, asJSON bool) int {
+	s, code := a.readState(ctx, cfg, d)
+	if code != ExitOK {
+		return code
+	}
+	state := "current"
+	switch {
+	case s.Newer():
+		state = "newer"
+	case len(s.Pending) > 0:
+		state = "pending"
+	}
+	if asJSON {
+		enc := json.NewEncoder(a.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(statusJSON{State: state, Database: d.Describe(), SchemaVersion: s.Current, BinaryHead: s.Head,
+			PackageVersion: version.Version, Applied: s.Applied, Pending: s.Pending, UnknownApplied: s.Unknown})
+		return ExitOK
+	}
+	fmt.Fprintf(a.Stdout, "database:         %s\n", d.Describe())
+	fmt.Fprintf(a.Stdout, "state:            %s\n", state)
+	fmt.Fprintf(a.Stdout, "schema version:   %s\n", orNone(s.Current))
+	fmt.Fprintf(a.Stdout, "binary head:      %s (openwatch %s)\n", s.Head, version.Version)
+	fmt.Fprintf(a.Stdout, "pending:          %s\n", orNone(names(s.Pending)))
+	fmt.Fprintf(a.Stdout, "unknown applied:  %s\n", orNone(strings.Join(s.Unknown, ", ")))
+	return ExitOK
+}
+
+func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrateFlags) int {
+	var restorePoint, noBackupReason string
+	res, err := migrate.Run(ctx, migrate.Options{
+		DSN: d, FS: a.migrations, Out: a.Stdout, LockTimeout: cfg.MigrateLockTimeout,
+		BeforeApply: func(ctx context.Context, s migrate.State, hasData bool) error {
+			fmt.Fprintf(a.Stdout, "%d migration(s) pending: %s\n", len(s.Pending), names(s.Pending))
+			noBackupReason = a.backupPolicy(cfg, f, hasData)
+			if noBackupReason != "" {
+				fmt.Fprintf(a.Stdout, "no restore point: %s\n", noBackupReason)
+				return nil
+			}
+			dir := cfg.BackupDir
+			if f.backupDir != "" {
+				dir = f.backupDir
+			}
+			path, err := dump.Backup(ctx, dump.BackupOptions{DSN: d, Dir: dir, PackageVersion: version.Version,
+				Compression: cfg.BackupCompression, Progress: a.Stderr})
+			if err != nil {
+				return err
+			}
+			restorePoint = path
+			fmt.Fprintf(a.Stdout, "restore point: %s\n", path)
+			return nil
+		},
+	})
+	if err != nil {
+		return a.applyFailed(cfg, err, restorePoint, noBackupReason)
+	}
+	if len(res.Applied) == 0 {
+		fmt.Fprintf(a.Stdout, "nothing to migrate: schema at this binary's head (%s)\n", res.Before.Head)
+		return ExitOK
+	}
+	fmt.Fprintf(a.Stdout, "applied %d migration(s); schema now at %s\n", len(res.Applied), res.Applied[len(res.Applied)-1].Version)
+	return ExitOK
+}
+
+// backupPolicy returns why no restore point is taken, or "" to take one.
+func (a *app) backupPolicy(cfg config.Config, f migrateFlags, hasData bool) string {
+	switch {
+	case f.noBackup:
+		return "--no-backup given"
+	case !hasData:
+		return "the schema is empty"
+	case !cfg.AutoBackup && f.backupDir == "":
+		return fmt.Sprintf("AUTO_BACKUP=no in %s and no --backup-dir", a.configPath)
+	}
+	return ""
+}
+
+func (a *app) applyFailed(cfg config.Config, err error, restorePoint, noBackupReason string) int {
+	var unreachable *dsn.UnreachableError
+	var newer *migrate.NewerSchemaError
+	var backup *migrate.BackupError
+	var failed *migrate.FailedError
+	switch {
+	case errors.As(err, &unreachable):
+		return a.unreachable(err, cfg.SecretsPath)
+	case errors.As(err, &newer):
+		a.refuseNewer(cfg, newer.State)
+		return ExitNewer
+	case errors.As(err, &backup):
+		a.errorf("%v\nNothing was applied. Fix the cause and run 'openwatch migrate' again"+
+			" (or, accepting that there is no way back, 'openwatch migrate --no-backup').", backup)
+		return ExitBackupFailed
+	case errors.As(err, &failed):
+		a.reportFailure(failed, restorePoint, noBackupReason)
+		return ExitError
+	}
+	a.errorf("%v", err)
+	return ExitError
+}
+
+func (a *app) reportFailure(f *migrate.FailedError, restorePoint, noBackupReason string) {
+	a.errorf("%v", f)
+	fmt.Fprintf(a.Stderr, "applied in this run: %s\n", orNone(names(f.Applied)))
+	if f.Failed.Name != "" {
+		fmt.Fprintf(a.Stderr, "failed (rolled back): %s\n", f.Failed.Name)
+	}
+	fmt.Fprintf(a.Stderr, "not applied: %s\n", orNone(names(f.NotApplied)))
+	if restorePoint == "" {
+		fmt.Fprintf(a.Stderr, "no restore point was taken (%s).\nFix the cause, then run: openwatch migrate\n", orNone(noBackupReason))
+		return
+	}
+	fmt.Fprintf(a.Stderr, "restore point: %s\n", restorePoint)
+	fmt.Fprintf(a.Stderr, "To put the database back as it was before this run:\n  openwatch restore --yes %s\n", restorePoint)
+}
+
+// refuseNewer explains a downgrade and names the restore point matching this
+// binary when there is one.
+func (a *app) refuseNewer(cfg config.Config, s migrate.State) {
+	a.errorf("the database schema is newer than this binary and nothing was applied.\n"+
+		"database schema version: %s (unknown to this binary: %s)\n"+
+		"this binary (openwatch %s) knows schema versions up to %s.\n"+
+		"Either install the newer openwatch package again, or restore a restore point taken with this version's schema:",
+		s.Current, strings.Join(s.Unknown, ", "), version.Version, s.Head)
+	if p := newestRestorePoint(cfg.BackupDir, s.Head); p != "" {
+		fmt.Fprintf(a.Stderr, "  openwatch restore --yes %s\n", p)
+	} else {
+		fmt.Fprintf(a.Stderr, "  openwatch restore --yes %s\n", filepath.Join(cfg.BackupDir, "openwatch_*_schema-"+s.Head+"_*.dump"))
+	}
+}
+
+// newestRestorePoint finds the newest restore point in dir with schema version head.
+func newestRestorePoint(dir, head string) string {
+	matches, _ := filepath.Glob(filepath.Join(dir, "openwatch_*_schema-"+head+"_*.dump"))
+	sort.Slice(matches, func(i, j int) bool { return stamp(matches[i]) < stamp(matches[j]) })
+	if len(matches) == 0 {
+		return ""
+	}
+	return matches[len(matches)-1]
+}
+
+func stamp(path string) string {
+	base := strings.TrimSuffix(filepath.Base(path), ".dump")
+	return base[strings.LastIndexByte(base, '_')+1:]
+}
+
+func names(ms []migrate.Migration) string {
+	var n []string
+	for _, m := range ms {
+		n = append(n, m.Name)
+	}
+	return strings.Join(n, ", ")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
