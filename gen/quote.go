@@ -36,9 +36,11 @@ func envQuote(s string) string {
 
 // yamlQuote writes s as a YAML double-quoted scalar (JSON strings are).
 func yamlQuote(s string) string {
-	b, err := json.Marshal(s)
-	if err != nil {
-		panic(err) // a string always marshals
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
+		panic(err) // a string always encodes
 	}
-	return string(b)
+	return strings.TrimSuffix(b.String(), "\n")
 }

@@ -175,7 +175,7 @@ var (
 	userRE     = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 	versionRE  = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
 	releaseRE  = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
-	unitRE     = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+\.(service|socket|target|timer|mount|path)$`)
+	unitRE     = regexp.MustCompile(`^[A-Za-z0-9:_.@\\-]+\.(service|socket|target|timer|mount|path)$`)
 	unitBaseRE = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+$`)
 	dropInRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+\.conf$`)
 	calendarRE = regexp.MustCompile(`^[A-Za-z0-9 :*,./~-]+$`)

@@ -1,0 +1,187 @@
+package gen
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+// goldenSpec differs from Default in every field a template uses, so the
+// golden tree shows where each one lands.
+func goldenSpec() *Spec {
+	s := Default()
+	s.Name = "acme-watch"
+	s.User, s.Group = "acmew", "acmeg"
+	s.Paths.Binary = "/opt/acme/bin/acme-watch"
+	s.Paths.LibDir = "/opt/acme/lib"
+	s.Paths.ConfigDir = "/etc/acme"
+	s.Paths.ConfigFile = "/etc/acme/upgrade.conf"
+	s.Paths.SecretsFile = "/etc/acme/secrets.env"
+	s.Paths.StateDir = "/var/lib/acme"
+	s.Paths.Marker = "/var/lib/acme/restart"
+	s.Paths.BackupDir = "/srv/acme/restore-points"
+	s.Units.App = "acme.service"
+	s.Units.Database = "postgresql@16-main.service"
+	s.Units.Cleanup = "acme-prune"
+	s.Units.OnCalendar = "*-*-* 03:00:00"
+	s.Units.RandomizedDelay = "30m"
+	s.Units.DropIn = "10-guard.conf"
+	s.Backup = Backup{Auto: false, RetentionDays: 7, Compression: 1, RestoreJobs: 8, LockTimeout: 60}
+	return s
+}
+
+func TestRenderGolden(t *testing.T) {
+	files, err := Render(goldenSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join("testdata", "golden")
+	if *update {
+		os.RemoveAll(root)
+		if err := Write(root, files); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	if err := Check(root, files, &buf, "."); err != nil {
+		t.Errorf("%v (run go test ./gen -update to accept):\n%s", err, buf.String())
+	}
+}
+
+// repoRoot is where cmd/gen writes: the module root.
+const repoRoot = ".."
+
+func TestCommittedFilesMatchSpec(t *testing.T) {
+	s := Default()
+	files, err := Render(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := Check(repoRoot, files, &buf, s.DistDir); err != nil {
+		t.Errorf("%v:\n%s", err, buf.String())
+	}
+}
+
+func TestCheckReportsDrift(t *testing.T) {
+	root := t.TempDir()
+	files := map[string][]byte{"dist/a": []byte("one\ntwo\nthree\n"), "dist/b": []byte("b\n")}
+	if err := Write(root, files); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(root, files, new(bytes.Buffer), "dist"); err != nil {
+		t.Fatalf("Check after Write = %v", err)
+	}
+	writeFile(t, filepath.Join(root, "dist/a"), "one\n2\nthree\n", 0o644)
+	writeFile(t, filepath.Join(root, "dist/stale"), "x", 0o644)
+	os.Remove(filepath.Join(root, "dist/b"))
+	var buf bytes.Buffer
+	err := Check(root, files, &buf, "dist")
+	if !errors.Is(err, ErrDrift) {
+		t.Fatalf("Check = %v, want ErrDrift", err)
+	}
+	want := `--- dist/a (committed)
++++ dist/a (rendered)
+@@ -1,3 +1,3 @@
+ one
+-2
++two
+ three
+missing: dist/b
+stale: dist/stale is not rendered by the spec any more; delete it
+`
+	if d := Diff("want", "got", want, buf.String()); d != "" {
+		t.Error(d)
+	}
+}
+
+func TestRenderIsReproducible(t *testing.T) {
+	a, err := Render(Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Render(Default())
+	for name := range a {
+		if !bytes.Equal(a[name], b[name]) {
+			t.Errorf("%s differs between two renders", name)
+		}
+	}
+}
+
+var headerRE = regexp.MustCompile(`^# (Code generated|Generated) by gen from templates/[a-z]+/[a-z0-9.-]+\.tmpl`)
+
+func TestEveryFileSaysItIsGenerated(t *testing.T) {
+	files, err := Render(Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range files {
+		lines := strings.SplitN(string(b), "\n", 3)
+		first := lines[0]
+		if strings.HasPrefix(first, "#!") {
+			first = lines[1]
+		}
+		if !headerRE.MatchString(first) {
+			t.Errorf("%s: no generated-file header near the top: %q", name, first)
+		}
+	}
+}
+
+func TestScriptsPassShellcheck(t *testing.T) {
+	for _, spec := range []*Spec{Default(), goldenSpec()} {
+		files, err := Render(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		var scripts []string
+		for name, b := range files {
+			if Mode(b) != 0o755 {
+				continue
+			}
+			p := filepath.Join(dir, strings.ReplaceAll(name, "/", "_"))
+			writeFile(t, p, string(b), 0o755)
+			scripts = append(scripts, p)
+		}
+		if len(scripts) != 10 {
+			t.Errorf("%d scripts rendered, want 10", len(scripts))
+		}
+		out, err := exec.Command("shellcheck", append([]string{"-s", "sh", "-S", "style"}, scripts...)...).CombinedOutput()
+		if err != nil {
+			t.Errorf("shellcheck: %v\n%s", err, out)
+		}
+	}
+}
+
+func TestDiff(t *testing.T) {
+	if d := Diff("a", "b", "x\n", "x\n"); d != "" {
+		t.Errorf("equal inputs: %q", d)
+	}
+	got := Diff("a", "b", "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n", "1\n2\n3\n4\nfive\n6\n7\n8\n9\n10\n11\n")
+	want := `--- a
++++ b
+@@ -2,9 +2,10 @@
+ 2
+ 3
+ 4
+-5
++five
+ 6
+ 7
+ 8
+ 9
+ 10
++11
+`
+	if got != want {
+		t.Errorf("Diff:\n%s\nwant:\n%s", got, want)
+	}
+}
