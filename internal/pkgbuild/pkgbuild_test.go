@@ -1,0 +1,229 @@
+package pkgbuild
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+)
+
+const repoRoot = "../.."
+
+var (
+	buildOnce sync.Once
+	built     Result
+	buildErr  error
+)
+
+// packages builds the binary (whatever cmd/openwatch is today) and both
+// packages once, as `make packages` does.
+func packages(t *testing.T) Result {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "pkgbuild")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		bin := filepath.Join(dir, "openwatch")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/openwatch")
+		cmd.Dir = repoRoot
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = errors.New("go build: " + err.Error() + "\n" + string(out))
+			return
+		}
+		built, buildErr = Build(Options{
+			Config: filepath.Join(repoRoot, "nfpm.yaml"), Version: "1.1.0", Release: "2",
+			Binary: bin, OutDir: filepath.Join(dir, "out"),
+		})
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return built
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.RPM != "" {
+		os.RemoveAll(filepath.Dir(filepath.Dir(built.RPM)))
+	}
+	os.Exit(code)
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("%s %v: %v\n%s", name, args, err, stderr)
+	}
+	return string(out)
+}
+
+func dist(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "dist", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// payload is the expected content: path -> "mode owner group".
+var payload = map[string]string{
+	"/etc/openwatch":                                                   "drwxr-x--- root openwatch",
+	"/etc/openwatch/upgrade.conf":                                      "-rw-r----- root openwatch",
+	"/usr/bin/openwatch":                                               "-rwxr-xr-x root root",
+	"/usr/lib/openwatch":                                               "drwxr-xr-x root root",
+	"/usr/lib/openwatch/cleanup-backups.sh":                            "-rwxr-xr-x root root",
+	"/usr/lib/openwatch/openwatch-upgrade.sh":                          "-rwxr-xr-x root root",
+	"/usr/lib/systemd/system/openwatch-backup-cleanup.service":         "-rw-r--r-- root root",
+	"/usr/lib/systemd/system/openwatch-backup-cleanup.timer":           "-rw-r--r-- root root",
+	"/usr/lib/systemd/system/openwatch.service.d":                      "drwxr-xr-x root root",
+	"/usr/lib/systemd/system/openwatch.service.d/50-schema-guard.conf": "-rw-r--r-- root root",
+	"/var/backups/openwatch":                                           "drwx------ root root",
+	"/var/lib/openwatch":                                               "drwxr-x--- openwatch openwatch",
+}
+
+func TestRPM(t *testing.T) {
+	rpm := packages(t).RPM
+	if got := filepath.Base(rpm); got != "openwatch-1.1.0-2.x86_64.rpm" {
+		t.Errorf("file name %s", got)
+	}
+	if got := run(t, "rpm", "-qp", "--qf", "%{NAME} %{VERSION} %{RELEASE} %{ARCH}", rpm); got != "openwatch 1.1.0 2 x86_64" {
+		t.Errorf("NVRA %q", got)
+	}
+	// Owners and modes, by name (rpm -qlv shortens names to 8 characters).
+	got := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(run(t, "rpm", "-qp", "--qf",
+		"[%{FILENAMES} %{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME}\n]", rpm)), "\n") {
+		f := strings.SplitN(l, " ", 2)
+		got[f[0]] = f[1]
+	}
+	compare(t, "rpm payload", payload, got)
+	run(t, "rpm", "-qplv", rpm) // readable listing works
+
+	if got := strings.TrimSpace(run(t, "rpm", "-qpc", rpm)); got != "/etc/openwatch/upgrade.conf" {
+		t.Errorf("config files: %q", got)
+	}
+	flags := run(t, "rpm", "-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]", rpm)
+	if !strings.Contains(flags, "/etc/openwatch/upgrade.conf cn\n") {
+		t.Errorf("upgrade.conf is not %%config(noreplace):\n%s", flags)
+	}
+	for tag, file := range map[string]string{"PREIN": "rpm/pre.sh", "POSTIN": "rpm/post.sh", "PREUN": "rpm/preun.sh", "POSTUN": "rpm/postun.sh"} {
+		body := run(t, "rpm", "-qp", "--qf", "%{"+tag+"}", rpm)
+		if strings.TrimSpace(body) != strings.TrimSpace(dist(t, file)) {
+			t.Errorf("%%{%s} is not dist/%s:\n%s", tag, file, body)
+		}
+		if prog := run(t, "rpm", "-qp", "--qf", "%{"+tag+"PROG}", rpm); prog != "/bin/sh" {
+			t.Errorf("%s runs under %q", tag, prog)
+		}
+	}
+	scripts := run(t, "rpm", "-qp", "--scripts", rpm)
+	for _, s := range []string{"preinstall scriptlet", "postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet"} {
+		if !strings.Contains(scripts, s) {
+			t.Errorf("--scripts lacks %s", s)
+		}
+	}
+	if req := run(t, "rpm", "-qp", "--requires", rpm); !strings.Contains(req, "postgresql\n") {
+		t.Errorf("requires:\n%s", req)
+	}
+}
+
+func TestDEB(t *testing.T) {
+	deb := packages(t).DEB
+	if got := filepath.Base(deb); got != "openwatch_1.1.0-2_amd64.deb" {
+		t.Errorf("file name %s", got)
+	}
+	for field, want := range map[string]string{
+		"Package": "openwatch", "Version": "1.1.0-2", "Architecture": "amd64",
+		"Depends": "postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17",
+	} {
+		if got := strings.TrimSpace(run(t, "dpkg-deb", "-f", deb, field)); got != want {
+			t.Errorf("%s: %q, want %q", field, got, want)
+		}
+	}
+	got := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(run(t, "dpkg-deb", "-c", deb)), "\n") {
+		// drwxr-x--- root/openwatch 0 2026-11-24 15:10 ./etc/openwatch/
+		f := strings.Fields(l)
+		name := strings.TrimSuffix(strings.TrimPrefix(f[5], "."), "/")
+		if _, ours := payload[name]; !ours && !strings.HasPrefix(name, "/usr/share/lintian") {
+			continue // parent directories
+		}
+		owner := strings.SplitN(f[1], "/", 2)
+		got[name] = f[0] + " " + owner[0] + " " + owner[1]
+	}
+	want := map[string]string{"/usr/share/lintian/overrides/openwatch": "-rw-r--r-- root root"}
+	for k, v := range payload {
+		want[k] = v
+	}
+	for k := range got {
+		if strings.HasPrefix(k, "/usr/share/lintian") && k != "/usr/share/lintian/overrides/openwatch" {
+			delete(got, k)
+		}
+	}
+	compare(t, "deb payload", want, got)
+
+	ctrl := t.TempDir()
+	run(t, "dpkg-deb", "-e", deb, ctrl)
+	conffiles, _ := os.ReadFile(filepath.Join(ctrl, "conffiles"))
+	if strings.TrimSpace(string(conffiles)) != "/etc/openwatch/upgrade.conf" {
+		t.Errorf("conffiles: %q", conffiles)
+	}
+	for _, s := range []string{"preinst", "postinst", "prerm", "postrm"} {
+		b, err := os.ReadFile(filepath.Join(ctrl, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != dist(t, "deb/"+s) {
+			t.Errorf("%s is not dist/deb/%s", s, s)
+		}
+		if st, _ := os.Stat(filepath.Join(ctrl, s)); st.Mode().Perm() != 0o755 {
+			t.Errorf("%s mode %v", s, st.Mode())
+		}
+	}
+	if info := run(t, "dpkg-deb", "-I", deb); !strings.Contains(info, "conffiles") {
+		t.Errorf("dpkg-deb -I:\n%s", info)
+	}
+}
+
+func TestBuildErrors(t *testing.T) {
+	if _, err := Build(Options{Binary: "x"}); !errors.Is(err, ErrNoConfig) {
+		t.Errorf("no config: %v", err)
+	}
+	if _, err := Build(Options{Config: "nfpm.yaml"}); !errors.Is(err, ErrNoBinary) {
+		t.Errorf("no binary: %v", err)
+	}
+	if _, err := Build(Options{Config: filepath.Join(repoRoot, "nfpm.yaml"), Binary: "does-not-exist", OutDir: t.TempDir()}); err == nil {
+		t.Error("missing binary accepted")
+	}
+}
+
+func compare(t *testing.T, what string, want, got map[string]string) {
+	t.Helper()
+	var keys []string
+	for k := range want {
+		keys = append(keys, k)
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if want[k] != got[k] {
+			t.Errorf("%s: %s: got %q, want %q", what, k, got[k], want[k])
+		}
+	}
+}
