@@ -81,6 +81,9 @@ func Load(confPath, secretsPath string) (Config, error) {
 	}
 	c.warnIgnored(secretsPath, ignored)
 	c.DSN = secrets[DSNVar]
+	if fi, err := os.Stat(secretsPath); err == nil && fi.Mode().Perm()&0o007 != 0 {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%s is readable by everyone (mode %04o); fix it with: chmod 0640 %s", secretsPath, fi.Mode().Perm(), secretsPath))
+	}
 	return c, nil
 }
 

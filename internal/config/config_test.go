@@ -83,3 +83,17 @@ func TestAnExportLineIsReportedNotSilentlyDropped(t *testing.T) {
 		t.Fatalf("DSN %q warnings %q err %v", c.DSN, c.Warnings, err)
 	}
 }
+
+func TestAWorldReadableSecretsFileIsReported(t *testing.T) {
+	t.Setenv(DSNVar, "")
+	p := write(t, "secrets.env", "OPENWATCH_DATABASE_DSN=host=x\n")
+	os.Chmod(p, 0o644)
+	c, err := Load("/nonexistent", p)
+	if err != nil || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "chmod 0640") {
+		t.Fatalf("warnings %q, err %v", c.Warnings, err)
+	}
+	os.Chmod(p, 0o640)
+	if c, _ := Load("/nonexistent", p); len(c.Warnings) != 0 {
+		t.Fatalf("warnings for a private file: %q", c.Warnings)
+	}
+}

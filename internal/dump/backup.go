@@ -53,7 +53,7 @@ func Backup(ctx context.Context, o BackupOptions) (string, error) {
 	if err := Verify(ctx, o.DSN, partial); err != nil {
 		return "", err
 	}
-	if err := os.Rename(partial, final); err != nil {
+	if err := renameNoReplace(partial, final); err != nil {
 		return "", fmt.Errorf("move the restore point into place: %w", err)
 	}
 	if err := syncDir(o.Dir); err != nil {

@@ -13,6 +13,8 @@ import (
 	"regexp"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // FileName is the restore point name of docs/INTERFACES.md:
@@ -58,6 +60,27 @@ func PrepareDir(dir string) error {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
 		return fmt.Errorf("backup directory %s is owned by uid %d, not by the user running openwatch (uid %d); fix it with: chown %d %s",
 			dir, st.Uid, os.Geteuid(), os.Geteuid(), dir)
+	}
+	return nil
+}
+
+// renameNoReplace renames atomically without ever replacing an existing
+// restore point. renameio's temporary names (".<target><random>") do not
+// follow the ".openwatch-*.partial" contract, so the rename is done here, as
+// renameio would, with RENAME_NOREPLACE where the file system supports it.
+func renameNoReplace(from, to string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		if _, statErr := os.Lstat(to); statErr == nil {
+			return fmt.Errorf("%s already exists", to)
+		}
+		return os.Rename(from, to)
+	}
+	if errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("%s already exists; run the command again in a second", to)
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
 	}
 	return nil
 }

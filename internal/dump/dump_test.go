@@ -293,3 +293,16 @@ func TestATruncatedArchiveIsRolledBackCompletely(t *testing.T) {
 		t.Fatalf("a failed restore changed the database:\n got %s\nwant %s", got, want)
 	}
 }
+
+func TestAnExistingRestorePointIsNeverReplaced(t *testing.T) {
+	dir := t.TempDir()
+	from, to := filepath.Join(dir, ".openwatch-1.partial"), filepath.Join(dir, "openwatch_1_schema-1_20260101T000000Z.dump")
+	os.WriteFile(from, []byte("new"), 0o600)
+	os.WriteFile(to, []byte("old"), 0o600)
+	if err := renameNoReplace(from, to); err == nil {
+		t.Fatal("rename replaced an existing restore point")
+	}
+	if b, _ := os.ReadFile(to); string(b) != "old" {
+		t.Fatalf("restore point now holds %q", b)
+	}
+}
