@@ -6,6 +6,7 @@ import (
 	"net"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,11 @@ func (e *env) pm(argv ...string) result {
 	e.runs = append(e.runs, res)
 	if res.code < 0 {
 		e.t.Fatalf("%s did not finish: %v\n%s", res.cmd, res.err, res.out)
+	}
+	// The watcher must at least have seen the package manager itself, or
+	// its silence proves nothing.
+	if !slices.ContainsFunc(res.argv, func(a string) bool { return strings.HasPrefix(a, strings.Join(argv, " ")) }) {
+		e.t.Errorf("the argv watcher did not see %s running", res.cmd)
 	}
 	e.assertNoPassword(res)
 	return res

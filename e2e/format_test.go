@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"regexp"
 	"strings"
 	"time"
 )
@@ -21,6 +22,9 @@ type format struct {
 	purge     []string // nil when the format has no purge
 	recover   []string // the documented command after a failed upgrade
 	version   []string // prints the installed version
+	// reportsFailure tells whether the package manager told the operator
+	// that a post-install script failed.
+	reportsFailure func(res result) bool
 }
 
 // Debian's rpm database knows none of this machine's packages, so every rpm
@@ -37,6 +41,9 @@ var formats = []format{
 		purge:     []string{"dpkg", "-P", "openwatch"},
 		recover:   []string{"dpkg", "--configure", "-a"},
 		version:   []string{"dpkg-query", "-W", "-f", "${Version} ${db:Status-Abbrev}", "openwatch"},
+		reportsFailure: func(res result) bool {
+			return res.code != 0 && dpkgPostinstFailed.MatchString(res.out)
+		},
 	},
 	{
 		Name:      "rpm",
@@ -48,8 +55,19 @@ var formats = []format{
 		remove:    []string{"rpm", "-e", "--nodeps", "openwatch"},
 		recover:   []string{helperPath},
 		version:   []string{"rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", "openwatch"},
+		// rpm (4.18 here, as on RHEL 9) takes a failed %post as a warning and
+		// still exits 0; dnf likewise prints "Error in POSTIN scriptlet" and
+		// completes. The warning is what the operator gets.
+		reportsFailure: func(res result) bool {
+			return rpmPostFailed.MatchString(res.out)
+		},
 	},
 }
+
+var (
+	dpkgPostinstFailed = regexp.MustCompile(`installed openwatch package post-installation script subprocess returned error exit status [1-9]`)
+	rpmPostFailed      = regexp.MustCompile(`warning: %post\(openwatch-[^)]*\) scriptlet failed, exit status [1-9]`)
+)
 
 // installedVersion is the package version the package manager records, and
 // for dpkg its status abbreviation ("ii ", "iF " for half-configured).

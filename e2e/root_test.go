@@ -25,8 +25,8 @@ import (
 type root struct {
 	t      *testing.T
 	holder *exec.Cmd
-	mnt    string // host directory the namespace mounts its tmpfs on
-	shell  string // what /bin/sh is inside: "dash" or "busybox"
+	mnt    string        // host directory the namespace mounts its tmpfs on
+	shell  string        // what /bin/sh is inside: "dash" or "busybox"
 	exited chan struct{} // closed when the holder is gone (its pid may be reused)
 }
 
@@ -166,7 +166,7 @@ func (r *root) glob(pattern string) []string {
 	prefix := r.path("/")
 	var out []string
 	for _, p := range m {
-		out = append(out, "/"+strings.TrimPrefix(p, prefix))
+		out = append(out, "/"+strings.TrimLeft(strings.TrimPrefix(p, prefix), "/"))
 	}
 	return out
 }
