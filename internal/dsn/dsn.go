@@ -193,18 +193,28 @@ func rawSettings(s string) (map[string]string, error) {
 	return settings, err
 }
 
+// urlSettings reads the password and the query parameters of a URL. It is
+// deliberately lenient about the host: libpq and pgx accept a percent-encoded
+// socket directory there, which net/url rejects.
 func urlSettings(s string) (map[string]string, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, errors.New("not a valid URL (percent-encode special characters in the user name and password)")
-	}
+	_, rest, _ := strings.Cut(s, "://")
+	rest, rawQuery, _ := strings.Cut(rest, "?")
+	authority, _, _ := strings.Cut(rest, "/")
 	settings := map[string]string{}
-	if u.User != nil {
-		if pw, ok := u.User.Password(); ok {
-			settings["password"] = pw
+	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+		if _, pw, ok := strings.Cut(authority[:at], ":"); ok {
+			p, err := url.PathUnescape(pw)
+			if err != nil {
+				return settings, errors.New("the password in the URL is not percent-encoded correctly")
+			}
+			settings["password"] = p
 		}
 	}
-	for k, v := range u.Query() {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return settings, errors.New("the URL's query string is not percent-encoded correctly")
+	}
+	for k, v := range q {
 		if len(v) > 0 {
 			settings[k] = v[len(v)-1]
 		}

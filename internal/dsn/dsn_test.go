@@ -29,6 +29,7 @@ func TestEveryClientConnectsWithTheHostilePassword(t *testing.T) {
 		{"a keyword/value string", db.KeywordValue()},
 		{"a keyword/value string with a unix-socket host", db.SocketKeywordValue()},
 		{"a URL with a unix-socket host in the query", withoutSSLMode(db.URL()) + "?host=" + db.Server.SocketDir},
+		{"a URL with a percent-encoded unix-socket directory as host", strings.Replace(db.URL(), "@127.0.0.1:", "@"+strings.ReplaceAll(db.Server.SocketDir, "/", "%2F")+":", 1)},
 		{"a URL without sslmode (libpq's prefer, not lib/pq's require)", withoutSSLMode(db.URL())},
 		{"a keyword/value string without sslmode", withoutSSLMode(db.KeywordValue())},
 	}
