@@ -47,6 +47,8 @@ func (s *Spec) outputs() []output {
 		{tmpl: "systemd/schema-guard.conf.tmpl", dst: d("systemd/" + s.Units.DropIn)},
 		{tmpl: "config/upgrade.conf.tmpl", dst: d("upgrade.conf"), header: "config"},
 		{tmpl: "lintian/overrides.tmpl", dst: d("lintian-overrides")},
+		{tmpl: "lintian/rpmlintrc.tmpl", dst: d("rpmlintrc")},
+		{tmpl: "doc/copyright.tmpl", dst: d("copyright")},
 		{tmpl: "nfpm/nfpm.yaml.tmpl", dst: NFPMConfig},
 	}
 }
@@ -101,6 +103,7 @@ func parse(spec *Spec) (*template.Template, error) {
 		"dist":      func(p string) string { return path.Join(spec.DistDir, p) },
 		"unitPath":  func(p string) string { return path.Join(spec.Paths.UnitDir, p) },
 		"trimSlash": func(p string) string { return strings.TrimPrefix(p, "/") },
+		"wrap":      wrap,
 	}
 	root := template.New("").Option("missingkey=error").Funcs(funcs)
 	var names []string
@@ -129,6 +132,23 @@ func parse(spec *Spec) (*template.Template, error) {
 		}
 	}
 	return root, nil
+}
+
+// wrap breaks text into lines of at most width characters at spaces.
+func wrap(width int, text string) string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(text) {
+		if line != "" && len(line)+1+len(w) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	return strings.Join(append(lines, line), "\n")
 }
 
 // Mode is the file mode a rendered file is written with: scripts are

@@ -19,8 +19,10 @@ type Spec struct {
 	Version     string // default version (make packages overrides it)
 	Release     string // default release
 	Maintainer  string
-	Description string
+	Summary     string // one line, under 80 characters
+	Description string // a paragraph; wrapped when rendered
 	Homepage    string
+	Copyright   string // notice for the Debian copyright file
 	License     string
 	Vendor      string
 
@@ -105,8 +107,13 @@ func Default() *Spec {
 		Version:     "1.0.0",
 		Release:     "1",
 		Maintainer:  "openwatch maintainers <maintainers@openwatch.example>",
-		Description: "openwatch appliance: schema migrations and restore points for its PostgreSQL database",
+		Summary:     "Safe database upgrades and restore points for the appliance",
+		Description: "Ships the openwatch binary (dbmate schema migrations and pg_dump restore points), " +
+			"the helper that package upgrades run to back up, migrate and restart the service, " +
+			"a daily timer that prunes old restore points, and a drop-in that keeps " +
+			"openwatch.service from starting against a schema it does not match.",
 		Homepage:    "https://openwatch.example",
+		Copyright:   "2026 openwatch maintainers",
 		License:     "Apache-2.0",
 		Vendor:      "openwatch",
 		User:        "openwatch",
@@ -225,8 +232,13 @@ func (s *Spec) Validate() error {
 	match("Version", s.Version, versionRE, ErrBadName)
 	match("Release", s.Release, releaseRE, ErrBadName)
 	text("Maintainer", s.Maintainer)
+	text("Summary", s.Summary)
+	if len(s.Summary) > 79 {
+		errs = append(errs, &FieldError{"Summary", s.Summary, ErrOutOfRange})
+	}
 	text("Description", s.Description)
 	text("Homepage", s.Homepage)
+	text("Copyright", s.Copyright)
 	text("License", s.License)
 	text("Vendor", s.Vendor)
 	match("User", s.User, userRE, ErrBadName)

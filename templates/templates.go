@@ -1,7 +1,8 @@
 // Package templates embeds the templates gen renders: maintainer scripts
 // shared by both package formats (maint/), the helpers installed under the
 // package's lib dir (helper/), systemd units (systemd/), upgrade.conf
-// (config/), nfpm.yaml (nfpm/) and the lintian overrides (lintian/).
+// (config/), nfpm.yaml (nfpm/), lintian overrides and rpmlint filters
+// (lintian/) and the Debian copyright file (doc/).
 package templates
 
 import "embed"
