@@ -2,10 +2,8 @@ package dump
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -135,35 +133,39 @@ func writePartial(ctx context.Context, o BackupOptions) (_ string, err error) {
 
 // watchSize reports the growing size of path until stop is called.
 func watchSize(w io.Writer, label, path string) (stop func()) {
-	if w == nil {
-		return func() {}
-	}
-	r := progress.New(w, label, 0)
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	size := func() int64 {
+	return watch(w, label, 0, func() int64 {
 		fi, err := os.Stat(path)
-		if errors.Is(err, fs.ErrNotExist) || err != nil {
+		if err != nil {
 			return 0
 		}
 		return fi.Size()
+	})
+}
+
+// watch polls done() and reports it until stop is called; total 0 means unknown.
+func watch(w io.Writer, label string, total int64, done func() int64) (stop func()) {
+	if w == nil {
+		return func() {}
 	}
+	r := progress.New(w, label, total)
+	quit := make(chan struct{})
+	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
 		t := time.NewTicker(200 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
-			case <-done:
+			case <-quit:
 				return
 			case <-t.C:
-				r.Update(size())
+				r.Update(done())
 			}
 		}
 	}()
 	return func() {
-		close(done)
+		close(quit)
 		<-finished
-		r.Done(size())
+		r.Done(done())
 	}
 }

@@ -2,13 +2,15 @@ package dump
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
 
 	"github.com/openwatch/openwatch/internal/dsn"
-	"github.com/openwatch/openwatch/internal/progress"
 )
 
 // prelude empties the database inside the restore's transaction: every
@@ -76,7 +78,17 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 		psql.Wait()
 		return fmt.Errorf("start pg_restore: %w", err)
 	}
-	copyErr := stream(psqlIn, sqlIn, o.Progress)
+	var complete atomic.Bool
+	offset, total := readOffset(restore.Process.Pid, o.File), FileSize(o.File)
+	stop := watch(o.Progress, "restore", total, func() int64 {
+		if complete.Load() {
+			return total
+		}
+		return offset()
+	})
+	copyErr := stream(psqlIn, sqlIn)
+	complete.Store(copyErr == nil)
+	stop()
 	if copyErr != nil {
 		restore.Process.Kill() // psql has stopped reading
 	}
@@ -99,39 +111,37 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 	return nil
 }
 
-// stream writes the prelude and then the archive's SQL to psql, reporting progress.
-func stream(dst io.Writer, src io.Reader, progressOut io.Writer) error {
+// stream writes the prelude and then the archive's SQL to psql.
+func stream(dst io.Writer, src io.Reader) error {
 	if _, err := io.WriteString(dst, prelude); err != nil {
 		return err
 	}
-	var r *progress.Reporter
-	if progressOut != nil {
-		r = progress.New(progressOut, "restore", 0)
-	}
-	var n int64
-	buf := make([]byte, 256<<10)
-	for {
-		m, err := src.Read(buf)
-		if m > 0 {
-			if _, werr := dst.Write(buf[:m]); werr != nil {
-				return werr
+	_, err := io.Copy(dst, src)
+	return err
+}
+
+// readOffset returns how far process pid has read into file, from
+// /proc/PID/fdinfo: the position of pg_restore in the archive, for the bar.
+func readOffset(pid int, file string) func() int64 {
+	last := int64(0)
+	return func() int64 {
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		fds, _ := os.ReadDir(dir)
+		for _, fd := range fds {
+			if target, _ := os.Readlink(filepath.Join(dir, fd.Name())); target != file {
+				continue
 			}
-			n += int64(m)
-			if r != nil {
-				r.Update(n)
+			info, _ := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd.Name()))
+			for _, line := range strings.Split(string(info), "\n") {
+				if v, ok := strings.CutPrefix(line, "pos:"); ok {
+					if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && n > last {
+						last = n
+					}
+				}
 			}
 		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
+		return last
 	}
-	if r != nil {
-		r.Done(n)
-	}
-	return nil
 }
 
 // FileSize returns the size of a restore point, for messages.
