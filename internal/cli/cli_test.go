@@ -356,9 +356,21 @@ func TestADowngradeIsRefusedNamingBothVersionsAndTheRestorePoint(t *testing.T) {
 	if e.applied() != "20260101000001,20260101000002,20260101000003,20991231000000" {
 		t.Fatalf("applied changed: %s", e.applied())
 	}
-	_ = point
 	if !strings.Contains(r.stderr, "openwatch restore --yes "+filepath.Join(e.backups, "openwatch_*_schema-"+head+"_*.dump")) {
 		t.Errorf("no restore command in: %s", r.stderr)
+	}
+
+	// Recovery: the restore point from before the upgrade brings back the
+	// older schema, which this binary then migrates again.
+	r = e.mustRun(0, "restore", "--yes", point)
+	if !strings.Contains(r.stdout, "schema now at 20260101000002") || !strings.Contains(r.stdout, "openwatch migrate") {
+		t.Errorf("restore does not say what comes next: %s", r)
+	}
+	e.mustRun(ExitPending, "migrate", "--check")
+	e.mustRun(0, "migrate")
+	e.mustRun(0, "migrate", "--check")
+	if e.query("select hostname from hosts") != "a" {
+		t.Fatal("the restored data is gone after migrating again")
 	}
 }
 
