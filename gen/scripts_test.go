@@ -130,7 +130,7 @@ func TestUpgradeHelper(t *testing.T) {
 			},
 			wantRC:  1,
 			want:    []string{check, isActive, stopApp, migrate},
-			wantOut: []string{"MIGRATION FAILED", "dpkg --configure -a", "openwatch restore FILE"},
+			wantOut: []string{"MIGRATION FAILED", "dpkg --configure -a", "openwatch restore FILE", "(none in ROOT/var/backups/openwatch)"},
 			check:   markerExists(true),
 		},
 		{
@@ -167,14 +167,16 @@ func TestUpgradeHelper(t *testing.T) {
 			check:   markerExists(true),
 		},
 		{
-			name: "schema newer than the binary with the service running: stop it, explain, fail",
+			name: "schema newer than the binary with the service running: stop it, name the restore points, fail",
 			setup: func(sb *sandbox) {
 				active(sb)
 				sb.answer(check, 11)
+				writeFile(sb.t, filepath.Join(sb.spec.Paths.BackupDir, "openwatch_1.1.0-1_schema-2_20260101T000000Z.dump"), "", 0o600)
 			},
-			wantRC:  1,
-			want:    []string{check, isActive, stopApp},
-			wantOut: []string{"NEWER THAN THIS PACKAGE", "ROOT/bin/openwatch restore FILE", "ls -l ROOT/var/backups/openwatch"},
+			wantRC: 1,
+			want:   []string{check, isActive, stopApp},
+			wantOut: []string{"NEWER THAN THIS PACKAGE", "ROOT/bin/openwatch restore FILE",
+				"ROOT/var/backups/openwatch/openwatch_1.1.0-1_schema-2_20260101T000000Z.dump"},
 			check:   markerExists(true),
 		},
 		{

@@ -62,6 +62,18 @@ start_if_marked() {
 	rm -f "$marker"
 }
 
+# Name the restore points in the default directory, so the message leads to
+# the file to restore (names carry package and schema versions).
+list_restore_points() {
+	found=''
+	for f in "$default_backup_dir"/openwatch_*_schema-*_*.dump; do
+		[ -f "$f" ] || continue
+		found=yes
+		say "  $f"
+	done
+	[ -n "$found" ] || say "  (none in $default_backup_dir)"
+}
+
 retry_command() {
 	if [ -n "${DPKG_MAINTSCRIPT_PACKAGE:-}" ]; then
 		echo "dpkg --configure -a"
@@ -103,9 +115,9 @@ case $check in
 		fi
 		say "MIGRATION FAILED. The service $unit is left stopped; the database was not changed" \
 			"by the failed migration step (each migration runs in its own transaction)." \
-			"Restore points are in the BACKUP_DIR set in $config (default $default_backup_dir):" \
-			"  ls -l $default_backup_dir" \
-			"The message above names the restore point taken for this upgrade and the command" \
+			"Restore points are in the BACKUP_DIR set in $config (default $default_backup_dir):"
+		list_restore_points
+		say "The message above names the restore point taken for this upgrade and the command" \
 			"that restores it (openwatch restore FILE). After fixing the cause, retry with:" \
 			"  $(retry_command)"
 		exit 1
@@ -116,9 +128,11 @@ case $check in
 		say "THE DATABASE SCHEMA IS NEWER THAN THIS PACKAGE (a downgrade, or another node" \
 			"already migrated). Nothing was applied; $unit is left stopped." \
 			"Either install the package version that matches the database again, or restore" \
-			"the restore point taken before the newer version migrated (its file name starts" \
-			"with openwatch_<version>_ of this version):" \
-			"  ls -l $default_backup_dir" \
+			"the restore point the newer package took just before it migrated: the one whose" \
+			"schema-<version> is this package's newest migration (\`$bin migrate --status\`" \
+			"shows it). Restore points in $default_backup_dir:"
+		list_restore_points
+		say "To restore one:" \
 			"  $bin restore FILE" \
 			"  systemctl start $unit"
 		exit 1
