@@ -479,3 +479,17 @@ func TestCheckIsFast(t *testing.T) {
 		t.Fatalf("median %s: something heavy happens in --check", times[len(times)/2])
 	}
 }
+
+func TestEveryCommandExitsTwelveWhenTheDatabaseIsUnreachable(t *testing.T) {
+	e := newEnv(t)
+	e.writeSecrets("host=127.0.0.1 port=1 dbname=x user=y sslmode=disable connect_timeout=5")
+	for _, args := range [][]string{{"migrate"}, {"migrate", "--status"}, {"migrate", "--status", "--json"}, {"backup"}} {
+		r := e.run(args...)
+		if r.code != ExitUnreachable || !strings.Contains(r.stderr, "openwatch migrate --check") {
+			t.Errorf("openwatch %v: want exit 12 naming the next command, got %s", args, r)
+		}
+	}
+	if len(e.dumps()) != 0 {
+		t.Error("a restore point appeared")
+	}
+}

@@ -20,11 +20,11 @@ type Migration struct {
 
 // State compares the database with the migrations in this binary.
 type State struct {
-	Current string      `json:"schema_version"` // newest applied version, "" for none
-	Head    string      `json:"binary_head"`    // newest version this binary knows
-	Applied []string    `json:"applied"`
-	Pending []Migration `json:"pending"`
-	Unknown []string    `json:"unknown_applied"` // applied versions this binary does not know
+	Current string // newest applied version, "" for none
+	Head    string // newest version this binary knows
+	Applied []string
+	Pending []Migration
+	Unknown []string // applied versions this binary does not know
 }
 
 // Newer reports a schema with versions this binary does not know (a downgrade).
