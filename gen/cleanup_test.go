@@ -29,10 +29,10 @@ func TestCleanupBackups(t *testing.T) {
 				keep := []string{
 					stampName("1.1.0-1", 2*day),
 					stampName("1.1.0-1", 29*day),
-					"openwatch_notes.txt",                          // not a restore point
-					"other_1.0.0_schema-1_20200101T000000Z.dump",   // another prefix
-					"openwatch_1.0.0_schema-1_garbage.dump",        // undatable
-					".openwatch-123.partial",                       // partial file
+					"openwatch_notes.txt",                           // not a restore point
+					"other_1.0.0_schema-1_20200101T000000Z.dump",    // another prefix
+					"openwatch_1.0.0_schema-1_garbage.dump",         // undatable
+					".openwatch-123.partial",                        // partial file
 					"openwatch_1_schema-1_20200101T000000Z.dump.gz", // other suffix
 				}
 				for _, n := range append(append([]string{}, old...), keep...) {

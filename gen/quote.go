@@ -7,7 +7,7 @@ import (
 )
 
 // shQuote makes s one POSIX-shell word that expands to exactly s: single
-// quotes, with each embedded ' written as '\''. It is the only way a spec
+// quotes, with each embedded ' written as '\”. It is the only way a spec
 // value reaches a shell script.
 func shQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"

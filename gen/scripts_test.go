@@ -177,7 +177,7 @@ func TestUpgradeHelper(t *testing.T) {
 			want:   []string{check, isActive, stopApp},
 			wantOut: []string{"NEWER THAN THIS PACKAGE", "ROOT/bin/openwatch restore FILE",
 				"ROOT/var/backups/openwatch/openwatch_1.1.0-1_schema-2_20260101T000000Z.dump"},
-			check:   markerExists(true),
+			check: markerExists(true),
 		},
 		{
 			name:    "schema newer than the binary with the service stopped: fail, nothing stopped",

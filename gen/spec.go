@@ -103,21 +103,21 @@ func (s *Spec) DropInPath() string {
 // Default returns the spec of the openwatch package as shipped.
 func Default() *Spec {
 	return &Spec{
-		Name:        "openwatch",
-		Version:     "1.0.0",
-		Release:     "1",
-		Maintainer:  "openwatch maintainers <maintainers@openwatch.example>",
-		Summary:     "Safe database upgrades and restore points for the appliance",
+		Name:       "openwatch",
+		Version:    "1.0.0",
+		Release:    "1",
+		Maintainer: "openwatch maintainers <maintainers@openwatch.example>",
+		Summary:    "Safe database upgrades and restore points for the appliance",
 		Description: "Ships the openwatch binary (dbmate schema migrations and pg_dump restore points), " +
 			"the helper that package upgrades run to back up, migrate and restart the service, " +
 			"a daily timer that prunes old restore points, and a drop-in that keeps " +
 			"openwatch.service from starting against a schema it does not match.",
-		Homepage:    "https://openwatch.example",
-		Copyright:   "2026 openwatch maintainers",
-		License:     "Apache-2.0",
-		Vendor:      "openwatch",
-		User:        "openwatch",
-		Group:       "openwatch",
+		Homepage:  "https://openwatch.example",
+		Copyright: "2026 openwatch maintainers",
+		License:   "Apache-2.0",
+		Vendor:    "openwatch",
+		User:      "openwatch",
+		Group:     "openwatch",
 		Paths: Paths{
 			Binary:        "/usr/bin/openwatch",
 			LibDir:        "/usr/lib/openwatch",

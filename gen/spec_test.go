@@ -70,9 +70,9 @@ func TestRenderRefusesValuesAUnitFileCannotHold(t *testing.T) {
 
 func TestShQuote(t *testing.T) {
 	for in, want := range map[string]string{
-		"":        "''",
-		"plain":   "'plain'",
-		"it's":    `'it'\''s'`,
+		"":         "''",
+		"plain":    "'plain'",
+		"it's":     `'it'\''s'`,
 		"$(x) `y`": "'$(x) `y`'",
 	} {
 		if got := shQuote(in); got != want {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -83,30 +84,48 @@ func Check(root string, files map[string][]byte, w io.Writer, generatedDirs ...s
 			drift = true
 		}
 	}
-	for _, dir := range generatedDirs {
-		err := filepath.WalkDir(filepath.Join(root, dir), func(p string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			rel, _ := filepath.Rel(root, p)
-			rel = filepath.ToSlash(rel)
-			if strings.HasSuffix(rel, ".rpm") || strings.HasSuffix(rel, ".deb") {
-				return nil // built packages, ignored by git
-			}
-			if _, ok := files[rel]; !ok {
-				fmt.Fprintf(w, "stale: %s is not rendered by the spec any more; delete it\n", rel)
-				drift = true
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
+	stale, err := Stale(root, files, generatedDirs...)
+	if err != nil {
+		return err
+	}
+	for _, rel := range stale {
+		fmt.Fprintf(w, "stale: %s is not rendered by the spec any more; delete it\n", rel)
+		drift = true
 	}
 	if drift {
 		return ErrDrift
 	}
 	return nil
+}
+
+// Stale lists the files under the generated directories that the render
+// does not produce (built .rpm and .deb files excepted), as slash paths
+// relative to root.
+func Stale(root string, files map[string][]byte, generatedDirs ...string) ([]string, error) {
+	var stale []string
+	for _, dir := range generatedDirs {
+		err := filepath.WalkDir(filepath.Join(root, dir), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			rel, err := filepath.Rel(root, p)
+			if err != nil {
+				return err
+			}
+			rel = filepath.ToSlash(rel)
+			if strings.HasSuffix(rel, ".rpm") || strings.HasSuffix(rel, ".deb") || strings.HasPrefix(path.Base(rel), ".pkgbuild-") {
+				return nil // built packages, ignored by git
+			}
+			if _, ok := files[rel]; !ok {
+				stale = append(stale, rel)
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
+	return stale, nil
 }
 
 func sortedKeys(m map[string][]byte) []string {

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/openwatch/openwatch/gen"
 )
@@ -33,5 +34,18 @@ func main() {
 	if err := gen.Write(*root, files); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
+	}
+	// Files the spec no longer renders would otherwise linger in dist/.
+	stale, err := gen.Stale(*root, files, spec.DistDir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gen:", err)
+		os.Exit(1)
+	}
+	for _, rel := range stale {
+		if err := os.Remove(filepath.Join(*root, filepath.FromSlash(rel))); err != nil {
+			fmt.Fprintln(os.Stderr, "gen:", err)
+			os.Exit(1)
+		}
+		fmt.Fprintln(os.Stderr, "gen: removed stale", rel)
 	}
 }
