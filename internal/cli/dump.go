@@ -43,7 +43,7 @@ func (a *app) backup(ctx context.Context, args []string) int {
 		return a.unreachable(err, cfg.SecretsPath)
 	}
 	if err != nil {
-		a.errorf("could not take a restore point: %v", err)
+		a.errorf("could not take a restore point: %v\nFix the cause, then run: openwatch backup", err)
 		return ExitBackupFailed
 	}
 	fmt.Fprintln(a.Stdout, path)
@@ -96,7 +96,7 @@ func (a *app) restore(ctx context.Context, args []string) int {
 	}
 	fmt.Fprintf(a.Stderr, "restoring %s (%s) into %s…\n", file, progress.Bytes(dump.FileSize(file)), d.Describe())
 	if err := dump.Restore(ctx, dump.RestoreOptions{DSN: d, File: file, Progress: a.Stderr}); err != nil {
-		a.errorf("restore failed, %v", err)
+		a.errorf("restore failed, %v\nIf sessions still use the database (lock timeout), stop the service first: systemctl stop openwatch\nThen run: openwatch restore --yes %s", err, file)
 		return ExitError
 	}
 	a.afterRestore(ctx, conn, file)

@@ -9,17 +9,20 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/openwatch/openwatch/internal/dsn"
 )
 
-// prelude empties the database inside the restore's transaction: every
+// prelude empties the database inside the restore's transaction (giving up
+// after LockTimeout if sessions of the running service hold locks): every
 // non-system schema goes (so tables added by later migrations are gone), the
 // public schema comes back as initdb makes it, and large objects are removed.
 // The archive then recreates everything it holds.
 const prelude = `\set ON_ERROR_STOP 1
 BEGIN;
 SET LOCAL client_min_messages = warning;
+SET LOCAL lock_timeout = 'LOCK_TIMEOUT_MS';
 DO $openwatch$
 DECLARE s name;
 BEGIN
@@ -37,11 +40,16 @@ GRANT USAGE ON SCHEMA public TO PUBLIC;
 COMMENT ON SCHEMA public IS 'standard public schema';
 `
 
+// DefaultRestoreLockTimeout is how long a restore waits for other sessions'
+// locks before giving up with nothing changed.
+const DefaultRestoreLockTimeout = time.Minute
+
 // RestoreOptions configure Restore.
 type RestoreOptions struct {
-	DSN      *dsn.DSN
-	File     string
-	Progress io.Writer // nil for none
+	DSN         *dsn.DSN
+	File        string
+	Progress    io.Writer     // nil for none
+	LockTimeout time.Duration // 0 means DefaultRestoreLockTimeout
 }
 
 // Restore replaces the database's contents with the archive, all or nothing:
@@ -86,7 +94,11 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 		}
 		return offset()
 	})
-	copyErr := stream(psqlIn, sqlIn)
+	lockTimeout := o.LockTimeout
+	if lockTimeout <= 0 {
+		lockTimeout = DefaultRestoreLockTimeout
+	}
+	copyErr := stream(psqlIn, sqlIn, lockTimeout)
 	complete.Store(copyErr == nil)
 	stop()
 	if copyErr != nil {
@@ -112,8 +124,9 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 }
 
 // stream writes the prelude and then the archive's SQL to psql.
-func stream(dst io.Writer, src io.Reader) error {
-	if _, err := io.WriteString(dst, prelude); err != nil {
+func stream(dst io.Writer, src io.Reader, lockTimeout time.Duration) error {
+	p := strings.Replace(prelude, "LOCK_TIMEOUT_MS", strconv.FormatInt(lockTimeout.Milliseconds(), 10), 1)
+	if _, err := io.WriteString(dst, p); err != nil {
 		return err
 	}
 	_, err := io.Copy(dst, src)
