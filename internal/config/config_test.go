@@ -97,3 +97,15 @@ func TestAWorldReadableSecretsFileIsReported(t *testing.T) {
 		t.Fatalf("warnings for a private file: %q", c.Warnings)
 	}
 }
+
+// The upgrade.conf the packages ship (rendered by gen) must load cleanly.
+func TestTheShippedUpgradeConfLoadsWithoutWarnings(t *testing.T) {
+	t.Setenv(DSNVar, "host=x")
+	c, err := Load("../../dist/upgrade.conf", "/nonexistent")
+	if err != nil || len(c.Warnings) != 0 {
+		t.Fatalf("err %v, warnings %q", err, c.Warnings)
+	}
+	if c.BackupDir != DefaultBackupDir || !c.AutoBackup || c.MigrateLockTimeout != DefaultMigrateLockTimeout {
+		t.Fatalf("shipped values differ from the binary's defaults: %+v", c)
+	}
+}
