@@ -101,6 +101,9 @@ func TestAWorldReadableSecretsFileIsReported(t *testing.T) {
 // The upgrade.conf the packages ship (rendered by gen) must load cleanly.
 func TestTheShippedUpgradeConfLoadsWithoutWarnings(t *testing.T) {
 	t.Setenv(DSNVar, "host=x")
+	if _, err := os.Stat("../../dist/upgrade.conf"); err != nil {
+		t.Fatal(err)
+	}
 	c, err := Load("../../dist/upgrade.conf", "/nonexistent")
 	if err != nil || len(c.Warnings) != 0 {
 		t.Fatalf("err %v, warnings %q", err, c.Warnings)
