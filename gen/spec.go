@@ -43,6 +43,8 @@ type Spec struct {
 	BinarySource string
 	// DistDir is where generated files go, relative to the output root.
 	DistDir string
+	// RunbookSource is the operator runbook, relative to the output root.
+	RunbookSource string
 }
 
 // Paths are absolute paths on the installed system.
@@ -58,6 +60,7 @@ type Paths struct {
 	UnitDir       string // systemd system unit directory
 	SystemdRunDir string // exists when systemd is the running init
 	LintianDir    string // lintian overrides directory
+	DocDir        string // the runbook and, on DEB, the copyright file
 }
 
 // Units are systemd unit names.
@@ -95,6 +98,9 @@ func (s *Spec) CleanupService() string { return s.Units.Cleanup + ".service" }
 // CleanupTimer is the cleanup timer unit name.
 func (s *Spec) CleanupTimer() string { return s.Units.Cleanup + ".timer" }
 
+// Runbook is the installed path of UPGRADING.md.
+func (s *Spec) Runbook() string { return path.Join(s.Paths.DocDir, path.Base(s.RunbookSource)) }
+
 // DropInPath is the installed path of the start guard drop-in.
 func (s *Spec) DropInPath() string {
 	return path.Join(s.Paths.UnitDir, s.Units.App+".d", s.Units.DropIn)
@@ -130,6 +136,7 @@ func Default() *Spec {
 			UnitDir:       "/usr/lib/systemd/system",
 			SystemdRunDir: "/run/systemd/system",
 			LintianDir:    "/usr/share/lintian/overrides",
+			DocDir:        "/usr/share/doc/openwatch",
 		},
 		Units: Units{
 			App:             "openwatch.service",
@@ -150,6 +157,7 @@ func Default() *Spec {
 		RPMRequires:  []string{"postgresql"},
 		BinarySource: "build/openwatch",
 		DistDir:      "dist",
+		RunbookSource: "docs/UPGRADING.md",
 	}
 }
 
@@ -256,6 +264,7 @@ func (s *Spec) Validate() error {
 	abs("Paths.UnitDir", p.UnitDir)
 	abs("Paths.SystemdRunDir", p.SystemdRunDir)
 	abs("Paths.LintianDir", p.LintianDir)
+	abs("Paths.DocDir", p.DocDir)
 
 	u := s.Units
 	match("Units.App", u.App, unitRE, ErrBadUnitName)
@@ -280,5 +289,6 @@ func (s *Spec) Validate() error {
 	}
 	rel("BinarySource", s.BinarySource)
 	rel("DistDir", s.DistDir)
+	rel("RunbookSource", s.RunbookSource)
 	return errors.Join(errs...)
 }

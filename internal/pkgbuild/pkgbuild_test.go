@@ -92,6 +92,7 @@ var payload = map[string]string{
 	"/usr/lib/systemd/system/openwatch.service.d/50-schema-guard.conf": "-rw-r--r-- root root",
 	"/var/backups/openwatch":                                           "drwx------ root root",
 	"/var/lib/openwatch":                                               "drwxr-x--- openwatch openwatch",
+	"/usr/share/doc/openwatch/UPGRADING.md":                            "-rw-r--r-- root root",
 }
 
 func TestRPM(t *testing.T) {
@@ -112,6 +113,9 @@ func TestRPM(t *testing.T) {
 	compare(t, "rpm payload", payload, got)
 	run(t, "rpm", "-qplv", rpm) // readable listing works
 
+	if got := strings.TrimSpace(run(t, "rpm", "-qpd", rpm)); got != "/usr/share/doc/openwatch/UPGRADING.md" {
+		t.Errorf("doc files: %q", got)
+	}
 	if got := strings.TrimSpace(run(t, "rpm", "-qpc", rpm)); got != "/etc/openwatch/upgrade.conf" {
 		t.Errorf("config files: %q", got)
 	}
@@ -152,17 +156,6 @@ func TestDEB(t *testing.T) {
 			t.Errorf("%s: %q, want %q", field, got, want)
 		}
 	}
-	got := map[string]string{}
-	for _, l := range strings.Split(strings.TrimSpace(run(t, "dpkg-deb", "-c", deb)), "\n") {
-		// drwxr-x--- root/openwatch 0 2026-11-24 15:10 ./etc/openwatch/
-		f := strings.Fields(l)
-		name := strings.TrimSuffix(strings.TrimPrefix(f[5], "."), "/")
-		if _, ours := payload[name]; !ours && !strings.HasPrefix(name, "/usr/share/") {
-			continue // parent directories
-		}
-		owner := strings.SplitN(f[1], "/", 2)
-		got[name] = f[0] + " " + owner[0] + " " + owner[1]
-	}
 	want := map[string]string{
 		"/usr/share/lintian/overrides/openwatch": "-rw-r--r-- root root",
 		"/usr/share/doc/openwatch/copyright":     "-rw-r--r-- root root",
@@ -170,11 +163,18 @@ func TestDEB(t *testing.T) {
 	for k, v := range payload {
 		want[k] = v
 	}
-	for k := range got {
-		if _, ok := want[k]; !ok && strings.HasPrefix(k, "/usr/share/") && !strings.HasSuffix(k, "/openwatch/copyright") {
-			delete(got, k)
+	got := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(run(t, "dpkg-deb", "-c", deb)), "\n") {
+		// drwxr-x--- root/openwatch 0 2026-11-24 15:10 ./etc/openwatch/
+		f := strings.Fields(l)
+		name := strings.TrimSuffix(strings.TrimPrefix(f[5], "."), "/")
+		if strings.HasSuffix(f[5], "/") && !strings.Contains(name, "openwatch") {
+			continue // standard parent directories (/usr, /usr/share/doc…)
 		}
+		owner := strings.SplitN(f[1], "/", 2)
+		got[name] = f[0] + " " + owner[0] + " " + owner[1]
 	}
+	delete(got, "/usr/share/doc/openwatch") // implicit parent
 	compare(t, "deb payload", want, got)
 
 	ctrl := t.TempDir()
@@ -236,7 +236,8 @@ func compare(t *testing.T, what string, want, got map[string]string) {
 // hint may remain, and no override may go unused.
 func TestLinters(t *testing.T) {
 	res := packages(t)
-	cmd := exec.Command("lintian", "--no-cfg", "--fail-on", "error,warning,info,pedantic", res.DEB)
+	cmd := exec.Command("lintian", "--no-cfg", "--display-info", "--pedantic", "--display-experimental",
+		"--fail-on", "error,warning,info,pedantic", res.DEB)
 	out, err := cmd.CombinedOutput()
 	if err != nil || strings.Contains(string(out), ": ") {
 		t.Errorf("lintian: %v\n%s", err, out)
