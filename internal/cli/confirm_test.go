@@ -34,7 +34,8 @@ func TestRestoreOnATerminalAsksForTheDatabaseName(t *testing.T) {
 	e.exec("delete from hosts")
 
 	code, out := e.runOnTerminal("no\n", "restore", path)
-	if code != ExitError || !strings.Contains(out, "Type the database name ("+e.db.Name+")") || !strings.Contains(out, "nothing was changed") {
+	if code != ExitError || !strings.Contains(out, "Type the database name ("+e.db.Name+")") || !strings.Contains(out, "nothing was changed") ||
+		!strings.Contains(out, "taken from database \""+e.db.Name+"\" at 20") {
 		t.Fatalf("a wrong answer: exit %d\n%s", code, out)
 	}
 	if e.query("select count(*)::text from hosts") != "0" {

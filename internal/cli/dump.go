@@ -73,12 +73,13 @@ func (a *app) restore(ctx context.Context, args []string) int {
 	if d == nil {
 		return code
 	}
-	if err := dump.Verify(ctx, d, file); err != nil {
+	archive, err := dump.Verify(ctx, d, file)
+	if err != nil {
 		a.errorf("%v\nNothing was changed. Pick another restore point.", err)
 		return ExitError
 	}
 	if !*yes {
-		if code, ok := a.confirm(d, file); !ok {
+		if code, ok := a.confirm(d, file, archive); !ok {
 			return code
 		}
 	}
@@ -104,13 +105,14 @@ func (a *app) restore(ctx context.Context, args []string) int {
 }
 
 // confirm asks on the terminal; without one it refuses.
-func (a *app) confirm(d *dsn.DSN, file string) (int, bool) {
+func (a *app) confirm(d *dsn.DSN, file string, archive dump.Archive) (int, bool) {
 	if !progress.IsTerminal(a.Stdin) {
 		a.errorf("refusing to restore without confirmation: stdin is not a terminal.\nTo replace %s with %s, run:\n  openwatch restore --yes %s", d.Describe(), file, file)
 		return ExitUsage, false
 	}
-	fmt.Fprintf(a.Stderr, "This replaces everything in %s with the restore point\n  %s\nChanges made since it was taken are lost.\nType the database name (%s) or y to continue: ",
-		d.Describe(), file, d.Config.Database)
+	fmt.Fprintf(a.Stderr, "This replaces everything in %s with the restore point\n  %s\n"+
+		"taken from database %q at %s. Changes made since then are lost.\nType the database name (%s) or y to continue: ",
+		d.Describe(), file, archive.Database, archive.Created, d.Config.Database)
 	answer, _ := bufio.NewReader(a.Stdin).ReadString('\n')
 	answer = strings.TrimSpace(answer)
 	if answer == d.Config.Database || strings.EqualFold(answer, "y") || strings.EqualFold(answer, "yes") {

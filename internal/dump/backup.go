@@ -48,7 +48,7 @@ func Backup(ctx context.Context, o BackupOptions) (string, error) {
 		return "", err
 	}
 	defer os.Remove(partial) // no-op once renamed
-	if err := Verify(ctx, o.DSN, partial); err != nil {
+	if _, err := Verify(ctx, o.DSN, partial); err != nil {
 		return "", err
 	}
 	if err := renameNoReplace(partial, final); err != nil {

@@ -56,7 +56,7 @@ type RestoreOptions struct {
 // pg_restore turns the archive into SQL that psql runs in one transaction,
 // which is committed only after pg_restore has finished successfully.
 func Restore(ctx context.Context, o RestoreOptions) error {
-	if err := Verify(ctx, o.DSN, o.File); err != nil {
+	if _, err := Verify(ctx, o.DSN, o.File); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)

@@ -54,19 +54,34 @@ func childError(d *dsn.DSN, name string, err error, stderr *tail) error {
 	return fmt.Errorf("%s: %w", name, d.Redactor.Error(err))
 }
 
+// Archive describes a verified restore point, from its table of contents.
+type Archive struct {
+	Database string // the database it was dumped from
+	Created  string // when, as pg_dump wrote it
+}
+
 // Verify checks that file is a readable pg_dump archive with pg_restore --list.
-func Verify(ctx context.Context, d *dsn.DSN, file string) error {
+func Verify(ctx context.Context, d *dsn.DSN, file string) (Archive, error) {
 	cmd, stderr, err := command(ctx, d, "pg_restore", "--list", "--", file)
 	if err != nil {
-		return err
+		return Archive{}, err
 	}
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s is not a usable restore point: %w", file, childError(d, "pg_restore --list", err, stderr))
+		return Archive{}, fmt.Errorf("%s is not a usable restore point: %w", file, childError(d, "pg_restore --list", err, stderr))
 	}
-	if !bytes.Contains(out.Bytes(), []byte("Archive created at")) {
-		return fmt.Errorf("%s is not a usable restore point: pg_restore --list shows no archive header", file)
+	var a Archive
+	for _, line := range strings.Split(out.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, "; Archive created at "); ok {
+			a.Created = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(strings.TrimLeft(line, "; \t"), "dbname: "); ok && strings.HasPrefix(line, ";") {
+			a.Database = strings.TrimSpace(v)
+		}
 	}
-	return nil
+	if a.Created == "" {
+		return a, fmt.Errorf("%s is not a usable restore point: pg_restore --list shows no archive header", file)
+	}
+	return a, nil
 }
