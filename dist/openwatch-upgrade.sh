@@ -113,8 +113,8 @@ case $check in
 			say "database schema migrated"
 			exit 0
 		fi
-		say "MIGRATION FAILED. The service $unit is left stopped; the database was not changed" \
-			"by the failed migration step (each migration runs in its own transaction)." \
+		say "MIGRATION FAILED. The service $unit is left stopped. The failed migration was" \
+			"rolled back (each runs in its own transaction); the ones before it stay applied." \
 			"Restore points are in the BACKUP_DIR set in $config (default $default_backup_dir):"
 		list_restore_points
 		say "The message above names the restore point taken for this upgrade and the command" \

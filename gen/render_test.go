@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,4 +185,67 @@ func TestDiff(t *testing.T) {
 	if got != want {
 		t.Errorf("Diff:\n%s\nwant:\n%s", got, want)
 	}
+}
+
+func TestWriteIsAtomicAndSetsModes(t *testing.T) {
+	root := t.TempDir()
+	files := map[string][]byte{"dist/x.sh": []byte("#!/bin/sh\n"), "dist/sub/y.conf": []byte("y\n")}
+	if err := Write(root, files); err != nil {
+		t.Fatal(err)
+	}
+	for name, mode := range map[string]os.FileMode{"dist/x.sh": 0o755, "dist/sub/y.conf": 0o644} {
+		st, err := os.Stat(filepath.Join(root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != mode {
+			t.Errorf("%s: mode %v, want %v", name, st.Mode().Perm(), mode)
+		}
+	}
+	// A second write of the same content leaves the files alone.
+	before, _ := os.Stat(filepath.Join(root, "dist/x.sh"))
+	if err := Write(root, files); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(filepath.Join(root, "dist/x.sh"))
+	if !os.SameFile(before, after) {
+		t.Error("an unchanged file was rewritten")
+	}
+	// A changed file is replaced by rename: no temp files stay behind.
+	files["dist/x.sh"] = []byte("#!/bin/sh\necho new\n")
+	if err := Write(root, files); err != nil {
+		t.Fatal(err)
+	}
+	if d := Diff("want", "got", lines([]string{"sub", "x.sh"}), lines(listDir(t, filepath.Join(root, "dist")))); d != "" {
+		t.Error(d)
+	}
+}
+
+func ExampleRender() {
+	files, err := Render(Default())
+	if err != nil {
+		panic(err)
+	}
+	for _, name := range sortedKeys(files) {
+		fmt.Println(name)
+	}
+	// Output:
+	// dist/cleanup-backups.sh
+	// dist/copyright
+	// dist/deb/postinst
+	// dist/deb/postrm
+	// dist/deb/preinst
+	// dist/deb/prerm
+	// dist/lintian-overrides
+	// dist/openwatch-upgrade.sh
+	// dist/rpm/post.sh
+	// dist/rpm/postun.sh
+	// dist/rpm/pre.sh
+	// dist/rpm/preun.sh
+	// dist/rpmlintrc
+	// dist/systemd/50-schema-guard.conf
+	// dist/systemd/openwatch-backup-cleanup.service
+	// dist/systemd/openwatch-backup-cleanup.timer
+	// dist/upgrade.conf
+	// nfpm.yaml
 }
