@@ -153,10 +153,10 @@ func Default() *Spec {
 			RestoreJobs:   2,
 			LockTimeout:   300,
 		},
-		DebDepends:   []string{"postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17"},
-		RPMRequires:  []string{"postgresql"},
-		BinarySource: "build/openwatch",
-		DistDir:      "dist",
+		DebDepends:    []string{"postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17"},
+		RPMRequires:   []string{"postgresql"},
+		BinarySource:  "build/openwatch",
+		DistDir:       "dist",
 		RunbookSource: "docs/UPGRADING.md",
 	}
 }
