@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path"
 	"regexp"
 	"slices"
@@ -31,7 +32,7 @@ func newEnv(t *testing.T, f format, shell string) *env {
 	e.r = newRoot(t, shell)
 	// Registered after the root, so it runs while the root still exists.
 	t.Cleanup(func() {
-		if !t.Failed() {
+		if !t.Failed() && os.Getenv("E2E_VERBOSE") == "" {
 			return
 		}
 		for _, res := range e.runs {

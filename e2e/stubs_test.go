@@ -182,13 +182,11 @@ exit $rc
 func pgShim(tool, real string) string {
 	return fmt.Sprintf(`#!/bin/sh
 # e2e shim: record argv and environment names, then run the real %[1]s.
-{
-	printf '%%s' %[1]s
-	for a in "$@"; do printf ' %%s' "$a"; done
-	printf '\n%%s-env' %[1]s
-	env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/ \1/p' | tr -d '\n'
-	printf '\n'
-} >>%[3]s
+# One printf, one write: concurrent shims do not interleave their lines.
+line=%[1]s
+for a in "$@"; do line="$line $a"; done
+names=$(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' | tr '\n' ' ')
+printf '%%s\n%%s-env %%s\n' "$line" %[1]s "$names" >>%[3]s
 exec %[2]s "$@"
 `, tool, real, eventsLog)
 }
