@@ -2,8 +2,10 @@ package dump
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -39,10 +41,6 @@ func Backup(ctx context.Context, o BackupOptions) (string, error) {
 		return "", err
 	}
 	started := time.Now()
-	final := filepath.Join(o.Dir, FileName(o.PackageVersion, schema, started))
-	if _, err := os.Lstat(final); err == nil {
-		return "", fmt.Errorf("%s already exists; wait a second and run the command again", final)
-	}
 	partial, err := writePartial(ctx, o)
 	if err != nil {
 		return "", err
@@ -51,13 +49,29 @@ func Backup(ctx context.Context, o BackupOptions) (string, error) {
 	if _, err := Verify(ctx, o.DSN, partial); err != nil {
 		return "", err
 	}
-	if err := renameNoReplace(partial, final); err != nil {
+	final, err := place(partial, o.Dir, o.PackageVersion, schema, started)
+	if err != nil {
 		return "", fmt.Errorf("move the restore point into place: %w", err)
 	}
 	if err := syncDir(o.Dir); err != nil {
 		return "", fmt.Errorf("sync %s: %w", o.Dir, err)
 	}
 	return final, nil
+}
+
+// place gives the verified partial file its restore point name, named for
+// when the dump started; if a restore point of that second exists (two
+// backups within a second), it takes the next free second instead.
+func place(partial, dir, pkgVersion, schema string, t time.Time) (string, error) {
+	for attempt := 0; ; attempt++ {
+		final := filepath.Join(dir, FileName(pkgVersion, schema, t))
+		err := renameNoReplace(partial, final)
+		if !errors.Is(err, fs.ErrExist) || attempt == 2 {
+			return final, err
+		}
+		time.Sleep(time.Until(t.Truncate(time.Second).Add(time.Second)))
+		t = time.Now()
+	}
 }
 
 // inspect returns the newest applied migration and the database size.

@@ -72,12 +72,12 @@ func renameNoReplace(from, to string) error {
 	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
 		if _, statErr := os.Lstat(to); statErr == nil {
-			return fmt.Errorf("%s already exists", to)
+			return fmt.Errorf("%s: %w", to, fs.ErrExist)
 		}
 		return os.Rename(from, to)
 	}
 	if errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("%s already exists; run the command again in a second", to)
+		return fmt.Errorf("%s: %w", to, fs.ErrExist)
 	}
 	if err != nil {
 		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}

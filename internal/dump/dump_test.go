@@ -294,6 +294,25 @@ func TestATruncatedArchiveIsRolledBackCompletely(t *testing.T) {
 	}
 }
 
+func TestASecondBackupInTheSameSecondTakesTheNextName(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	taken := filepath.Join(dir, FileName("1", "7", now))
+	os.WriteFile(taken, []byte("first"), 0o600)
+	partial := filepath.Join(dir, ".openwatch-2.partial")
+	os.WriteFile(partial, []byte("second"), 0o600)
+	got, err := place(partial, dir, "1", "7", now)
+	if err != nil || got == taken {
+		t.Fatalf("place = %s, %v; want a new name", got, err)
+	}
+	if b, _ := os.ReadFile(taken); string(b) != "first" {
+		t.Fatal("the first restore point was overwritten")
+	}
+	if b, _ := os.ReadFile(got); string(b) != "second" {
+		t.Fatal("the second restore point is not at its new name")
+	}
+}
+
 func TestAnExistingRestorePointIsNeverReplaced(t *testing.T) {
 	dir := t.TempDir()
 	from, to := filepath.Join(dir, ".openwatch-1.partial"), filepath.Join(dir, "openwatch_1_schema-1_20260101T000000Z.dump")

@@ -4,12 +4,14 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"regexp"
 	"sort"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Migration is one migration file known to this binary.
@@ -52,24 +54,20 @@ func Known(fsys fs.FS) ([]Migration, error) {
 	return ms, nil
 }
 
-// Applied returns the versions recorded in schema_migrations, oldest first.
-// A database without that table has none applied.
+// Applied returns the versions recorded in schema_migrations, oldest first,
+// in one round trip. A database without that table has none applied.
 func Applied(ctx context.Context, conn *pgx.Conn) ([]string, error) {
-	var table *string
-	err := conn.QueryRow(ctx, `select to_regclass(quote_ident(current_schema()) || '.schema_migrations')::text`).Scan(&table)
-	if err != nil {
-		return nil, fmt.Errorf("look for schema_migrations: %w", err)
+	var versions []string
+	rows, err := conn.Query(ctx, "select version::text from schema_migrations")
+	if err == nil {
+		versions, err = pgx.CollectRows(rows, pgx.RowTo[string])
 	}
-	if table == nil {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table: nothing migrated yet
 		return nil, nil
 	}
-	rows, err := conn.Query(ctx, "select version::text from "+*table)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", *table, err)
-	}
-	versions, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", *table, err)
+		return nil, fmt.Errorf("read schema_migrations: %w", err)
 	}
 	sort.Slice(versions, func(i, j int) bool { return versionLess(versions[i], versions[j]) })
 	return versions, nil
