@@ -11,7 +11,7 @@ import (
 // returns their host paths.
 func buildPackages(v *variant) (deb, rpm string, err error) {
 	res, err := pkgbuild.Build(pkgbuild.Options{
-		Config:  filepath.Join(repoRoot, "nfpm.yaml"),
+		Config:  filepath.Join(srcRoot, "nfpm.yaml"),
 		Version: v.Version,
 		Release: v.Release,
 		Binary:  v.Binary,

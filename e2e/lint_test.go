@@ -16,11 +16,11 @@ func TestLint(t *testing.T) {
 	// Overrides: lintian reads the ones the .deb ships; rpmlint takes the
 	// packager's filter files from dist/ when there are any.
 	rpmlint := []string{"rpmlint"}
-	rcs, _ := filepath.Glob(filepath.Join(repoRoot, "dist", "*rpmlintrc"))
+	rcs, _ := filepath.Glob(filepath.Join(srcRoot, "dist", "*rpmlintrc"))
 	for _, rc := range rcs {
 		rpmlint = append(rpmlint, "-r", rc)
 	}
-	tomls, _ := filepath.Glob(filepath.Join(repoRoot, "dist", "*rpmlint*.toml"))
+	tomls, _ := filepath.Glob(filepath.Join(srcRoot, "dist", "*rpmlint*.toml"))
 	for _, c := range tomls {
 		rpmlint = append(rpmlint, "-c", c)
 	}

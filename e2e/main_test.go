@@ -23,6 +23,10 @@ var (
 	pgBinDir string // PostgreSQL client tools the shims run
 	pkgDir   string // built packages, bound read-only at /e2e-pkgs in every root
 	repoRoot string
+	// srcRoot is what the packages are built from: the working tree, or with
+	// E2E_GIT_REV=<rev> a snapshot of that commit (a stable target while
+	// others edit the tree).
+	srcRoot string
 )
 
 func TestMain(m *testing.M) {
@@ -48,6 +52,14 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(pkgDir)
+	srcRoot = repoRoot
+	if rev := os.Getenv("E2E_GIT_REV"); rev != "" {
+		if srcRoot, err = gitSnapshot(rev); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			return 1
+		}
+		defer os.RemoveAll(srcRoot)
+	}
 	before := hostFingerprint()
 	code := pgtest.Main(m)
 	if after := hostFingerprint(); after != before {
@@ -147,7 +159,7 @@ func migrationVersions(dir string) ([]string, error) {
 }
 
 func buildVariants() (map[string]*variant, error) {
-	vs, err := migrationVersions(filepath.Join(repoRoot, "migrations"))
+	vs, err := migrationVersions(filepath.Join(srcRoot, "migrations"))
 	if err != nil {
 		return nil, err
 	}
@@ -211,10 +223,26 @@ func buildVariants() (map[string]*variant, error) {
 // copySource copies what the binary is built from into dir.
 func copySource(dir string) error {
 	for _, p := range []string{"go.mod", "go.sum", "cmd", "internal", "migrations"} {
-		cmd := exec.Command("cp", "-a", filepath.Join(repoRoot, p), dir+"/")
+		cmd := exec.Command("cp", "-a", filepath.Join(srcRoot, p), dir+"/")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("copy %s: %v\n%s", p, err, out)
 		}
 	}
 	return nil
+}
+
+// gitSnapshot extracts what the packages are built from at rev.
+func gitSnapshot(rev string) (string, error) {
+	dir, err := os.MkdirTemp("", "openwatch-e2e-git-")
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", repoRoot, rev, dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("git archive %s: %v\n%s", rev, err, out)
+	}
+	return dir, nil
 }
