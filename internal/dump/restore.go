@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -59,64 +60,83 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 	if _, err := Verify(ctx, o.DSN, o.File); err != nil {
 		return err
 	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = DefaultRestoreLockTimeout
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	restore, restoreErr, err := command(ctx, o.DSN, "pg_restore", "--file=-", "--", o.File)
+	p, err := startPipeline(ctx, o)
 	if err != nil {
 		return err
 	}
-	psql, psqlErr, err := command(ctx, o.DSN, "psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-")
-	if err != nil {
-		return err
+	return p.finish(o)
+}
+
+// pipeline is pg_restore's output piped, after the prelude, into psql.
+type pipeline struct {
+	restore, psql       *exec.Cmd
+	restoreErr, psqlErr *tail
+	sql                 io.Reader      // pg_restore's stdout
+	psqlIn              io.WriteCloser // psql's stdin
+}
+
+func startPipeline(ctx context.Context, o RestoreOptions) (*pipeline, error) {
+	var p pipeline
+	var err error
+	if p.restore, p.restoreErr, err = command(ctx, o.DSN, "pg_restore", "--file=-", "--", o.File); err != nil {
+		return nil, err
 	}
-	sqlIn, err := restore.StdoutPipe()
-	if err != nil {
-		return err
+	if p.psql, p.psqlErr, err = command(ctx, o.DSN, "psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-"); err != nil {
+		return nil, err
 	}
-	psqlIn, err := psql.StdinPipe()
-	if err != nil {
-		return err
+	if p.sql, err = p.restore.StdoutPipe(); err != nil {
+		return nil, err
 	}
-	psql.Stdout = io.Discard
-	if err := psql.Start(); err != nil {
-		return fmt.Errorf("start psql: %w", err)
+	if p.psqlIn, err = p.psql.StdinPipe(); err != nil {
+		return nil, err
 	}
-	if err := restore.Start(); err != nil {
-		psqlIn.Close()
-		psql.Wait()
-		return fmt.Errorf("start pg_restore: %w", err)
+	p.psql.Stdout = io.Discard
+	if err := p.psql.Start(); err != nil {
+		return nil, fmt.Errorf("start psql: %w", err)
 	}
+	if err := p.restore.Start(); err != nil {
+		p.psqlIn.Close()
+		p.psql.Wait()
+		return nil, fmt.Errorf("start pg_restore: %w", err)
+	}
+	return &p, nil
+}
+
+// finish streams everything, commits only if pg_restore succeeded, and
+// reports the first failure.
+func (p *pipeline) finish(o RestoreOptions) error {
 	var complete atomic.Bool
-	offset, total := readOffset(restore.Process.Pid, o.File), FileSize(o.File)
+	offset, total := readOffset(p.restore.Process.Pid, o.File), FileSize(o.File)
 	stop := watch(o.Progress, "restore", total, func() int64 {
 		if complete.Load() {
 			return total
 		}
 		return offset()
 	})
-	lockTimeout := o.LockTimeout
-	if lockTimeout <= 0 {
-		lockTimeout = DefaultRestoreLockTimeout
-	}
-	copyErr := stream(psqlIn, sqlIn, lockTimeout)
+	copyErr := stream(p.psqlIn, p.sql, o.LockTimeout)
 	complete.Store(copyErr == nil)
 	stop()
 	if copyErr != nil {
-		restore.Process.Kill() // psql has stopped reading
+		p.restore.Process.Kill() // psql has stopped reading
 	}
-	restoreRunErr := restore.Wait()
-	if copyErr == nil && restoreRunErr == nil {
-		_, copyErr = io.WriteString(psqlIn, "\nCOMMIT;\n")
+	restoreErr := p.restore.Wait()
+	if copyErr == nil && restoreErr == nil {
+		_, copyErr = io.WriteString(p.psqlIn, "\nCOMMIT;\n")
 	}
 	// Without COMMIT, closing psql's input ends the session and PostgreSQL
 	// rolls the transaction back.
-	psqlIn.Close()
-	psqlRunErr := psql.Wait()
+	p.psqlIn.Close()
+	psqlErr := p.psql.Wait()
 	switch {
-	case psqlRunErr != nil:
-		return fmt.Errorf("nothing was changed: %w", childError(o.DSN, "psql", psqlRunErr, psqlErr))
-	case restoreRunErr != nil:
-		return fmt.Errorf("nothing was changed: %w", childError(o.DSN, "pg_restore", restoreRunErr, restoreErr))
+	case psqlErr != nil:
+		return fmt.Errorf("nothing was changed: %w", childError(o.DSN, "psql", psqlErr, p.psqlErr))
+	case restoreErr != nil:
+		return fmt.Errorf("nothing was changed: %w", childError(o.DSN, "pg_restore", restoreErr, p.restoreErr))
 	case copyErr != nil:
 		return fmt.Errorf("nothing was changed: feeding psql: %w", copyErr)
 	}
