@@ -256,7 +256,7 @@ func TestKillNineDuringAMigrationLeavesASchemaARerunCompletes(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, db, "select exists (select 1 from pg_stat_activity where query like '%pg_sleep(3)%' and pid <> pg_backend_pid())::text")
+	waitFor(t, db, "select exists (select 1 from pg_stat_activity where state = 'active' and query like '%pg_sleep(3)%' and query not like '%pg_stat_activity%')")
 	cmd.Process.Kill() // SIGKILL
 	cmd.Wait()
 	if got := applied(t, db); got != "001" {
@@ -273,9 +273,14 @@ func TestKillNineDuringAMigrationLeavesASchemaARerunCompletes(t *testing.T) {
 
 func waitFor(t *testing.T, db *pgtest.Database, sql string) {
 	t.Helper()
+	conn := db.Conn(t)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if query(t, db, sql) == "true" {
+		var ok bool
+		if err := conn.QueryRow(context.Background(), sql).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		if ok {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
