@@ -175,6 +175,11 @@ func (a *app) errorf(format string, args ...any) {
 // returns the exit code.
 func (a *app) connection() (config.Config, *dsn.DSN, int) {
 	cfg, err := config.Load(a.configPath, a.secretsPath)
+	var secretsErr *config.SecretsError
+	if errors.As(err, &secretsErr) {
+		a.errorf("%v\nThe database is not configured for this user: run as root or as a member of the openwatch group.", err)
+		return cfg, nil, ExitUnreachable
+	}
 	if err != nil {
 		a.errorf("%v\nFix the file, then run the command again.", err)
 		return cfg, nil, ExitError

@@ -185,6 +185,7 @@ func TestCheckExitCodesFollowTheContract(t *testing.T) {
 			e.writeSecrets(u.String())
 		}, ExitUnreachable, "password authentication failed"},
 		{"a malformed DSN", func() { e.writeSecrets("host=x port=notaport password=" + e.db.Password[:4]) }, ExitUnreachable, "Fix OPENWATCH_DATABASE_DSN"},
+		{"a secrets file this user cannot read", func() { os.Remove(e.secrets); os.Mkdir(e.secrets, 0o700) }, ExitUnreachable, "not configured for this user"},
 		{"no DSN at all", func() { os.Remove(e.secrets) }, ExitUnreachable, "OPENWATCH_DATABASE_DSN"},
 	}
 	for _, tt := range tests {

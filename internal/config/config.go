@@ -29,8 +29,11 @@ const (
 	DSNVar                    = "OPENWATCH_DATABASE_DSN"
 )
 
-// ErrNoDSN means neither the environment nor secrets.env names the database.
-var ErrNoDSN = errors.New("no database configured")
+// SecretsError means secrets.env exists but cannot be read.
+type SecretsError struct{ Err error }
+
+func (e *SecretsError) Error() string { return e.Err.Error() }
+func (e *SecretsError) Unwrap() error { return e.Err }
 
 // Config is upgrade.conf plus the DSN.
 type Config struct {
@@ -77,7 +80,7 @@ func Load(confPath, secretsPath string) (Config, error) {
 	}
 	secrets, ignored, err := envfile.Read(secretsPath)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return c, err
+		return c, &SecretsError{Err: err}
 	}
 	c.warnIgnored(secretsPath, ignored)
 	c.DSN = secrets[DSNVar]

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -110,5 +111,16 @@ func TestTheShippedUpgradeConfLoadsWithoutWarnings(t *testing.T) {
 	}
 	if c.BackupDir != DefaultBackupDir || !c.AutoBackup || c.MigrateLockTimeout != DefaultMigrateLockTimeout {
 		t.Fatalf("shipped values differ from the binary's defaults: %+v", c)
+	}
+}
+
+func TestAnUnreadableSecretsFileIsASecretsError(t *testing.T) {
+	t.Setenv(DSNVar, "")
+	dir := filepath.Join(t.TempDir(), "secrets.env")
+	os.Mkdir(dir, 0o700) // reading a directory fails even for root
+	_, err := Load("/nonexistent", dir)
+	var se *SecretsError
+	if !errors.As(err, &se) {
+		t.Fatalf("err = %v, want *SecretsError", err)
 	}
 }
