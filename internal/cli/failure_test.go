@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -59,5 +61,30 @@ func TestAFailureInMigrationTwoOfThreeNamesTheRestorePointAndTheCommand(t *testi
 	}
 	if regexp.MustCompile(`(?i)password=|postgres://`).MatchString(out + errOut) {
 		t.Errorf("output shows connection details:\n%s\n%s", out, errOut)
+	}
+}
+
+// Text passed through from the driver and from pg_dump is redacted: here both
+// are made to echo the password.
+func TestPassedThroughErrorsNeverShowThePassword(t *testing.T) {
+	e := newEnv(t)
+	raise := "DO $do$ BEGIN RAISE EXCEPTION 'seen: %', $pw$" + e.db.Password + "$pw$; END $do$;"
+	fsys := fstest.MapFS{"001_leak.sql": &fstest.MapFile{Data: []byte("-- migrate:up\n" + raise + "\n-- migrate:down\nselect 1;\n")}}
+	var out, errOut bytes.Buffer
+	a := &app{IO: IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut}, migrations: fsys,
+		configPath: e.conf, secretsPath: e.secrets}
+	if code := a.run(context.Background(), []string{"migrate"}); code != ExitError {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errOut.String())
+	}
+	if strings.Contains(out.String()+errOut.String(), e.db.Password) || !strings.Contains(errOut.String(), "seen: [redacted]") {
+		t.Fatalf("the database's error was not redacted:\n%s", errOut.String())
+	}
+
+	shims := t.TempDir()
+	os.WriteFile(filepath.Join(shims, "pg_dump"), []byte("#!/bin/sh\nprintf 'pg_dump: error: password %s rejected\\n' \"$PGPASSWORD\" >&2\nexit 1\n"), 0o755)
+	e.vars = []string{"PATH=" + shims + ":" + os.Getenv("PATH")}
+	r := e.run("backup") // run checks that no output holds the password
+	if r.code != ExitBackupFailed || !strings.Contains(r.stderr, "password [redacted] rejected") {
+		t.Fatalf("pg_dump's message was not passed through redacted: %s", r)
 	}
 }
