@@ -133,7 +133,7 @@ func writePartial(ctx context.Context, o BackupOptions) (_ string, err error) {
 	if err != nil {
 		return "", err
 	}
-	stop := watchSize(o.Progress, "backup", path)
+	stop := watchSize(o.Progress, "backup", path, previousSize(o.Dir))
 	runErr := cmd.Run()
 	stop()
 	if runErr != nil {
@@ -145,9 +145,26 @@ func writePartial(ctx context.Context, o BackupOptions) (_ string, err error) {
 	return path, f.Close()
 }
 
-// watchSize reports the growing size of path until stop is called.
-func watchSize(w io.Writer, label, path string) (stop func()) {
-	return watch(w, label, 0, func() int64 {
+// previousSize is the size of the newest restore point in dir: the estimate
+// for the progress bar (0, no bar, when there is none).
+func previousSize(dir string) int64 {
+	files, _ := filepath.Glob(filepath.Join(dir, "openwatch_*_schema-*_*.dump"))
+	var newest os.FileInfo
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && (newest == nil || fi.ModTime().After(newest.ModTime())) {
+			newest = fi
+		}
+	}
+	if newest == nil {
+		return 0
+	}
+	return newest.Size()
+}
+
+// watchSize reports the growing size of path until stop is called; estimate
+// is the expected final size, 0 if unknown.
+func watchSize(w io.Writer, label, path string, estimate int64) (stop func()) {
+	return watch(w, label, estimate, func() int64 {
 		fi, err := os.Stat(path)
 		if err != nil {
 			return 0

@@ -349,3 +349,19 @@ func TestRestoreGivesUpWhenASessionHoldsALockAndChangesNothing(t *testing.T) {
 		t.Fatal("a restore that gave up changed the database")
 	}
 }
+
+func TestTheBackupBarEstimatesFromTheNewestRestorePoint(t *testing.T) {
+	dir := t.TempDir()
+	if previousSize(dir) != 0 {
+		t.Fatal("an empty directory gave an estimate")
+	}
+	old := filepath.Join(dir, FileName("1", "1", time.Unix(0, 0)))
+	recent := filepath.Join(dir, FileName("1", "2", time.Unix(100, 0)))
+	os.WriteFile(old, make([]byte, 10), 0o600)
+	os.WriteFile(recent, make([]byte, 20), 0o600)
+	os.WriteFile(filepath.Join(dir, ".openwatch-9.partial"), make([]byte, 99), 0o600)
+	os.Chtimes(old, time.Now(), time.Unix(0, 0))
+	if got := previousSize(dir); got != 20 {
+		t.Fatalf("estimate %d, want the newest restore point's 20 bytes", got)
+	}
+}
