@@ -37,10 +37,12 @@ func (e *SecretsError) Unwrap() error { return e.Err }
 
 // Config is upgrade.conf plus the DSN.
 type Config struct {
-	AutoBackup         bool
-	BackupDir          string
-	RetentionDays      int
-	BackupCompression  string // pg_dump --compress value: 0-9, or method[:level]
+	AutoBackup        bool
+	BackupDir         string
+	RetentionDays     int
+	BackupCompression string // pg_dump --compress value: 0-9, or method[:level]
+	// RestoreJobs is read and validated but not used yet: restore runs in one
+	// transaction (pg_restore | psql), which pg_restore -j cannot join.
 	RestoreJobs        int
 	MigrateLockTimeout time.Duration
 

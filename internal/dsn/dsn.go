@@ -61,9 +61,6 @@ func Parse(s string) (*DSN, error) {
 	return &DSN{Config: cfg, SSLMode: mode, Redactor: r, params: params}, nil
 }
 
-// IsSocket reports whether host is a unix-socket directory.
-func IsSocket(host string) bool { return strings.HasPrefix(host, "/") || strings.HasPrefix(host, "@") }
-
 // Describe names the database for messages: "db on host:port" (no secrets).
 func (d *DSN) Describe() string {
 	return fmt.Sprintf("database %q on %s port %d as %q", d.Config.Database, d.Config.Host, d.Config.Port, d.Config.User)
