@@ -32,6 +32,7 @@ func TestEveryClientConnectsWithTheHostilePassword(t *testing.T) {
 		{"a URL with a percent-encoded unix-socket directory as host", strings.Replace(db.URL(), "@127.0.0.1:", "@"+strings.ReplaceAll(db.Server.SocketDir, "/", "%2F")+":", 1)},
 		{"a URL without sslmode (libpq's prefer, not lib/pq's require)", withoutSSLMode(db.URL())},
 		{"a keyword/value string without sslmode", withoutSSLMode(db.KeywordValue())},
+		{"a unix socket with sslmode=require (TLS does not apply to sockets)", withoutSSLMode(db.SocketKeywordValue()) + " sslmode=require"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
