@@ -172,15 +172,20 @@ func (a *app) errorf(format string, args ...any) {
 }
 
 // connection loads upgrade.conf and the DSN. On failure it prints why and
-// returns the exit code.
-func (a *app) connection() (config.Config, *dsn.DSN, int) {
+// returns the exit code. Commands that only read the schema state (needConf
+// false) warn about a broken upgrade.conf instead of failing: the service's
+// start guard runs migrate --check and must not be stopped by a typo there.
+func (a *app) connection(needConf bool) (config.Config, *dsn.DSN, int) {
 	cfg, err := config.Load(a.configPath, a.secretsPath)
 	var secretsErr *config.SecretsError
-	if errors.As(err, &secretsErr) {
+	var confErr *config.ConfError
+	switch {
+	case errors.As(err, &secretsErr):
 		a.errorf("%v\nThe database is not configured for this user: run as root or as a member of the openwatch group.", err)
 		return cfg, nil, ExitUnreachable
-	}
-	if err != nil {
+	case errors.As(err, &confErr) && !needConf:
+		fmt.Fprintf(a.Stderr, "openwatch: warning: %v (not needed for this command)\n", err)
+	case err != nil:
 		a.errorf("%v\nFix the file, then run the command again.", err)
 		return cfg, nil, ExitError
 	}

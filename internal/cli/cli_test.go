@@ -494,3 +494,16 @@ func TestEveryCommandExitsTwelveWhenTheDatabaseIsUnreachable(t *testing.T) {
 		t.Error("a restore point appeared")
 	}
 }
+
+func TestABrokenUpgradeConfDoesNotBlockCheckButStopsMigrate(t *testing.T) {
+	e := newEnv(t)
+	e.writeConf("AUTO_BACKUP=perhaps\n")
+	r := e.run("migrate", "--check")
+	if r.code != ExitPending || !strings.Contains(r.stderr, "warning: ") || !strings.Contains(r.stderr, "AUTO_BACKUP") {
+		t.Fatalf("--check with a broken upgrade.conf: %s", r)
+	}
+	r = e.run("migrate")
+	if r.code != ExitError || !strings.Contains(r.stderr, "AUTO_BACKUP") || e.query("select count(*)::text from pg_tables where tablename = 'hosts'") != "0" {
+		t.Fatalf("migrate with a broken upgrade.conf: %s", r)
+	}
+}

@@ -29,7 +29,7 @@ func (a *app) backup(ctx context.Context, args []string) int {
 	if len(extra) > 0 {
 		return a.usageError("backup: unexpected argument %q", extra[0])
 	}
-	cfg, d, code := a.connection()
+	cfg, d, code := a.connection(true)
 	if d == nil {
 		return code
 	}
@@ -69,7 +69,7 @@ func (a *app) restore(ctx context.Context, args []string) int {
 		a.errorf("%v\nList the restore points with: ls -l /var/backups/openwatch/", err)
 		return ExitError
 	}
-	cfg, d, code := a.connection()
+	cfg, d, code := a.connection(true)
 	if d == nil {
 		return code
 	}

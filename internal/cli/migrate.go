@@ -36,7 +36,7 @@ func (a *app) migrate(ctx context.Context, args []string) int {
 	if msg := f.conflict(extra); msg != "" {
 		return a.usageError("migrate: %s", msg)
 	}
-	cfg, d, code := a.connection()
+	cfg, d, code := a.connection(!f.check && !f.status)
 	if d == nil {
 		return code
 	}

@@ -63,33 +63,53 @@ func Defaults() Config {
 	}
 }
 
+// ConfError means upgrade.conf cannot be read or holds an invalid value.
+type ConfError struct{ Err error }
+
+func (e *ConfError) Error() string { return e.Err.Error() }
+func (e *ConfError) Unwrap() error { return e.Err }
+
 // Load reads upgrade.conf at confPath (missing means defaults) and the DSN:
-// the environment variable wins over secrets.env at secretsPath.
+// the environment variable wins over secrets.env at secretsPath. The DSN is
+// loaded even when upgrade.conf is broken; that is reported as a *ConfError,
+// an unreadable secrets.env as a *SecretsError.
 func Load(confPath, secretsPath string) (Config, error) {
 	c := Defaults()
 	c.SecretsPath = secretsPath
-	vars, ignored, err := envfile.Read(confPath)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	confErr := c.loadConf(confPath)
+	if err := c.loadDSN(secretsPath); err != nil {
 		return c, err
 	}
-	c.warnIgnored(confPath, ignored)
-	if err := c.apply(vars); err != nil {
-		return c, fmt.Errorf("%s: %w", confPath, err)
+	return c, confErr
+}
+
+func (c *Config) loadConf(path string) error {
+	vars, ignored, err := envfile.Read(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return &ConfError{Err: err}
 	}
+	c.warnIgnored(path, ignored)
+	if err := c.apply(vars); err != nil {
+		return &ConfError{Err: fmt.Errorf("%s: %w", path, err)}
+	}
+	return nil
+}
+
+func (c *Config) loadDSN(secretsPath string) error {
 	if dsn := os.Getenv(DSNVar); dsn != "" {
 		c.DSN = dsn
-		return c, nil
+		return nil
 	}
 	secrets, ignored, err := envfile.Read(secretsPath)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return c, &SecretsError{Err: err}
+		return &SecretsError{Err: err}
 	}
 	c.warnIgnored(secretsPath, ignored)
 	c.DSN = secrets[DSNVar]
 	if fi, err := os.Stat(secretsPath); err == nil && fi.Mode().Perm()&0o007 != 0 {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("%s is readable by everyone (mode %04o); fix it with: chmod 0640 %s", secretsPath, fi.Mode().Perm(), secretsPath))
 	}
-	return c, nil
+	return nil
 }
 
 func (c *Config) warnIgnored(path string, ignored []envfile.Ignored) {

@@ -124,3 +124,12 @@ func TestAnUnreadableSecretsFileIsASecretsError(t *testing.T) {
 		t.Fatalf("err = %v, want *SecretsError", err)
 	}
 }
+
+func TestABrokenUpgradeConfStillYieldsTheDSN(t *testing.T) {
+	t.Setenv(DSNVar, "host=env")
+	c, err := Load(write(t, "upgrade.conf", "AUTO_BACKUP=perhaps\n"), "/nonexistent")
+	var ce *ConfError
+	if !errors.As(err, &ce) || c.DSN != "host=env" {
+		t.Fatalf("DSN %q, err %v; want the DSN and a *ConfError", c.DSN, err)
+	}
+}
