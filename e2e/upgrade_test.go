@@ -443,6 +443,33 @@ func downgrade(e *env) {
 	if got := e.installedVersion(); !strings.HasPrefix(got, old.FullVersion()) {
 		e.t.Errorf("installed version %q, want %s", got, old.FullVersion())
 	}
+
+	// Follow the message: restore the matching restore point, then finish
+	// the way the package manager needs. dpkg left the package
+	// half-configured (apt refuses to go on until `dpkg --configure -a`);
+	// rpm considers it installed, and the helper rerun starts the service.
+	if e.f.Name == "deb" && !strings.Contains(res.out, strings.Join(e.f.recover, " ")) {
+		e.t.Errorf("the downgrade leaves dpkg half-configured, but its message does not name %q", strings.Join(e.f.recover, " "))
+	}
+	e.mustOperator("openwatch", "restore", "--yes", rp)
+	res = e.pm(e.f.recover...)
+	if res.code != 0 {
+		e.t.Fatalf("%s after restoring: exit %d", res.cmd, res.code)
+	}
+	if got := e.schemaVersions(); !slices.Equal(got, repoMigrations[:len(repoMigrations)-1]) {
+		e.t.Errorf("after restoring and %s, schema_migrations = %v, want %v", res.cmd, got, repoMigrations[:len(repoMigrations)-1])
+	}
+	if got := e.data(); got != data {
+		e.t.Errorf("after restoring, data differs:\nbefore %s\nafter  %s", data, got)
+	}
+	if !e.r.active(applianceUnit) {
+		e.t.Errorf("%s is not running after restoring and %s", applianceUnit, res.cmd)
+	}
+	if e.f.Name == "deb" {
+		if got := e.installedVersion(); got != old.FullVersion()+" ii" {
+			e.t.Errorf("dpkg status %q after recovery, want %q", got, old.FullVersion()+" ii")
+		}
+	}
 }
 
 // 8.
