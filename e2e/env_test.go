@@ -24,6 +24,7 @@ type env struct {
 	db   *pgtest.Database
 	vs   map[string]*variant
 	runs []result // every package manager and operator command, for failure output
+	kv   bool     // secrets.env holds a keyword/value DSN instead of a URL
 }
 
 func newEnv(t *testing.T, f format, shell string) *env {
@@ -83,10 +84,24 @@ func (e *env) mustOperator(argv ...string) result {
 	return res
 }
 
-// writeSecrets points secrets.env at dsn, the way the operator would write it.
+// dsn is the test database's DSN in the form this case writes.
+func (e *env) dsn() string {
+	if e.kv {
+		return e.db.KeywordValue()
+	}
+	return e.db.URL()
+}
+
+// writeSecrets points secrets.env at dsn, the way the operator would write
+// it: a URL (no quotes or backslashes after percent-encoding) in single
+// quotes, anything else in double quotes with systemd's escapes.
 func (e *env) writeSecrets(dsn string) {
 	e.t.Helper()
-	e.r.writeFile(secretsPath, "# written by the operator\nOPENWATCH_DATABASE_DSN='"+dsn+"'\n", 0o640)
+	value := "'" + dsn + "'"
+	if strings.ContainsAny(dsn, `'"\`) {
+		value = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "`", "\\`", `$`, `\$`).Replace(dsn) + `"`
+	}
+	e.r.writeFile(secretsPath, "# written by the operator\nOPENWATCH_DATABASE_DSN="+value+"\n", 0o640)
 	// The group exists once the package's preinst/%pre has run.
 	e.r.run(10*time.Second, "chgrp", "openwatch", secretsPath)
 }
@@ -111,7 +126,7 @@ func (e *env) installAndInitialise(v *variant) {
 	if res := e.pm(e.f.install(e.f.pkg(v))...); res.code != 0 {
 		e.t.Fatalf("fresh install of %s: exit %d\n%s", v.FullVersion(), res.code, res.out)
 	}
-	e.writeSecrets(e.db.URL())
+	e.writeSecrets(e.dsn())
 	e.mustOperator("openwatch", "migrate")
 	if got := e.schemaVersions(); len(got) == 0 || got[len(got)-1] != v.Head {
 		e.t.Fatalf("after the operator's openwatch migrate, schema_migrations = %v, want head %s", got, v.Head)

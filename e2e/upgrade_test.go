@@ -18,6 +18,7 @@ type upgradeCase struct {
 var upgradeCases = []upgradeCase{
 	{"a fresh install runs no migration, makes no restore point, enables the timer and says how to initialise the database", freshInstall, false},
 	{"an upgrade with a pending migration stops the service, takes one restore point, migrates and starts the service", pendingMigration, true},
+	{"an upgrade with a keyword-value DSN in secrets.env migrates the same way", func(e *env) { e.kv = true; pendingMigration(e) }, false},
 	{"an upgrade whose migration fails keeps schema, data and restore point, leaves the service stopped, and recovers the documented way", failingMigrationCase, true},
 	{"an upgrade with the database unreachable installs, warns, stops nothing, and the start guard refuses the old schema until migrate runs", unreachableDatabase, false},
 	{"an upgrade while the service is stopped leaves it stopped", stoppedServiceStaysStopped, false},
@@ -264,7 +265,7 @@ func unreachableDatabase(e *env) {
 	}
 
 	// The database is back; the service must not start on the old schema.
-	e.writeSecrets(e.db.URL())
+	e.writeSecrets(e.dsn())
 	guard := e.startGuard()
 	if res := e.operator(guard...); res.code == 0 {
 		e.t.Errorf("the start guard %q allows starting against the old schema", strings.Join(guard, " "))
