@@ -100,6 +100,7 @@ func pendingMigration(e *env) {
 	old, nw := e.vs["old"], e.vs["new"]
 	e.installAndInitialise(old)
 	before, oldVersions := e.data(), e.schemaVersions()
+	secrets := e.r.readFile(secretsPath)
 
 	res := e.pm(e.f.upgrade(e.f.pkg(nw))...)
 	if res.code != 0 {
@@ -112,6 +113,12 @@ func pendingMigration(e *env) {
 		e.t.Errorf("data changed by the upgrade:\nbefore %s\nafter  %s", before, got)
 	}
 	rp := e.oneRestorePoint(nw, old.Head)
+	if m := e.r.mode(backupDir); m != 0o700 {
+		e.t.Errorf("%s mode %o after the upgrade, want 700", backupDir, m)
+	}
+	if got := e.r.readFile(secretsPath); got != secrets || e.r.mode(secretsPath) != 0o640 {
+		e.t.Errorf("the upgrade changed the operator's %s (mode now %o)", secretsPath, e.r.mode(secretsPath))
+	}
 	e.assertStopMigrateStart()
 	if !e.r.active(applianceUnit) {
 		e.t.Errorf("%s is not running after the upgrade", applianceUnit)
@@ -207,6 +214,8 @@ func failingMigrationCase(e *env) {
 	}
 	if !e.r.exists(markerPath) {
 		e.t.Errorf("no upgrade marker after the failure: a recovery would not know to restart the service")
+	} else if m := e.r.mode(markerPath); m != 0o600 {
+		e.t.Errorf("upgrade marker mode %o, want 600", m)
 	}
 
 	// Fix the cause, recover the documented way, at once: the retry's
