@@ -219,7 +219,7 @@ SELECT 'scan_results ' || coalesce(jsonb_agg(to_jsonb(s) ORDER BY s.id)::text, '
 
 // --- the root ---
 
-// restorePoints lists every file in the backup directory.
+// backupFiles lists every file in the backup directory.
 func (e *env) backupFiles() []string { return e.r.glob(backupDir + "/*") }
 
 var restorePointName = regexp.MustCompile(`^openwatch_([A-Za-z0-9.+~_-]+)_schema-(\d+)_(\d{8}T\d{6}Z)\.dump$`)

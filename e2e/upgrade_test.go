@@ -49,7 +49,11 @@ func TestPackageManagers(t *testing.T) {
 
 func lines(s string) []string { return strings.Split(strings.TrimRight(s, "\n"), "\n") }
 
-// 1.
+// freshInstall (case 1): with secrets.env already pointing at a reachable,
+// empty database, the install exits 0, creates no table, runs no pg_dump,
+// stops nothing, leaves no marker, enables the cleanup timer, installs the
+// documented paths and modes, and tells the operator to run
+// `openwatch migrate`.
 func freshInstall(e *env) {
 	v := e.vs["new"]
 	// Configuration management wrote the secret before the package arrived:
@@ -95,7 +99,12 @@ func freshInstall(e *env) {
 	}
 }
 
-// 2.
+// pendingMigration (case 2): old → new moves schema_migrations to the new
+// head with the seeded rows intact; exactly one restore point, named for the
+// new package and the old schema, mode 0600; the appliance was stopped while
+// the migration was pending, pg_dump ran after the stop, and it was started
+// with the schema at head; no marker is left; the restore point restores the
+// old schema and rows with `openwatch restore --yes`.
 func pendingMigration(e *env) {
 	old, nw := e.vs["old"], e.vs["new"]
 	e.installAndInitialise(old)
@@ -169,7 +178,12 @@ func (e *env) assertStopMigrateStart() {
 	}
 }
 
-// 3.
+// failingMigrationCase (case 3): new → failing is reported by the package
+// manager (dpkg: non-zero, half-configured; rpm: the %post warning); schema,
+// shape and rows are unchanged; one restore point; the output names it, the
+// restore command and the format's retry command; the appliance stays stopped
+// through the old package's scripts, with the marker (0600) left. After the
+// cause is dropped, the retry reaches the new head and starts the service.
 func failingMigrationCase(e *env) {
 	nw, failing := e.vs["new"], e.vs["failing"]
 	e.installAndInitialise(nw)
@@ -246,7 +260,10 @@ func failingMigrationCase(e *env) {
 	}
 }
 
-// 4.
+// unreachableDatabase (case 4): with secrets.env pointing at a closed port,
+// old → new exits 0, names `openwatch migrate`, stops nothing, takes no
+// restore point and changes no schema. With the database back, the drop-in's
+// ExecStartPre refuses until `openwatch migrate` has run, then passes.
 func unreachableDatabase(e *env) {
 	old, nw := e.vs["old"], e.vs["new"]
 	e.installAndInitialise(old)
@@ -344,7 +361,9 @@ func splitExec(s string) []string {
 	return out
 }
 
-// 5.
+// stoppedServiceStaysStopped (case 5): the appliance stopped before old →
+// new is never started; the upgrade still migrates and takes its restore
+// point, and leaves no marker.
 func stoppedServiceStaysStopped(e *env) {
 	old, nw := e.vs["old"], e.vs["new"]
 	e.installAndInitialise(old)
@@ -371,7 +390,10 @@ func stoppedServiceStaysStopped(e *env) {
 	}
 }
 
-// 6.
+// nothingPending (case 6): a reinstall of the new package and an upgrade to
+// a release with the same migrations take no restore point, run no pg_dump,
+// never stop the appliance, leave it running, and change neither schema nor
+// rows.
 func nothingPending(e *env) {
 	nw, patch := e.vs["new"], e.vs["patch"]
 	e.installAndInitialise(nw)
@@ -412,7 +434,12 @@ func nothingPending(e *env) {
 	}
 }
 
-// 7.
+// downgrade (case 7): after old → new, new → old is reported as a failure,
+// applies nothing (schema, shape, rows unchanged), leaves the appliance
+// stopped and the one restore point in place, and its message leads to that
+// restore point (and for dpkg names `dpkg --configure -a`). Following it —
+// restore, then the format's retry — gives the old schema and rows back and
+// a running service.
 func downgrade(e *env) {
 	old, nw := e.vs["old"], e.vs["new"]
 	e.installAndInitialise(old)
@@ -482,7 +509,11 @@ func downgrade(e *env) {
 	}
 }
 
-// 8.
+// removalAndPurge (case 8): an operator's edit to upgrade.conf survives
+// old → new, and the file is a conffile / %config(noreplace). Removal stops
+// the cleanup timer (and disables it for rpm; dpkg keeps enablement until
+// purge, as dh_installsystemd does), removes the binary and keeps the restore
+// point; purge keeps it too and disables the timer.
 func removalAndPurge(e *env) {
 	old, nw := e.vs["old"], e.vs["new"]
 	e.installAndInitialise(old)
