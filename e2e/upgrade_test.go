@@ -20,6 +20,7 @@ var upgradeCases = []upgradeCase{
 	{"an upgrade with a pending migration stops the service, takes one restore point, migrates and starts the service", pendingMigration, true},
 	{"an upgrade with a keyword-value DSN in secrets.env migrates the same way", func(e *env) { e.kv = true; pendingMigration(e) }, false},
 	{"an upgrade whose migration fails keeps schema, data and restore point, leaves the service stopped, and recovers the documented way", failingMigrationCase, true},
+	{"an upgrade takes its restore point in the BACKUP_DIR set in upgrade.conf", backupDirFromConfig, false},
 	{"an upgrade with the database unreachable installs, warns, stops nothing, and the start guard refuses the old schema until migrate runs", unreachableDatabase, false},
 	{"an upgrade while the service is stopped leaves it stopped", stoppedServiceStaysStopped, false},
 	{"a reinstall and an upgrade with nothing pending make no restore point and do not stop the service", nothingPending, false},
@@ -580,5 +581,38 @@ func removalAndPurge(e *env) {
 		if e.r.enabled(cleanupTimer) {
 			e.t.Errorf("%s is still enabled after purge", cleanupTimer)
 		}
+	}
+}
+
+// backupDirFromConfig: the helper runs plain `openwatch migrate`, so the
+// backup policy in upgrade.conf is the one place that decides. A BACKUP_DIR
+// the operator set there gets the restore point; the default one stays empty.
+func backupDirFromConfig(e *env) {
+	old, nw := e.vs["old"], e.vs["new"]
+	e.installAndInitialise(old)
+	const dir = "/srv/openwatch-restore-points"
+	if res := e.r.run(30*time.Second, "install", "-d", "-m", "0700", dir); res.code != 0 {
+		e.t.Fatalf("mkdir %s: %s", dir, res.out)
+	}
+	conf := e.r.readFile(upgradeConfPath)
+	e.r.writeFile(upgradeConfPath, conf+"\n# e2e: restore points on their own disk\nBACKUP_DIR="+dir+"\n", 0o640)
+	e.r.resetEvents()
+
+	res := e.pm(e.f.upgrade(e.f.pkg(nw))...)
+	if res.code != 0 {
+		e.t.Fatalf("upgrade: exit %d", res.code)
+	}
+	if got := e.schemaVersions(); !slices.Equal(got, repoMigrations) {
+		e.t.Errorf("schema_migrations = %v, want %v", got, repoMigrations)
+	}
+	e.assertNoRestorePoint()
+	got := e.r.glob(dir + "/*")
+	if len(got) != 1 || !restorePointName.MatchString(path.Base(got[0])) {
+		e.t.Errorf("%s holds %v, want one restore point", dir, got)
+	} else if !strings.Contains(res.out, got[0]) {
+		e.t.Errorf("the upgrade output does not name the restore point %s", got[0])
+	}
+	if !e.r.active(applianceUnit) {
+		e.t.Errorf("%s is not running after the upgrade", applianceUnit)
 	}
 }
