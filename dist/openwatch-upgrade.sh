@@ -132,9 +132,10 @@ case $check in
 			"schema-<version> is this package's newest migration (\`$bin migrate --status\`" \
 			"shows it). Restore points in $default_backup_dir:"
 		list_restore_points
-		say "To restore one:" \
+		say "To restore one, then finish the package's configuration (it starts $unit" \
+			"again if it was running before):" \
 			"  $bin restore FILE" \
-			"  systemctl start $unit"
+			"  $(retry_command)"
 		exit 1
 		;;
 	12)
