@@ -80,7 +80,6 @@ type Backup struct {
 	Auto          bool
 	RetentionDays int
 	Compression   int // pg_dump -Z level
-	RestoreJobs   int // pg_restore -j
 	LockTimeout   int // seconds
 }
 
@@ -149,8 +148,7 @@ func Default() *Spec {
 		Backup: Backup{
 			Auto:          true,
 			RetentionDays: 30,
-			Compression:   6,
-			RestoreJobs:   2,
+			Compression:   1,
 			LockTimeout:   300,
 		},
 		DebDepends:    []string{"postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17"},
@@ -278,7 +276,6 @@ func (s *Spec) Validate() error {
 	if s.Backup.Compression < 0 || s.Backup.Compression > 9 {
 		errs = append(errs, &FieldError{"Backup.Compression", fmt.Sprint(s.Backup.Compression), ErrOutOfRange})
 	}
-	positive("Backup.RestoreJobs", s.Backup.RestoreJobs, 256)
 	positive("Backup.LockTimeout", s.Backup.LockTimeout, 86400)
 
 	for i, d := range s.DebDepends {

@@ -16,15 +16,14 @@ import (
 	"github.com/openwatch/openwatch/internal/envfile"
 )
 
-// Default paths and values. BACKUP_COMPRESSION and RESTORE_JOBS defaults are
-// to be tuned by measurement (bench/).
+// Default paths and values. DefaultBackupCompression is chosen by measurement
+// (docs/BENCHMARKS.md); gen's spec renders the same values into upgrade.conf.
 const (
 	DefaultConfigPath         = "/etc/openwatch/upgrade.conf"
 	DefaultSecretsPath        = "/etc/openwatch/secrets.env"
 	DefaultBackupDir          = "/var/backups/openwatch"
 	DefaultRetentionDays      = 30
 	DefaultBackupCompression  = "1"
-	DefaultRestoreJobs        = 1
 	DefaultMigrateLockTimeout = 300 * time.Second
 	DSNVar                    = "OPENWATCH_DATABASE_DSN"
 )
@@ -37,13 +36,10 @@ func (e *SecretsError) Unwrap() error { return e.Err }
 
 // Config is upgrade.conf plus the DSN.
 type Config struct {
-	AutoBackup        bool
-	BackupDir         string
-	RetentionDays     int
-	BackupCompression string // pg_dump --compress value: 0-9, or method[:level]
-	// RestoreJobs is read and validated but not used yet: restore runs in one
-	// transaction (pg_restore | psql), which pg_restore -j cannot join.
-	RestoreJobs        int
+	AutoBackup         bool
+	BackupDir          string
+	RetentionDays      int
+	BackupCompression  string // pg_dump --compress value: 0-9, or method[:level]
 	MigrateLockTimeout time.Duration
 
 	DSN         string // empty when not configured
@@ -58,7 +54,6 @@ func Defaults() Config {
 		BackupDir:          DefaultBackupDir,
 		RetentionDays:      DefaultRetentionDays,
 		BackupCompression:  DefaultBackupCompression,
-		RestoreJobs:        DefaultRestoreJobs,
 		MigrateLockTimeout: DefaultMigrateLockTimeout,
 	}
 }
@@ -143,11 +138,6 @@ func (c *Config) apply(vars map[string]string) error {
 			return fmt.Errorf("BACKUP_COMPRESSION=%q: want a level 0-9 or method[:level] (gzip, lz4, zstd, none)", v)
 		}
 		c.BackupCompression = v
-	}
-	if v, ok := vars["RESTORE_JOBS"]; ok && v != "" {
-		if c.RestoreJobs, err = parseInt(v, 1, 64); err != nil {
-			return fmt.Errorf("RESTORE_JOBS=%q: %w", v, err)
-		}
 	}
 	if v, ok := vars["MIGRATE_LOCK_TIMEOUT"]; ok && v != "" {
 		secs, err := parseInt(v, 1, 86400)
