@@ -171,9 +171,33 @@ func (r *root) glob(pattern string) []string {
 	return out
 }
 
+// hostLeftovers are openwatch's paths. A root starts as a copy of the host,
+// so anything of openwatch's there (a payload unpacked by hand, another
+// tool's experiment) would make a "fresh" install meet files it does not
+// expect; the root hides them (the overlay records the deletion, the host
+// keeps its files).
+var hostLeftovers = []string{
+	"/usr/bin/openwatch", "/usr/lib/openwatch", "/etc/openwatch", "/var/lib/openwatch", "/var/backups/openwatch",
+	"/usr/share/doc/openwatch", "/usr/share/lintian/overrides/openwatch",
+	"/usr/lib/systemd/system/" + cleanupService, "/usr/lib/systemd/system/" + cleanupTimer, dropInDir,
+	"/etc/systemd/system/" + applianceUnit, "/etc/systemd/system/timers.target.wants/" + cleanupTimer,
+}
+
 // prepare installs the stand-ins and the appliance unit.
 func (r *root) prepare() {
 	r.t.Helper()
+	var found []string
+	for _, p := range hostLeftovers {
+		if r.exists(p) {
+			found = append(found, p)
+			if err := os.RemoveAll(r.path(p)); err != nil {
+				r.t.Fatalf("hiding the host's %s in the root: %v", p, err)
+			}
+		}
+	}
+	if len(found) > 0 {
+		r.t.Logf("the host has openwatch files outside any package (hidden in this root): %v", found)
+	}
 	if r.shell == "busybox" {
 		// RPM runs scriptlets with /bin/sh, dpkg runs #!/bin/sh scripts: both
 		// now get busybox's ash.
