@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -368,6 +369,24 @@ func (e *env) measure(ctx context.Context, v variant, noop, keep bool) (sample, 
 		s.Wall = time.Since(t0).Seconds()
 		s.Downtime, s.Copied = s.Wall, n
 		return s, err
+	case "D":
+		out := filepath.Join(e.backups, "dump-alone.dump")
+		c := exec.CommandContext(ctx, "pg_dump", "--format=custom", "--compress="+v.level, "--file="+out)
+		c.Env = e.baseEnv
+		d, rss, err := e.timed(ctx, c)
+		s.Wall, s.Downtime, s.MaxRSSKB = d, d, rss
+		if fi, err := os.Stat(out); err == nil {
+			s.DumpBytes = fi.Size()
+		}
+		return s, err
+	case "P":
+		out := filepath.Join(e.backups, "dump-dir")
+		c := exec.CommandContext(ctx, "pg_dump", "--format=directory", "-j", strconv.Itoa(runtime.NumCPU()), "--compress="+v.level, "--file="+out)
+		c.Env = e.baseEnv
+		d, rss, err := e.timed(ctx, c)
+		s.Wall, s.Downtime, s.MaxRSSKB = d, d, rss
+		s.DumpBytes = dirSize(out)
+		return s, err
 	case "A":
 		c := exec.CommandContext(ctx, "/bin/sh", "-c", aScript)
 		c.Env = e.baseEnv
@@ -423,6 +442,17 @@ func (e *env) measure(ctx context.Context, v variant, noop, keep bool) (sample, 
 		return s, err
 	}
 	return s, nil
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
 }
 
 type countWriter struct{ n int64 }
@@ -564,6 +594,10 @@ func (e *env) restores(ctx context.Context, o options, size int) ([]restoreSampl
 	for rep := 0; rep < o.restoreReps; rep++ {
 		for k := range jobs {
 			j := jobs[(k+rep)%len(jobs)]
+			// Plain and the default are repeated; alternatives run once.
+			if rep > 0 && !(j.kind == "plain" || (j.kind == "openwatch" && j.level == e.defLevel)) {
+				continue
+			}
 			if err := e.freshRestoreDB(ctx); err != nil {
 				return nil, err
 			}

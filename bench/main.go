@@ -70,7 +70,7 @@ func main() {
 	flag.StringVar(&o.sizeArg, "size", "1GB", "largest database size: quick (96MB), or e.g. 1GB, 512MB")
 	flag.IntVar(&o.points, "points", 2, "database sizes measured: size/4^(points-1) ... size")
 	flag.IntVar(&o.reps, "reps", 3, "repetitions of each upgrade measurement")
-	flag.IntVar(&o.restoreReps, "restore-reps", 2, "repetitions of each restore measurement")
+	flag.IntVar(&o.restoreReps, "restore-reps", 2, "repetitions of the plain and the default restore (alternatives run once)")
 	flag.IntVar(&o.checkRuns, "check-runs", 25, "runs of openwatch migrate --check")
 	flag.StringVar(&levels, "levels", "0,1,3,6", "BACKUP_COMPRESSION alternatives measured for B at the largest size")
 	flag.StringVar(&jobs, "jobs", "1,2,4", "pg_restore -j values measured against the archive (what RESTORE_JOBS could buy)")
@@ -167,13 +167,14 @@ func run(o options) error {
 
 		// Pending migration: A, B (default and, at the largest size, the
 		// alternatives), F, interleaved, order rotated every repetition.
-		variants := []variant{{"A", ""}, {"B", e.defLevel}, {"F", ""}}
+		variants := []variant{{"A", ""}, {"B", e.defLevel}, {"D", e.defLevel}, {"F", ""}}
 		if main {
 			for _, l := range o.levels {
 				if l != e.defLevel {
 					variants = append(variants, variant{"B", l})
 				}
 			}
+			variants = append(variants, variant{"P", e.defLevel})
 		}
 		for rep := 0; rep < o.reps; rep++ {
 			for k := range variants {

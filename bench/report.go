@@ -160,7 +160,7 @@ func (r *results) write(o options) error {
 	p("- Downtime is `systemctl stop` → `systemctl start` as timestamped by a recording `systemctl` on `PATH` (it reports the unit active and does nothing else). A no-op upgrade of B calls `systemctl try-restart` and never stops the service for longer than the restart itself, which every approach pays and the recorder does not model: its downtime is 0 and its wall time (the `migrate --check` the helper runs while the service is still up) is shown next to it. For F, downtime is its whole run.\n")
 	p("- The pending migration is the newest file in `migrations/` (`%s`): the schema is applied by the binary, that migration rolled back with its own `migrate:down`, and the data loaded at the previous head. It is rolled back again before every repetition.\n", r.Newest.version)
 	p("- Peak RSS: `ru_maxrss` from `wait4` of the process run — for A and B the largest process in its tree (B: the helper, `openwatch`, and the `pg_dump` it runs; A: `pg_dump`, `openwatch`).\n")
-	p("- Each measurement is repeated %d times (restores %d times), interleaved with the order rotated each repetition; tables show medians (min–max for downtime).\n\n", r.Reps, r.RestoreReps)
+	p("- Each measurement is repeated %d times (the plain and the default restore %d times, alternative restores once), interleaved with the order rotated each repetition; tables show medians (min–max for downtime).\n\n", r.Reps, r.RestoreReps)
 
 	p("## Machine\n\n| | |\n|---|---|\n| CPU | %s, %d cores |\n| memory | %.1f GB |\n| kernel | %s |\n| PostgreSQL | %s (pgtest: fsync=off, default shared_buffers) |\n| Go | %s |\n| load average before / after | %s / %s (the machine is shared) |\n\n",
 		m.CPU, m.Cores, m.MemGB, m.Kernel, m.PG, m.Go, m.LoadBefore, m.LoadAfter)
@@ -200,6 +200,16 @@ func (r *results) write(o options) error {
 		rows = append(rows, struct {
 			name string
 			g    agg
+		}{"D: B's pg_dump alone (-Fc -Z" + r.DefaultLevel + ", no service, no migration)", r.agg("D", r.DefaultLevel, false, i)})
+		if i == main {
+			rows = append(rows, struct {
+				name string
+				g    agg
+			}{fmt.Sprintf("P: pg_dump -Fd -j %d -Z%s alone (what a parallel dump would cost)", r.Machine.Cores, r.DefaultLevel), r.agg("P", r.DefaultLevel, false, i)})
+		}
+		rows = append(rows, struct {
+			name string
+			g    agg
 		}{"F floor", f})
 		for _, row := range rows {
 			ba, bf, size := "", "", "–"
@@ -208,7 +218,7 @@ func (r *results) write(o options) error {
 			}
 			if row.g.dump > 0 {
 				size = human(row.g.dump)
-				if !strings.HasPrefix(row.name, "A") {
+				if !strings.HasPrefix(row.name, "A") && !strings.HasPrefix(row.name, "D") && !strings.HasPrefix(row.name, "P") {
 					size += fmt.Sprintf(" (%s × plain)", ratio(float64(row.g.dump), float64(a.dump)))
 				}
 			} else if row.g.copied > 0 {
@@ -252,7 +262,7 @@ func (r *results) write(o options) error {
 		t, rss := r.restoreMedian("pg_restore", r.DefaultLevel, j)
 		p("| `pg_restore -j %d -d` (Z%s archive; not what the binary runs) | %s | %s | %d MB |\n", j, r.DefaultLevel, secs(t), ratio(t, plain), rss/1024)
 	}
-	p("\n`openwatch restore` pipes `pg_restore -f -` into one `psql` transaction (all or nothing), so `RESTORE_JOBS` is read but not used (internal/config); the `pg_restore -j` rows show what parallelism would buy if the restore gave up the single transaction.\n")
+	p("\n`openwatch restore` pipes `pg_restore -f -` into one `psql` transaction (all or nothing), so it cannot use `pg_restore -j` (and the shipped `upgrade.conf` has no `RESTORE_JOBS`); the `pg_restore -j` rows show what parallelism would buy if the restore gave up the single transaction.\n")
 
 	p("\n## `openwatch migrate --check`\n\n%d runs against the local database at head, process start included: median **%s**, p90 %s, min %s, max %s.\n",
 		r.Check.Runs, secs(r.Check.Median), secs(r.Check.P90), secs(r.Check.Min), secs(r.Check.Max))
@@ -288,6 +298,7 @@ func (r *results) write(o options) error {
 	} else {
 		p("\nNo measured level meets both the size and the restore-time target in this run.\n")
 	}
+	r.why(p, main)
 	p("\n## Plot\n\n![downtime against database size](%s)\n", filepath.Base(o.svg))
 
 	if err := os.MkdirAll(filepath.Dir(o.raw), 0o755); err != nil {
@@ -382,4 +393,46 @@ func niceCeil(v float64) float64 {
 		}
 	}
 	return 10 * p
+}
+
+// why explains the pending-migration and restore results with the run's own
+// numbers.
+func (r *results) why(p func(string, ...any), main int) {
+	a, bd, d, f := r.agg("A", "", false, main), r.agg("B", r.DefaultLevel, false, main), r.agg("D", r.DefaultLevel, false, main), r.agg("F", "", false, main)
+	b0 := r.agg("B", "0", false, main)
+	small := r.agg("B", r.DefaultLevel, false, 0)
+	smallF, smallD := r.agg("F", "", false, 0), r.agg("D", r.DefaultLevel, false, 0)
+	p("\n## Where B's downtime goes (%s)\n\n| part | seconds | share of B |\n|---|---|---|\n", r.Sizes[main].Label)
+	share := func(x float64) string { return fmt.Sprintf("%.0f%%", 100*x/bd.down) }
+	p("| F: reading every row out of PostgreSQL and the migration (the floor) | %.2f | %s |\n", f.down, share(f.down))
+	p("| D − F: pg_dump beyond the floor (catalog queries, archive format, compression at Z%s, writing the file) | %.2f | %s |\n", r.DefaultLevel, d.down-f.down, share(d.down-f.down))
+	p("| B − D: everything else (helper, `openwatch` start, SCRAM connections, lock, schema state, fsync of the restore point, the migration, `systemctl`) | %.2f | %s |\n", bd.down-d.down, share(bd.down-d.down))
+	p("| B (default) | %.2f | 100%% |\n", bd.down)
+	p("\nThe 1.15 × F target leaves %.2f s for everything above the floor; B spends %.2f s there. ", 0.15*f.down, bd.down-f.down)
+	if !math.IsNaN(b0.down) {
+		p("Without compression (B-Z0) the downtime is %s (%.2f × F), so compression accounts for %.2f s of it at this size and the rest of the gap is pg_dump's and the binary's fixed work. ", secs(b0.down), b0.down/f.down, bd.down-b0.down)
+	}
+	if main > 0 {
+		p("At %s: F %s, D %s, B %s (B/F %s). ", r.Sizes[0].Label, secs(smallF.down), secs(smallD.down), secs(small.down), ratio(small.down, smallF.down))
+	}
+	if pd := r.agg("P", r.DefaultLevel, false, main); !math.IsNaN(pd.down) {
+		p("A parallel dump (`pg_dump --format=directory -j %d --compress=%s`, not what the binary runs) takes %s (%s × F) against D's %s. ", r.Machine.Cores, r.DefaultLevel, secs(pd.down), ratio(pd.down, f.down), secs(d.down))
+	}
+	p("B/A is %s (A writes %s of uncompressed SQL in %s; B writes %s).\n", ratio(bd.down, a.down), human(a.dump), secs(a.down), human(bd.dump))
+	plain, _ := r.restoreMedian("plain", "", 0)
+	ow, _ := r.restoreMedian("openwatch", r.DefaultLevel, 0)
+	best, bestJ := math.Inf(1), 0
+	for _, j := range r.Jobs {
+		if t, _ := r.restoreMedian("pg_restore", r.DefaultLevel, j); t < best {
+			best, bestJ = t, j
+		}
+	}
+	p("\nRestoring: `psql -f` and `openwatch restore` make PostgreSQL do the same work — COPY the rows in, then build the btree and GIN indexes: %s vs %s (%s × plain). ", secs(plain), secs(ow), ratio(ow, plain))
+	if bestJ > 0 {
+		p("The fastest `pg_restore -j` here (-j %d, %s, %s × plain) builds indexes in parallel but gives up the all-or-nothing transaction, and has %d cores to use. ", bestJ, secs(best), ratio(best, plain), r.Machine.Cores)
+	}
+	if ow > 0.6*plain {
+		p("Both restores replay the same rows and build the same indexes, so the archive format alone does not get to 0.6 × plain here; what would is less work in the server (a physical restore point — a copy or snapshot of the data directory — needs no COPY and no index builds) or `pg_restore -j` with cores to spare, which costs the single transaction.")
+	}
+	p("\n")
 }
