@@ -85,6 +85,7 @@ type env struct {
 	defJobs                     int
 	confBase                    string
 	newest                      migration
+	newestFile                  string
 	loader                      *loader
 	baseEnv                     []string
 }
@@ -126,7 +127,8 @@ func newEnv(ctx context.Context, srv *pgtest.Server, root string, o options) (*e
 	if e.newest, err = parseMigration(files[len(files)-1]); err != nil {
 		return nil, err
 	}
-	logf("pending migration for the benchmark: %s", filepath.Base(files[len(files)-1]))
+	e.newestFile = filepath.Base(files[len(files)-1])
+	logf("pending migration for the benchmark: %s", e.newestFile)
 
 	logf("building the binary (version %s)", pkgVersion)
 	build := exec.CommandContext(ctx, "go", "build", "-ldflags", "-X github.com/openwatch/openwatch/internal/version.Version="+pkgVersion, "-o", e.ow, "./cmd/openwatch")

@@ -62,6 +62,7 @@ type options struct {
 	svg         string
 	raw         string
 	keep        bool
+	rendering   bool
 }
 
 func main() {
@@ -78,7 +79,18 @@ func main() {
 	flag.StringVar(&o.svg, "svg", "docs/benchmarks-downtime.svg", "plot")
 	flag.StringVar(&o.raw, "raw", "bench/results/latest.json", "every sample, as JSON")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
+	renderFile := flag.String("render", "", "only rewrite the report and plot from this saved results file")
 	flag.Parse()
+	if *renderFile != "" {
+		o.rendering = true
+		if root, err := repoRoot(); err == nil {
+			os.Chdir(root)
+		}
+		if err := render(o, *renderFile); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	var err error
 	if o.size, err = parseSize(o.sizeArg); err != nil {
 		fatal(err)
@@ -147,7 +159,7 @@ func run(o options) error {
 		sizes[len(sizes)-1-i] = o.size >> (2 * i)
 	}
 	res := &results{Options: o.sizeArg, Reps: o.reps, RestoreReps: o.restoreReps, DefaultLevel: e.defLevel,
-		DefaultJobs: e.defJobs, Levels: o.levels, Jobs: o.jobs, Newest: e.newest, Machine: m}
+		DefaultJobs: e.defJobs, Levels: o.levels, Jobs: o.jobs, Newest: e.newest, NewestFile: e.newestFile, Machine: m}
 
 	if err := e.loader.loadHosts(ctx); err != nil {
 		return fmt.Errorf("load hosts: %w", err)
