@@ -242,7 +242,18 @@ func TestLinters(t *testing.T) {
 	if err != nil || strings.Contains(string(out), ": ") {
 		t.Errorf("lintian: %v\n%s", err, out)
 	}
-	out, err = exec.Command("rpmlint", "-r", filepath.Join(repoRoot, "dist", "rpmlintrc"), res.RPM).CombinedOutput()
+	// rpmlint unpacks the payload with `rpm2cpio | cpio -id` in a temp dir,
+	// but nfpm writes absolute cpio member names (/usr/bin/openwatch; nfpm
+	// issue #1122), which GNU cpio would extract onto this machine's own /.
+	// A cpio on PATH that strips the leading / keeps the extraction in the
+	// temp dir.
+	shim := t.TempDir()
+	if err := os.WriteFile(filepath.Join(shim, "cpio"), []byte("#!/bin/sh\nexec /usr/bin/cpio --no-absolute-filenames \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command("rpmlint", "-r", filepath.Join(repoRoot, "dist", "rpmlintrc"), res.RPM)
+	cmd.Env = append(os.Environ(), "PATH="+shim+":"+os.Getenv("PATH"))
+	out, err = cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "0 errors, 0 warnings") {
 		t.Errorf("rpmlint: %v\n%s", err, out)
 	}
