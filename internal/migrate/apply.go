@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -192,6 +193,45 @@ func Apply(d *dsn.DSN, fsys fs.FS, out io.Writer) error {
 	db.MigrationsDir = []string{"."}
 	db.AutoDumpSchema = false
 	db.Strict = true
-	db.Log = log
-	return d.Redactor.Error(db.Migrate())
+	held := &holdApplied{w: log}
+	db.Log = held
+	err := db.Migrate()
+	held.finish(err != nil)
+	return d.Redactor.Error(err)
+}
+
+// holdApplied passes dbmate's log through but holds each "Applied:" line
+// until dbmate goes on: dbmate prints it even for a migration that failed and
+// was rolled back, and an operator must not read "Applied" for that one.
+type holdApplied struct {
+	w    io.Writer
+	held []byte // the last "Applied:" line, not yet written
+	part []byte // an unfinished line
+}
+
+func (h *holdApplied) Write(p []byte) (int, error) {
+	h.part = append(h.part, p...)
+	for {
+		i := bytes.IndexByte(h.part, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := h.part[:i+1]
+		h.w.Write(h.held)
+		h.held = nil
+		if bytes.HasPrefix(line, []byte("Applied: ")) {
+			h.held = append([]byte(nil), line...)
+		} else {
+			h.w.Write(line)
+		}
+		h.part = h.part[i+1:]
+	}
+}
+
+// finish writes what is left; the held line only if the run succeeded.
+func (h *holdApplied) finish(failed bool) {
+	if !failed {
+		h.w.Write(h.held)
+	}
+	h.w.Write(h.part)
 }

@@ -182,6 +182,9 @@ func TestAFailureInMigrationTwoOfThreeReportsWhatWasApplied(t *testing.T) {
 	if !strings.Contains(f.Err.Error(), "division by zero") {
 		t.Fatalf("the database's error is missing: %v", f.Err)
 	}
+	if !strings.Contains(out.String(), "Applied: 001_a.sql") || strings.Contains(out.String(), "Applied: 002_b.sql") {
+		t.Fatalf("the log must say Applied for 001 and not for the rolled-back 002:\n%s", out.String())
+	}
 	if applied(t, db) != "001" || query(t, db, "select coalesce(to_regclass('b')::text, 'absent')") != "absent" {
 		t.Fatalf("applied %q: migration 2 left a partial schema", applied(t, db))
 	}
