@@ -504,6 +504,8 @@ func (e *env) floor(ctx context.Context) (int64, error) {
 type checkStats struct {
 	Runs                  int
 	Median, P90, Min, Max float64
+	// VersionMedian is `openwatch --version`: the process start alone.
+	VersionMedian float64 `json:",omitempty"`
 }
 
 func (e *env) checkLatency(ctx context.Context, n int) (checkStats, error) {
@@ -517,8 +519,17 @@ func (e *env) checkLatency(ctx context.Context, n int) (checkStats, error) {
 			return checkStats{}, fmt.Errorf("migrate --check at head: %v\n%s", err, out)
 		}
 	}
+	var v []float64
+	for i := 0; i < n; i++ {
+		c := exec.CommandContext(ctx, e.ow, "--version")
+		t0 := time.Now()
+		if out, err := c.CombinedOutput(); err != nil {
+			return checkStats{}, fmt.Errorf("openwatch --version: %v\n%s", err, out)
+		}
+		v = append(v, time.Since(t0).Seconds())
+	}
 	sort.Float64s(d)
-	return checkStats{Runs: n, Median: median(d), P90: d[(len(d)*9)/10-boolInt(len(d) >= 10)], Min: d[0], Max: d[len(d)-1]}, nil
+	return checkStats{Runs: n, VersionMedian: median(v), Median: median(d), P90: d[(len(d)*9)/10-boolInt(len(d) >= 10)], Min: d[0], Max: d[len(d)-1]}, nil
 }
 
 func boolInt(b bool) int {

@@ -274,6 +274,9 @@ func (r *results) write(o options) error {
 
 	p("\n## `openwatch migrate --check`\n\n%d runs against the local database at head, process start included: median **%s**, p90 %s, min %s, max %s.\n",
 		r.Check.Runs, secs(r.Check.Median), secs(r.Check.P90), secs(r.Check.Min), secs(r.Check.Max))
+	if r.Check.VersionMedian > 0 {
+		p("`openwatch --version` (process start, no database) takes %s median in the same run, so the database part of `--check` is about %s.\n", secs(r.Check.VersionMedian), secs(r.Check.Median-r.Check.VersionMedian))
+	}
 
 	// Targets.
 	a, bd, f := r.agg("A", "", false, main), r.agg("B", r.DefaultLevel, false, main), r.agg("F", "", false, main)
