@@ -167,6 +167,11 @@ func (r *results) write(o options) error {
 	p("## Machine\n\n| | |\n|---|---|\n| CPU | %s, %d cores |\n| memory | %.1f GB |\n| kernel | %s |\n| PostgreSQL | %s (pgtest: fsync=off, default shared_buffers) |\n| Go | %s |\n| load average before / after | %s / %s (the machine is shared) |\n\n",
 		m.CPU, m.Cores, m.MemGB, m.Kernel, m.PG, m.Go, m.LoadBefore, m.LoadAfter)
 
+	var l1 float64
+	fmt.Sscanf(m.LoadBefore, "%f", &l1)
+	if l1 > float64(m.Cores) {
+		p("The machine was busy when this run started (1-minute load %.1f on %d cores, from other work): downtimes spread widely between repetitions; read the min–max ranges, and compare the cross-check run below if there is one.\n\n", l1, m.Cores)
+	}
 	p("## Dataset\n\n| database | hosts | scan results | scan_results heap+TOAST | its indexes | plain dump (A) | load time |\n|---|---|---|---|---|---|---|\n")
 	for i, d := range r.Sizes {
 		a := r.agg("A", "", false, i)
