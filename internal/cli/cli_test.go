@@ -129,18 +129,12 @@ func (e *env) mustRun(code int, args ...string) result {
 
 func (e *env) query(sql string) string {
 	e.t.Helper()
-	var s string
-	if err := e.db.Conn(e.t).QueryRow(context.Background(), sql).Scan(&s); err != nil {
-		e.t.Fatalf("%s: %v", sql, err)
-	}
-	return s
+	return e.db.QueryString(e.t, sql)
 }
 
 func (e *env) exec(sql string) {
 	e.t.Helper()
-	if _, err := e.db.Conn(e.t).Exec(context.Background(), sql); err != nil {
-		e.t.Fatalf("%s: %v", sql, err)
-	}
+	e.db.MustExec(e.t, sql)
 }
 
 func (e *env) applied() string {

@@ -45,20 +45,11 @@ func setup(t *testing.T) (*pgtest.Database, *dsn.DSN) {
 	return db, d
 }
 
-func execSQL(t *testing.T, db *pgtest.Database, sql string) {
-	t.Helper()
-	if _, err := db.Conn(t).Exec(context.Background(), sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
+func execSQL(t *testing.T, db *pgtest.Database, sql string) { t.Helper(); db.MustExec(t, sql) }
 
 func query(t *testing.T, db *pgtest.Database, sql string) string {
 	t.Helper()
-	var s string
-	if err := db.Conn(t).QueryRow(context.Background(), sql).Scan(&s); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return s
+	return db.QueryString(t, sql)
 }
 
 // fingerprint covers every row of every table and the list of tables.

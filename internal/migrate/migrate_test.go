@@ -57,11 +57,7 @@ func parse(t *testing.T, db *pgtest.Database) *dsn.DSN {
 
 func query(t *testing.T, db *pgtest.Database, sql string) string {
 	t.Helper()
-	var s string
-	if err := db.Conn(t).QueryRow(context.Background(), sql).Scan(&s); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return s
+	return db.QueryString(t, sql)
 }
 
 func applied(t *testing.T, db *pgtest.Database) string {

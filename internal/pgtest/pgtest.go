@@ -249,6 +249,25 @@ func (d *Database) Conn(t testing.TB) *pgx.Conn {
 	return c
 }
 
+// QueryString runs sql as the database owner and returns its single value as
+// text; any error fails the test.
+func (d *Database) QueryString(t testing.TB, sql string) string {
+	t.Helper()
+	var s string
+	if err := d.Conn(t).QueryRow(context.Background(), sql).Scan(&s); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return s
+}
+
+// MustExec runs sql as the database owner; any error fails the test.
+func (d *Database) MustExec(t testing.TB, sql string) {
+	t.Helper()
+	if _, err := d.Conn(t).Exec(context.Background(), sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
 func kvQuote(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
 	return "'" + r.Replace(s) + "'"
