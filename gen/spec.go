@@ -55,7 +55,7 @@ type Paths struct {
 	ConfigFile    string // upgrade.conf
 	SecretsFile   string // written by the operator, not shipped
 	StateDir      string
-	Marker        string // upgrade marker: restart the service after a successful migration
+	Journal       string // upgrade journal: the last upgrade's phase, outcome, service state and recovery command
 	BackupDir     string // restore points
 	UnitDir       string // systemd system unit directory
 	SystemdRunDir string // exists when systemd is the running init
@@ -81,6 +81,7 @@ type Backup struct {
 	RetentionDays int
 	Compression   int // pg_dump -Z level
 	LockTimeout   int // seconds
+	DatabaseWait  int // seconds to wait for an unreachable database
 }
 
 // Derived names.
@@ -130,7 +131,7 @@ func Default() *Spec {
 			ConfigFile:    "/etc/openwatch/upgrade.conf",
 			SecretsFile:   "/etc/openwatch/secrets.env",
 			StateDir:      "/var/lib/openwatch",
-			Marker:        "/var/lib/openwatch/restart-after-upgrade",
+			Journal:       "/var/lib/openwatch/upgrade.state",
 			BackupDir:     "/var/backups/openwatch",
 			UnitDir:       "/usr/lib/systemd/system",
 			SystemdRunDir: "/run/systemd/system",
@@ -150,6 +151,7 @@ func Default() *Spec {
 			RetentionDays: 30,
 			Compression:   1,
 			LockTimeout:   300,
+			DatabaseWait:  30,
 		},
 		DebDepends:    []string{"postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17"},
 		RPMRequires:   []string{"postgresql"},
@@ -257,7 +259,7 @@ func (s *Spec) Validate() error {
 	abs("Paths.ConfigFile", p.ConfigFile)
 	abs("Paths.SecretsFile", p.SecretsFile)
 	abs("Paths.StateDir", p.StateDir)
-	abs("Paths.Marker", p.Marker)
+	abs("Paths.Journal", p.Journal)
 	abs("Paths.BackupDir", p.BackupDir)
 	abs("Paths.UnitDir", p.UnitDir)
 	abs("Paths.SystemdRunDir", p.SystemdRunDir)
@@ -277,6 +279,9 @@ func (s *Spec) Validate() error {
 		errs = append(errs, &FieldError{"Backup.Compression", fmt.Sprint(s.Backup.Compression), ErrOutOfRange})
 	}
 	positive("Backup.LockTimeout", s.Backup.LockTimeout, 86400)
+	if s.Backup.DatabaseWait < 0 || s.Backup.DatabaseWait > 3600 {
+		errs = append(errs, &FieldError{"Backup.DatabaseWait", fmt.Sprint(s.Backup.DatabaseWait), ErrOutOfRange})
+	}
 
 	for i, d := range s.DebDepends {
 		match(fmt.Sprintf("DebDepends[%d]", i), d, relRE, ErrBadName)

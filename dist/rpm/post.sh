@@ -20,6 +20,7 @@ bin='/usr/bin/openwatch'
 secrets='/etc/openwatch/secrets.env'
 group='openwatch'
 app_unit='openwatch.service'
+journal='/var/lib/openwatch/upgrade.state'
 
 systemd_run_dir='/run/systemd/system'
 
@@ -48,6 +49,8 @@ esac
 
 case $action in
 	install)
+		# A journal left by an earlier installation says nothing about this one.
+		rm -f "${DPKG_ROOT:-}$journal"
 		printf '%s\n' \
 			"openwatch is installed. To initialise its database:" \
 			"  1. write OPENWATCH_DATABASE_DSN=postgres://USER:PASSWORD@HOST:5432/DBNAME" \

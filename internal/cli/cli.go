@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/openwatch/openwatch/internal/config"
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/migrate"
@@ -22,7 +24,7 @@ import (
 	"github.com/openwatch/openwatch/migrations"
 )
 
-// Exit codes, stable: the package scriptlets branch on them.
+// Exit codes, stable: the upgrade helper branches on them.
 const (
 	ExitOK           = 0
 	ExitError        = 1
@@ -30,44 +32,95 @@ const (
 	ExitPending      = 10 // migrate --check: migrations pending
 	ExitNewer        = 11 // the database holds versions this binary does not know
 	ExitUnreachable  = 12 // database unreachable or not configured
-	ExitBackupFailed = 13 // migrate/backup: restore point could not be taken; nothing applied
+	ExitBackupFailed = 13 // the restore point could not be (or, for --preflight, would not be) taken; nothing applied
+	ExitInterrupted  = 15 // migrate stopped by a signal after the migration in progress
+	ExitFailed       = 16 // a migration failed and was rolled back
+	ExitFailedPartly = 17 // a transaction:false migration failed; it may have left objects behind
+	ExitLockTimeout  = 18 // a lock wait timed out; nothing more was applied
+	ExitConfig       = 19 // upgrade.conf, secrets.env or the DSN is invalid
 )
+
+const exitCodes = `Exit codes:
+  0   success; for --check: schema at this binary's head; for --preflight: ready
+  1   other error
+  2   usage error
+  10  --check: migrations pending
+  11  the database holds versions this binary does not know (downgrade); nothing applied
+  12  database unreachable or not configured
+  13  the restore point could not be taken (--preflight: would not be); nothing applied
+  15  interrupted (SIGTERM/SIGINT): the migration in progress completed, no later one ran
+  16  a migration failed and was rolled back; the ones before it stay applied
+  17  a transaction:false migration failed and may have left objects behind (named)
+  18  a lock wait timed out (another migrate, or a session holding a table lock)
+  19  invalid configuration (upgrade.conf, secrets.env or the DSN)
+`
+
+const commonFlags = `Common flags:
+  --config FILE    upgrade settings (default /etc/openwatch/upgrade.conf; missing = defaults)
+  --secrets FILE   holds OPENWATCH_DATABASE_DSN (default /etc/openwatch/secrets.env);
+                   the OPENWATCH_DATABASE_DSN environment variable wins over the file
+  --journal FILE   the upgrade journal the package's upgrade helper keeps
+                   (default /var/lib/openwatch/upgrade.state; shown by migrate --status)
+`
 
 const usage = `openwatch applies the appliance's database migrations and makes and restores
 restore points.
 
 Usage:
-  openwatch migrate [--check | --status [--json]] [--backup-dir DIR | --no-backup]
-  openwatch backup  [--dir DIR]
+  openwatch migrate [--check | --preflight | --status [--json]] [--backup-dir DIR | --no-backup]
+  openwatch backup  [--dir DIR | --list]
   openwatch restore [--yes] FILE
   openwatch --version
+  openwatch COMMAND --help
 
-Common flags:
-  --config FILE    upgrade settings (default /etc/openwatch/upgrade.conf; missing = defaults)
-  --secrets FILE   holds OPENWATCH_DATABASE_DSN (default /etc/openwatch/secrets.env);
-                   the OPENWATCH_DATABASE_DSN environment variable wins over the file
+` + commonFlags + `
+` + exitCodes
 
-migrate            take a restore point when migrations are pending and the schema is
-                   not empty (AUTO_BACKUP=yes in upgrade.conf, or --backup-dir DIR),
-                   then apply the pending migrations under a database lock
+// help is each command's --help text.
+var help = map[string]string{
+	"migrate": `Usage: openwatch migrate [--check | --preflight | --status [--json]] [--backup-dir DIR | --no-backup]
+
+Without flags: take a restore point when migrations are pending and the schema
+is not empty (AUTO_BACKUP=yes in upgrade.conf, or --backup-dir DIR), then apply
+the pending migrations, one at a time, under a database lock. SIGTERM or SIGINT
+stops it after the migration in progress (exit 15).
+
   --check          only report, by exit code, whether migrations are pending
-  --status         show the schema version, pending and unknown migrations (--json for machines)
+                   (the service's start guard runs this)
+  --preflight      check, without changing anything, everything the migration
+                   needs: both config files, the database and the role's
+                   privileges, pg_dump and its compression setting, the backup
+                   directory and its free space (the upgrade helper runs this
+                   before it stops the service)
+  --status         show the schema version, pending and unknown migrations, the
+                   restore points and the last upgrade's outcome
+  --json           with --status: the same as one JSON object (an "error"
+                   object on failure)
   --backup-dir DIR take the restore point in DIR (overrides BACKUP_DIR)
   --no-backup      apply without a restore point
-backup             write a restore point and print its path
-  --dir DIR        directory (default BACKUP_DIR from upgrade.conf)
-restore FILE       replace the database with a restore point, in one transaction
-  --yes            do not ask for confirmation (required when stdin is not a terminal)
 
-Exit codes:
-  0   success; for --check: schema at this binary's head
-  1   other error (a failed migration names the restore point and the restore command)
-  2   usage error
-  10  --check: migrations pending
-  11  the database holds versions this binary does not know (downgrade); nothing applied
-  12  database unreachable or not configured
-  13  the restore point could not be taken; nothing applied
-`
+` + commonFlags + `
+` + exitCodes,
+	"backup": `Usage: openwatch backup [--dir DIR | --list]
+
+Write a restore point (a verified pg_dump archive) and print its path.
+
+  --dir DIR   directory (default BACKUP_DIR from upgrade.conf)
+  --list      list the restore points in BACKUP_DIR (or --dir), newest first;
+              needs no database
+
+` + commonFlags + `
+` + exitCodes,
+	"restore": `Usage: openwatch restore [--yes] FILE
+
+Replace the database with the restore point FILE, in one transaction: it either
+completes or changes nothing. Stop the service first.
+
+  --yes   do not ask for confirmation (required when stdin is not a terminal)
+
+` + commonFlags + `
+` + exitCodes,
+}
 
 // IO is where a command reads and writes.
 type IO struct {
@@ -78,8 +131,10 @@ type IO struct {
 // app carries what every command needs.
 type app struct {
 	IO
-	configPath, secretsPath string
-	migrations              fs.FS
+	configPath, secretsPath, journalPath string
+	configGiven                          bool // --config named a file: it must exist
+	migrations                           fs.FS
+	messages                             []string // what errorf printed, for --json's error object
 }
 
 // Main runs the command line and returns the exit code.
@@ -91,15 +146,15 @@ func Main(args []string) int {
 
 // Run runs the command line with the embedded migrations.
 func Run(ctx context.Context, args []string, stdio IO) int {
-	a := &app{IO: stdio, migrations: migrations.FS,
-		configPath: config.DefaultConfigPath, secretsPath: config.DefaultSecretsPath}
+	a := &app{IO: stdio, migrations: migrations.FS, configPath: config.DefaultConfigPath,
+		secretsPath: config.DefaultSecretsPath, journalPath: config.DefaultJournalPath}
 	return a.run(ctx, args)
 }
 
 func (a *app) run(ctx context.Context, args []string) int {
 	top := a.flags("openwatch")
 	showVersion := top.Bool("version", false, "print the version")
-	if code, ok := a.parse(top, args, nil); !ok {
+	if code, ok := a.parse(top, args, nil, usage); !ok {
 		return code
 	}
 	if *showVersion {
@@ -118,7 +173,11 @@ func (a *app) run(ctx context.Context, args []string) int {
 	case "restore":
 		return a.restore(ctx, rest[1:])
 	case "help":
-		fmt.Fprint(a.Stdout, usage)
+		if len(rest) > 1 && help[rest[1]] != "" {
+			fmt.Fprint(a.Stdout, help[rest[1]])
+		} else {
+			fmt.Fprint(a.Stdout, usage)
+		}
 		return ExitOK
 	}
 	return a.usageError("unknown command %q", rest[0])
@@ -137,18 +196,22 @@ func (a *app) version() int {
 func (a *app) flags(name string) *flag.FlagSet {
 	fl := flag.NewFlagSet(name, flag.ContinueOnError)
 	fl.SetOutput(io.Discard)
-	fl.StringVar(&a.configPath, "config", a.configPath, "")
+	fl.Func("config", "", func(v string) error {
+		a.configPath, a.configGiven = v, true
+		return nil
+	})
 	fl.StringVar(&a.secretsPath, "secrets", a.secretsPath, "")
+	fl.StringVar(&a.journalPath, "journal", a.journalPath, "")
 	return fl
 }
 
 // parse parses args; with positional != nil, flags and positional arguments
 // may be interleaved and the positional ones are collected.
-func (a *app) parse(fl *flag.FlagSet, args []string, positional *[]string) (int, bool) {
+func (a *app) parse(fl *flag.FlagSet, args []string, positional *[]string, helpText string) (int, bool) {
 	for {
 		err := fl.Parse(args)
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(a.Stdout, usage)
+			fmt.Fprint(a.Stdout, helpText)
 			return ExitOK, false
 		}
 		if err != nil {
@@ -163,12 +226,28 @@ func (a *app) parse(fl *flag.FlagSet, args []string, positional *[]string) (int,
 }
 
 func (a *app) usageError(format string, args ...any) int {
-	fmt.Fprintf(a.Stderr, "openwatch: "+format+"\nRun 'openwatch --help' for usage.\n", args...)
+	a.errorf(format+"\nRun 'openwatch --help' for usage.", args...)
 	return ExitUsage
 }
 
 func (a *app) errorf(format string, args ...any) {
-	fmt.Fprintf(a.Stderr, "openwatch: "+format+"\n", args...)
+	msg := dedupLines(fmt.Sprintf(format, args...))
+	a.messages = append(a.messages, msg)
+	fmt.Fprintf(a.Stderr, "openwatch: %s\n", msg)
+}
+
+// dedupLines drops a line equal to the one before it: drivers repeat the
+// same failure once per connection attempt (TLS, then plain).
+func dedupLines(s string) string {
+	lines := strings.Split(s, "\n")
+	out := lines[:0]
+	for i, l := range lines {
+		if i > 0 && l == lines[i-1] && strings.TrimSpace(l) != "" {
+			continue
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
 }
 
 // connection loads upgrade.conf and the DSN. On failure it prints why and
@@ -176,7 +255,7 @@ func (a *app) errorf(format string, args ...any) {
 // false) warn about a broken upgrade.conf instead of failing: the service's
 // start guard runs migrate --check and must not be stopped by a typo there.
 func (a *app) connection(needConf bool) (config.Config, *dsn.DSN, int) {
-	cfg, err := config.Load(a.configPath, a.secretsPath)
+	cfg, err := config.LoadOptions{ConfPath: a.configPath, SecretsPath: a.secretsPath, ConfRequired: a.configGiven}.Load()
 	var secretsErr *config.SecretsError
 	var confErr *config.ConfError
 	switch {
@@ -186,8 +265,8 @@ func (a *app) connection(needConf bool) (config.Config, *dsn.DSN, int) {
 	case errors.As(err, &confErr) && !needConf:
 		fmt.Fprintf(a.Stderr, "openwatch: warning: %v (not needed for this command)\n", err)
 	case err != nil:
-		a.errorf("%v\nFix the file, then run the command again.", err)
-		return cfg, nil, ExitError
+		a.errorf("invalid configuration: %v\nNothing was changed. Fix the file, then run the command again.", err)
+		return cfg, nil, ExitConfig
 	}
 	for _, w := range cfg.Warnings {
 		fmt.Fprintln(a.Stderr, "openwatch: warning:", w)
@@ -202,8 +281,8 @@ func (a *app) connection(needConf bool) (config.Config, *dsn.DSN, int) {
 	}
 	d, err := dsn.Parse(cfg.DSN)
 	if err != nil {
-		a.errorf("%v\nFix OPENWATCH_DATABASE_DSN in %s, then run: openwatch migrate --check", err, cfg.SecretsPath)
-		return cfg, nil, ExitUnreachable
+		a.errorf("%v\nFix OPENWATCH_DATABASE_DSN in %s, then run: openwatch migrate --check", err, cfg.DSNSource)
+		return cfg, nil, ExitConfig
 	}
 	clearLibpqEnv()
 	return cfg, d, ExitOK
@@ -219,8 +298,18 @@ func clearLibpqEnv() {
 	}
 }
 
+// connect opens a session, waiting up to DATABASE_WAIT_TIMEOUT for a
+// database that is not reachable yet.
+func (a *app) connect(ctx context.Context, cfg config.Config, d *dsn.DSN) (*pgx.Conn, int) {
+	conn, err := d.Connect(ctx)
+	if err != nil {
+		return nil, a.unreachable(err, cfg)
+	}
+	return conn, ExitOK
+}
+
 // unreachable prints a connection failure and returns ExitUnreachable.
-func (a *app) unreachable(err error, secretsPath string) int {
-	a.errorf("%v\nCheck that PostgreSQL is running and that OPENWATCH_DATABASE_DSN in %s is right, then run: openwatch migrate --check", err, secretsPath)
+func (a *app) unreachable(err error, cfg config.Config) int {
+	a.errorf("%v\nCheck that PostgreSQL is running and that OPENWATCH_DATABASE_DSN in %s is right, then run: openwatch migrate --check", err, cfg.DSNSource)
 	return ExitUnreachable
 }

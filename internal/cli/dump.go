@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/openwatch/openwatch/internal/config"
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/dump"
 	"github.com/openwatch/openwatch/internal/migrate"
@@ -22,12 +23,16 @@ import (
 func (a *app) backup(ctx context.Context, args []string) int {
 	fl := a.flags("backup")
 	dir := fl.String("dir", "", "")
+	list := fl.Bool("list", false, "")
 	var extra []string
-	if code, ok := a.parse(fl, args, &extra); !ok {
+	if code, ok := a.parse(fl, args, &extra, help["backup"]); !ok {
 		return code
 	}
 	if len(extra) > 0 {
 		return a.usageError("backup: unexpected argument %q", extra[0])
+	}
+	if *list {
+		return a.listRestorePoints(*dir)
 	}
 	cfg, d, code := a.connection(true)
 	if d == nil {
@@ -40,7 +45,7 @@ func (a *app) backup(ctx context.Context, args []string) int {
 		Compression: cfg.BackupCompression, Progress: a.Stderr})
 	var unreachable *dsn.UnreachableError
 	if errors.As(err, &unreachable) {
-		return a.unreachable(err, cfg.SecretsPath)
+		return a.unreachable(err, cfg)
 	}
 	if err != nil {
 		a.errorf("could not take a restore point: %v\nFix the cause, then run: openwatch backup", err)
@@ -50,12 +55,36 @@ func (a *app) backup(ctx context.Context, args []string) int {
 	return ExitOK
 }
 
+// listRestorePoints prints the restore points in dir (default BACKUP_DIR),
+// newest first. It needs upgrade.conf but no database.
+func (a *app) listRestorePoints(dir string) int {
+	if dir == "" {
+		cfg, err := config.LoadOptions{ConfPath: a.configPath, ConfRequired: a.configGiven, NoDSN: true}.Load()
+		if err != nil {
+			a.errorf("invalid configuration: %v\nFix the file, then run the command again.", err)
+			return ExitConfig
+		}
+		dir = cfg.BackupDir
+	}
+	rps, err := dump.List(dir)
+	if err != nil {
+		a.errorf("cannot list restore points: %v", err)
+		return ExitError
+	}
+	if len(rps) == 0 {
+		fmt.Fprintf(a.Stdout, "no restore points in %s\n", dir)
+		return ExitOK
+	}
+	a.printRestorePoints(rps, "")
+	return ExitOK
+}
+
 // restore replaces the database with a restore point after confirmation.
 func (a *app) restore(ctx context.Context, args []string) int {
 	fl := a.flags("restore")
 	yes := fl.Bool("yes", false, "")
 	var files []string
-	if code, ok := a.parse(fl, args, &files); !ok {
+	if code, ok := a.parse(fl, args, &files, help["restore"]); !ok {
 		return code
 	}
 	if len(files) != 1 {
@@ -83,9 +112,9 @@ func (a *app) restore(ctx context.Context, args []string) int {
 			return code
 		}
 	}
-	conn, err := d.Connect(ctx)
-	if err != nil {
-		return a.unreachable(err, cfg.SecretsPath)
+	conn, code := a.connect(ctx, cfg, d)
+	if conn == nil {
+		return code
 	}
 	defer conn.Close(context.Background())
 	// No migrate may run while the database is replaced.

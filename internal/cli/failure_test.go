@@ -36,8 +36,8 @@ func TestAFailureInMigrationTwoOfThreeNamesTheRestorePointAndTheCommand(t *testi
 	fsys["004_last.sql"] = mig("create table last (n int);")
 
 	code, out, errOut := run("migrate")
-	if code != ExitError {
-		t.Fatalf("want exit 1, got %d\n%s\n%s", code, out, errOut)
+	if code != ExitFailed {
+		t.Fatalf("want exit 16, got %d\n%s\n%s", code, out, errOut)
 	}
 	dumps := e.dumps()
 	if len(dumps) != 1 {
@@ -73,7 +73,7 @@ func TestPassedThroughErrorsNeverShowThePassword(t *testing.T) {
 	var out, errOut bytes.Buffer
 	a := &app{IO: IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut}, migrations: fsys,
 		configPath: e.conf, secretsPath: e.secrets}
-	if code := a.run(context.Background(), []string{"migrate"}); code != ExitError {
+	if code := a.run(context.Background(), []string{"migrate"}); code != ExitFailed {
 		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errOut.String())
 	}
 	if strings.Contains(out.String()+errOut.String(), e.db.Password) || !strings.Contains(errOut.String(), "seen: [redacted]") {

@@ -6,59 +6,106 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/openwatch/openwatch/internal/config"
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/dump"
 	"github.com/openwatch/openwatch/internal/migrate"
+	"github.com/openwatch/openwatch/internal/progress"
 	"github.com/openwatch/openwatch/internal/version"
 )
 
 type migrateFlags struct {
-	check, status, json, noBackup bool
-	backupDir                     string
+	check, preflight, status, json, noBackup bool
+	backupDir                                string
 }
 
 func (a *app) migrate(ctx context.Context, args []string) int {
 	var f migrateFlags
 	fl := a.flags("migrate")
 	fl.BoolVar(&f.check, "check", false, "")
+	fl.BoolVar(&f.preflight, "preflight", false, "")
 	fl.BoolVar(&f.status, "status", false, "")
 	fl.BoolVar(&f.json, "json", false, "")
 	fl.BoolVar(&f.noBackup, "no-backup", false, "")
 	fl.StringVar(&f.backupDir, "backup-dir", "", "")
 	var extra []string
-	if code, ok := a.parse(fl, args, &extra); !ok {
+	if code, ok := a.parse(fl, args, &extra, help["migrate"]); !ok {
 		return code
 	}
 	if msg := f.conflict(extra); msg != "" {
-		return a.usageError("migrate: %s", msg)
+		return a.jsonError(f.json, a.usageError("migrate: %s", msg))
 	}
 	cfg, d, code := a.connection(!f.check && !f.status)
 	if d == nil {
-		return code
+		return a.jsonError(f.json, code)
 	}
 	switch {
 	case f.check:
 		return a.check(ctx, cfg, d)
+	case f.preflight:
+		return a.preflight(ctx, cfg, d, f)
 	case f.status:
-		return a.status(ctx, cfg, d, f.json)
+		return a.jsonError(f.json, a.status(ctx, cfg, d, f.json))
 	}
 	return a.apply(ctx, cfg, d, f)
+}
+
+// jsonError prints, for --json, one JSON error object on stdout when code
+// is a failure, so a script always gets one JSON document.
+func (a *app) jsonError(asJSON bool, code int) int {
+	if !asJSON || code == ExitOK {
+		return code
+	}
+	type errorJSON struct {
+		ExitCode int    `json:"exit_code"`
+		Kind     string `json:"kind"`
+		Message  string `json:"message"`
+	}
+	enc := json.NewEncoder(a.Stdout)
+	enc.SetIndent("", "  ")
+	enc.Encode(struct {
+		Error errorJSON `json:"error"`
+	}{errorJSON{ExitCode: code, Kind: exitKind(code), Message: strings.Join(a.messages, "\n")}})
+	return code
+}
+
+// exitKind names an exit code for machines.
+func exitKind(code int) string {
+	switch code {
+	case ExitUsage:
+		return "usage"
+	case ExitNewer:
+		return "newer-schema"
+	case ExitUnreachable:
+		return "unreachable"
+	case ExitBackupFailed:
+		return "no-restore-point"
+	case ExitInterrupted:
+		return "interrupted"
+	case ExitFailed:
+		return "migration-failed"
+	case ExitFailedPartly:
+		return "migration-failed-partially"
+	case ExitLockTimeout:
+		return "lock-timeout"
+	case ExitConfig:
+		return "config-error"
+	}
+	return "error"
 }
 
 func (f migrateFlags) conflict(extra []string) string {
 	switch {
 	case len(extra) > 0:
 		return fmt.Sprintf("unexpected argument %q", extra[0])
-	case f.check && f.status:
-		return "--check and --status exclude each other"
+	case btoi(f.check)+btoi(f.status)+btoi(f.preflight) > 1:
+		return "--check, --preflight and --status exclude each other"
 	case f.json && !f.status:
 		return "--json goes with --status"
 	case (f.check || f.status) && (f.noBackup || f.backupDir != ""):
-		return "--backup-dir and --no-backup only apply when migrating"
+		return "--backup-dir and --no-backup only apply when migrating (or with --preflight)"
 	case f.noBackup && f.backupDir != "":
 		return "--backup-dir and --no-backup exclude each other"
 	case f.backupDir != "" && !filepath.IsAbs(f.backupDir):
@@ -67,12 +114,19 @@ func (f migrateFlags) conflict(extra []string) string {
 	return ""
 }
 
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // readState opens one session and reads the schema state: what --check and
 // --status need, and nothing more (--check must stay fast).
 func (a *app) readState(ctx context.Context, cfg config.Config, d *dsn.DSN) (migrate.State, int) {
-	conn, err := d.Connect(ctx)
-	if err != nil {
-		return migrate.State{}, a.unreachable(err, cfg.SecretsPath)
+	conn, code := a.connect(ctx, cfg, d)
+	if conn == nil {
+		return migrate.State{}, code
 	}
 	defer conn.Close(context.Background())
 	s, err := migrate.ReadState(ctx, conn, a.migrations)
@@ -93,8 +147,9 @@ func (a *app) check(ctx context.Context, cfg config.Config, d *dsn.DSN) int {
 		a.refuseNewer(cfg, s)
 		return ExitNewer
 	case len(s.Pending) > 0:
-		fmt.Fprintf(a.Stdout, "%d migration(s) pending: %s (schema at %s, this binary's head %s)\n",
-			len(s.Pending), names(s.Pending), orNone(s.Current), s.Head)
+		fmt.Fprintf(a.Stdout, "%d migration(s) pending: %s (schema at %s, this binary's head %s)\n"+
+			"To take a restore point, migrate, and start the service again if it ran, run: %s\n",
+			len(s.Pending), names(s.Pending), orNone(s.Current), s.Head, config.DefaultUpgradeHelper)
 		return ExitPending
 	}
 	fmt.Fprintf(a.Stdout, "schema at this binary's head (%s)\n", s.Head)
@@ -111,6 +166,8 @@ type statusJSON struct {
 	Applied        []string            `json:"applied"`
 	Pending        []migrate.Migration `json:"pending"`
 	UnknownApplied []string            `json:"unknown_applied"`
+	RestorePoints  []dump.RestorePoint `json:"restore_points"` // newest first
+	LastUpgrade    *lastUpgrade        `json:"last_upgrade"`   // null when the journal holds none
 }
 
 func (a *app) status(ctx context.Context, cfg config.Config, d *dsn.DSN, asJSON bool) int {
@@ -125,11 +182,17 @@ func (a *app) status(ctx context.Context, cfg config.Config, d *dsn.DSN, asJSON 
 	case len(s.Pending) > 0:
 		state = "pending"
 	}
+	rps, err := dump.List(cfg.BackupDir)
+	if err != nil {
+		fmt.Fprintf(a.Stderr, "openwatch: warning: cannot list restore points: %v\n", err)
+	}
+	last := a.lastUpgrade()
 	if asJSON {
 		enc := json.NewEncoder(a.Stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(statusJSON{State: state, Database: d.Describe(), SchemaVersion: s.Current, BinaryHead: s.Head,
-			PackageVersion: version.Version, Applied: s.Applied, Pending: s.Pending, UnknownApplied: s.Unknown})
+			PackageVersion: version.Version, Applied: s.Applied, Pending: s.Pending, UnknownApplied: s.Unknown,
+			RestorePoints: nonNil(rps), LastUpgrade: last})
 		return ExitOK
 	}
 	fmt.Fprintf(a.Stdout, "database:         %s\n", d.Describe())
@@ -138,7 +201,25 @@ func (a *app) status(ctx context.Context, cfg config.Config, d *dsn.DSN, asJSON 
 	fmt.Fprintf(a.Stdout, "binary head:      %s (openwatch %s)\n", s.Head, version.Version)
 	fmt.Fprintf(a.Stdout, "pending:          %s\n", orNone(names(s.Pending)))
 	fmt.Fprintf(a.Stdout, "unknown applied:  %s\n", orNone(strings.Join(s.Unknown, ", ")))
+	fmt.Fprintf(a.Stdout, "last upgrade:     %s\n", last.describe())
+	fmt.Fprintf(a.Stdout, "restore points:   %s\n", orNone(fmt.Sprintf("%d in %s", len(rps), cfg.BackupDir)))
+	a.printRestorePoints(rps, "  ")
 	return ExitOK
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// printRestorePoints lists restore points, one a line, newest first.
+func (a *app) printRestorePoints(rps []dump.RestorePoint, indent string) {
+	for _, rp := range rps {
+		fmt.Fprintf(a.Stdout, "%s%s  (%s, package %s, schema %s, %s)\n", indent, rp.Name, rp.Kind,
+			rp.PackageVersion, rp.SchemaVersion, progress.Bytes(rp.Size))
+	}
 }
 
 func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrateFlags) int {
@@ -196,8 +277,6 @@ func (a *app) applyFailed(cfg config.Config, err error, restorePoint, noBackupRe
 	var backup *migrate.BackupError
 	var failed *migrate.FailedError
 	switch {
-	case errors.As(err, &unreachable):
-		return a.unreachable(err, cfg.SecretsPath)
 	case errors.As(err, &newer):
 		a.refuseNewer(cfg, newer.State)
 		return ExitNewer
@@ -207,7 +286,12 @@ func (a *app) applyFailed(cfg config.Config, err error, restorePoint, noBackupRe
 		return ExitBackupFailed
 	case errors.As(err, &failed):
 		a.reportFailure(failed, restorePoint, noBackupReason)
-		return ExitError
+		return ExitFailed
+	case errors.Is(err, migrate.ErrLockTimeout):
+		a.errorf("%v\nNothing was applied.", err)
+		return ExitLockTimeout
+	case errors.As(err, &unreachable):
+		return a.unreachable(err, cfg)
 	}
 	a.errorf("%v", err)
 	return ExitError
@@ -236,26 +320,14 @@ func (a *app) refuseNewer(cfg config.Config, s migrate.State) {
 		"this binary (openwatch %s) knows schema versions up to %s.\n"+
 		"Either install the newer openwatch package again, or restore a restore point taken with this version's schema:",
 		s.Current, strings.Join(s.Unknown, ", "), version.Version, s.Head)
-	if p := newestRestorePoint(cfg.BackupDir, s.Head); p != "" {
-		fmt.Fprintf(a.Stderr, "  openwatch restore --yes %s\n", p)
-	} else {
-		fmt.Fprintf(a.Stderr, "  openwatch restore --yes %s\n", filepath.Join(cfg.BackupDir, "openwatch_*_schema-"+s.Head+"_*.dump"))
+	rps, _ := dump.List(cfg.BackupDir)
+	for _, rp := range rps {
+		if rp.SchemaVersion == s.Head {
+			fmt.Fprintf(a.Stderr, "  openwatch restore --yes %s\n", rp.Name)
+			return
+		}
 	}
-}
-
-// newestRestorePoint finds the newest restore point in dir with schema version head.
-func newestRestorePoint(dir, head string) string {
-	matches, _ := filepath.Glob(filepath.Join(dir, "openwatch_*_schema-"+head+"_*.dump"))
-	sort.Slice(matches, func(i, j int) bool { return stamp(matches[i]) < stamp(matches[j]) })
-	if len(matches) == 0 {
-		return ""
-	}
-	return matches[len(matches)-1]
-}
-
-func stamp(path string) string {
-	base := strings.TrimSuffix(filepath.Base(path), ".dump")
-	return base[strings.LastIndexByte(base, '_')+1:]
+	fmt.Fprintf(a.Stderr, "  (no restore point with schema %s in %s)\n", s.Head, cfg.BackupDir)
 }
 
 func names(ms []migrate.Migration) string {

@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"regexp"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -25,8 +27,15 @@ const (
 	DefaultRetentionDays      = 30
 	DefaultBackupCompression  = "1"
 	DefaultMigrateLockTimeout = 300 * time.Second
+	DefaultDatabaseWait       = 30 * time.Second
+	DefaultJournalPath        = "/var/lib/openwatch/upgrade.state"
+	DefaultUpgradeHelper      = "/usr/lib/openwatch/openwatch-upgrade.sh"
 	DSNVar                    = "OPENWATCH_DATABASE_DSN"
 )
+
+// Keys are the settings upgrade.conf may hold; anything else is refused as a
+// typo, naming the closest of these.
+var Keys = []string{"AUTO_BACKUP", "BACKUP_DIR", "BACKUP_RETENTION_DAYS", "BACKUP_COMPRESSION", "MIGRATE_LOCK_TIMEOUT", "DATABASE_WAIT_TIMEOUT"}
 
 // SecretsError means secrets.env exists but cannot be read.
 type SecretsError struct{ Err error }
@@ -41,10 +50,15 @@ type Config struct {
 	RetentionDays      int
 	BackupCompression  string // pg_dump --compress value: 0-9, or method[:level]
 	MigrateLockTimeout time.Duration
+	ConfRequired       bool          // a missing upgrade.conf is an error
+	DatabaseWait       time.Duration // how long to wait for an unreachable database
 
 	DSN         string // empty when not configured
 	SecretsPath string // where the DSN was looked for, for messages
-	Warnings    []string
+	// DSNSource says where the DSN came from, for messages: the environment
+	// variable or the secrets file.
+	DSNSource string
+	Warnings  []string
 }
 
 // Defaults returns the configuration used when upgrade.conf is absent.
@@ -55,6 +69,7 @@ func Defaults() Config {
 		RetentionDays:      DefaultRetentionDays,
 		BackupCompression:  DefaultBackupCompression,
 		MigrateLockTimeout: DefaultMigrateLockTimeout,
+		DatabaseWait:       DefaultDatabaseWait,
 	}
 }
 
@@ -69,23 +84,61 @@ func (e *ConfError) Unwrap() error { return e.Err }
 // loaded even when upgrade.conf is broken; that is reported as a *ConfError,
 // an unreadable secrets.env as a *SecretsError.
 func Load(confPath, secretsPath string) (Config, error) {
+	return LoadOptions{ConfPath: confPath, SecretsPath: secretsPath}.Load()
+}
+
+// LoadOptions say where the files are; ConfRequired makes a missing
+// upgrade.conf an error (the operator named the file with --config).
+type LoadOptions struct {
+	ConfPath, SecretsPath string
+	ConfRequired          bool
+	NoDSN                 bool // read upgrade.conf only
+}
+
+// Load is Load with options.
+func (o LoadOptions) Load() (Config, error) {
+	confPath, secretsPath := o.ConfPath, o.SecretsPath
 	c := Defaults()
+	c.ConfRequired = o.ConfRequired
 	c.SecretsPath = secretsPath
 	confErr := c.loadConf(confPath)
+	if o.NoDSN {
+		return c, confErr
+	}
 	if err := c.loadDSN(secretsPath); err != nil {
 		return c, err
 	}
 	return c, confErr
 }
 
+// loadConf reads upgrade.conf. Lines systemd would ignore and unknown keys
+// are errors here: in this file they are always typos, and a typo must not
+// silently turn a setting back to its default.
 func (c *Config) loadConf(path string) error {
 	vars, ignored, err := envfile.Read(path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) {
+		if c.ConfRequired {
+			return &ConfError{Err: fmt.Errorf("%s does not exist", path)}
+		}
+		return nil
+	}
+	if err != nil {
 		return &ConfError{Err: err}
 	}
-	c.warnIgnored(path, ignored)
+	var problems []error
+	for _, ig := range ignored {
+		problems = append(problems, fmt.Errorf("%s:%d: %q: %s", path, ig.Line, ig.Key, ig.Reason))
+	}
+	for _, k := range sortedKeys(vars) {
+		if !slices.Contains(Keys, k) {
+			problems = append(problems, fmt.Errorf("%s: unknown setting %s (did you mean %s?)", path, k, closest(k, Keys)))
+		}
+	}
 	if err := c.apply(vars); err != nil {
-		return &ConfError{Err: fmt.Errorf("%s: %w", path, err)}
+		problems = append(problems, fmt.Errorf("%s: %w", path, err))
+	}
+	if len(problems) > 0 {
+		return &ConfError{Err: errors.Join(problems...)}
 	}
 	return nil
 }
@@ -93,8 +146,10 @@ func (c *Config) loadConf(path string) error {
 func (c *Config) loadDSN(secretsPath string) error {
 	if dsn := os.Getenv(DSNVar); dsn != "" {
 		c.DSN = dsn
+		c.DSNSource = "the environment"
 		return nil
 	}
+	c.DSNSource = secretsPath
 	secrets, ignored, err := envfile.Read(secretsPath)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return &SecretsError{Err: err}
@@ -146,6 +201,13 @@ func (c *Config) apply(vars map[string]string) error {
 		}
 		c.MigrateLockTimeout = time.Duration(secs) * time.Second
 	}
+	if v, ok := vars["DATABASE_WAIT_TIMEOUT"]; ok && v != "" {
+		secs, err := parseInt(v, 0, 3600)
+		if err != nil {
+			return fmt.Errorf("DATABASE_WAIT_TIMEOUT=%q: %w (seconds)", v, err)
+		}
+		c.DatabaseWait = time.Duration(secs) * time.Second
+	}
 	return nil
 }
 
@@ -165,4 +227,45 @@ func parseInt(v string, min, max int) (int, error) {
 		return 0, fmt.Errorf("want a whole number from %d to %d", min, max)
 	}
 	return n, nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// closest returns the candidate with the smallest edit distance to s.
+func closest(s string, candidates []string) string {
+	best, bestD := "", -1
+	for _, c := range candidates {
+		if d := distance(strings.ToUpper(s), c); bestD < 0 || d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// distance is the Levenshtein distance between a and b.
+func distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

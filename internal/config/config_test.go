@@ -111,7 +111,7 @@ func TestTheShippedUpgradeConfLoadsWithoutWarnings(t *testing.T) {
 		t.Fatalf("err %v, warnings %q", err, c.Warnings)
 	}
 	want := Defaults()
-	want.DSN, want.SecretsPath, want.Warnings = c.DSN, c.SecretsPath, c.Warnings
+	want.DSN, want.SecretsPath, want.DSNSource, want.Warnings = c.DSN, c.SecretsPath, c.DSNSource, c.Warnings
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("the shipped upgrade.conf differs from the binary's defaults (change gen/spec.go or config's constants so they agree):\n shipped %+v\n default %+v", c, want)
 	}
@@ -134,5 +134,53 @@ func TestABrokenUpgradeConfStillYieldsTheDSN(t *testing.T) {
 	var ce *ConfError
 	if !errors.As(err, &ce) || c.DSN != "host=env" {
 		t.Fatalf("DSN %q, err %v; want the DSN and a *ConfError", c.DSN, err)
+	}
+}
+
+func TestAnUnknownKeyIsAnErrorNamingTheClosestKnownOne(t *testing.T) {
+	t.Setenv(DSNVar, "host=x")
+	_, err := Load(write(t, "upgrade.conf", "BACKUP_RETENTON_DAYS=3\nauto_backup=no\n"), "/nonexistent")
+	var ce *ConfError
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v, want a *ConfError", err)
+	}
+	for _, want := range []string{"unknown setting BACKUP_RETENTON_DAYS (did you mean BACKUP_RETENTION_DAYS?)", "unknown setting auto_backup (did you mean AUTO_BACKUP?)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want it to say %q", err, want)
+		}
+	}
+}
+
+func TestAnUpgradeConfNamedExplicitlyMustExist(t *testing.T) {
+	t.Setenv(DSNVar, "host=x")
+	missing := filepath.Join(t.TempDir(), "upgrade.conf")
+	if _, err := (LoadOptions{ConfPath: missing, SecretsPath: "/nonexistent", ConfRequired: true}).Load(); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("err = %v, want one naming %s", err, missing)
+	}
+	if _, err := Load(missing, "/nonexistent"); err != nil {
+		t.Fatalf("the default upgrade.conf may be missing: %v", err)
+	}
+}
+
+func TestTheDatabaseWaitIsRead(t *testing.T) {
+	t.Setenv(DSNVar, "host=x")
+	c, err := Load(write(t, "upgrade.conf", "DATABASE_WAIT_TIMEOUT=0\n"), "/nonexistent")
+	if err != nil || c.DatabaseWait != 0 {
+		t.Fatalf("DatabaseWait %v, err %v", c.DatabaseWait, err)
+	}
+	if _, err := Load(write(t, "upgrade.conf", "DATABASE_WAIT_TIMEOUT=soon\n"), "/nonexistent"); err == nil || !strings.Contains(err.Error(), "DATABASE_WAIT_TIMEOUT") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestMessagesCanNameWhereTheDSNCameFrom(t *testing.T) {
+	secrets := write(t, "secrets.env", "OPENWATCH_DATABASE_DSN=host=file\n")
+	t.Setenv(DSNVar, "")
+	if c, _ := Load("/nonexistent", secrets); c.DSNSource != secrets {
+		t.Errorf("DSNSource = %q, want %s", c.DSNSource, secrets)
+	}
+	t.Setenv(DSNVar, "host=env")
+	if c, _ := Load("/nonexistent", secrets); c.DSNSource != "the environment" {
+		t.Errorf("DSNSource = %q, want the environment", c.DSNSource)
 	}
 }

@@ -356,3 +356,29 @@ func TestTheBackupBarEstimatesFromTheNewestRestorePoint(t *testing.T) {
 		t.Fatalf("estimate %d, want the newest restore point's 20 bytes", got)
 	}
 }
+
+func TestListNamesRestorePointsNewestFirstAndIgnoresEverythingElse(t *testing.T) {
+	dir := t.TempDir()
+	t1 := time.Date(2026, 3, 1, 10, 15, 0, 0, time.UTC)
+	older := FileName("1.0.0-1", "20260101000002", t1)
+	newer := FileName("1.1.0-1", "20260101000003", t1.Add(time.Hour))
+	for _, n := range []string{older, newer, ".openwatch-123.partial", "notes.txt"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Join(dir, older), filepath.Join(dir, FileName("9.9.9-1", "1", t1))); err != nil {
+		t.Fatal(err)
+	}
+	got, err := List(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Name != filepath.Join(dir, newer) || got[1].Name != filepath.Join(dir, older) ||
+		got[0].PackageVersion != "1.1.0-1" || got[0].SchemaVersion != "20260101000003" || got[0].Kind != "file" || got[0].Size != 1 {
+		t.Fatalf("List = %+v", got)
+	}
+	if none, err := List(filepath.Join(dir, "absent")); err != nil || len(none) != 0 {
+		t.Fatalf("List of a missing dir = %v, %v", none, err)
+	}
+}

@@ -1,0 +1,235 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sys/unix"
+
+	"github.com/openwatch/openwatch/internal/config"
+	"github.com/openwatch/openwatch/internal/dsn"
+	"github.com/openwatch/openwatch/internal/dump"
+	"github.com/openwatch/openwatch/internal/migrate"
+	"github.com/openwatch/openwatch/internal/progress"
+)
+
+// preflight checks, changing nothing, everything `migrate` will need, while
+// the service still runs: the configuration (already loaded strictly), the
+// database, and for the restore point pg_dump, its compression setting, the
+// backup directory, its free space and the role's read privileges.
+func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrateFlags) int {
+	conn, code := a.connect(ctx, cfg, d)
+	if conn == nil {
+		return code
+	}
+	defer conn.Close(context.Background())
+	s, err := migrate.ReadState(ctx, conn, a.migrations)
+	if err != nil {
+		a.errorf("%v", d.Redactor.Error(err))
+		return ExitError
+	}
+	switch {
+	case s.Newer():
+		a.refuseNewer(cfg, s)
+		return ExitNewer
+	case len(s.Pending) == 0:
+		fmt.Fprintf(a.Stdout, "preflight: ready; nothing to migrate (schema at %s)\n", s.Head)
+		return ExitOK
+	}
+	fmt.Fprintf(a.Stdout, "preflight: %d migration(s) pending: %s\n", len(s.Pending), names(s.Pending))
+	hasData, err := migrate.HasUserObjects(ctx, conn)
+	if err != nil {
+		a.errorf("%v", d.Redactor.Error(err))
+		return ExitError
+	}
+	if reason := a.backupPolicy(cfg, f, hasData); reason != "" {
+		fmt.Fprintf(a.Stdout, "preflight: ready; no restore point will be taken: %s\n", reason)
+		return ExitOK
+	}
+	dir := cfg.BackupDir
+	if f.backupDir != "" {
+		dir = f.backupDir
+	}
+	var problems []string
+	if p := checkPgDump(ctx, conn, cfg.BackupCompression); p != "" {
+		problems = append(problems, p)
+	}
+	if p := checkUnreadable(ctx, conn); p != "" {
+		problems = append(problems, d.Redactor.String(p))
+	}
+	dirOK := checkBackupDir(dir)
+	if dirOK != "" {
+		problems = append(problems, dirOK)
+	}
+	var need, free int64
+	if dirOK == "" {
+		need, free, err = estimateSpace(ctx, conn, dir)
+		switch {
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("cannot tell the free space in %s: %v", dir, err))
+		case free < need:
+			problems = append(problems, fmt.Sprintf("not enough free space in %s: the restore point needs about %s, %s are free;"+
+				" remove old restore points (openwatch backup --list) or set BACKUP_DIR in %s to a larger file system",
+				dir, progress.Bytes(need), progress.Bytes(free), a.configPath))
+		}
+	}
+	if len(problems) > 0 {
+		a.errorf("preflight: the restore point could not be taken:\n  - %s\nNothing was changed. Fix the cause, then run the upgrade again.",
+			strings.Join(problems, "\n  - "))
+		return ExitBackupFailed
+	}
+	fmt.Fprintf(a.Stdout, "preflight: ready; the restore point goes to %s (about %s needed, %s free)\n",
+		dir, progress.Bytes(need), progress.Bytes(free))
+	return ExitOK
+}
+
+var pgDumpVersionRE = regexp.MustCompile(`\(PostgreSQL\) ([0-9]+)`)
+
+// checkPgDump says what is wrong with pg_dump for this server and
+// BACKUP_COMPRESSION, or "".
+func checkPgDump(ctx context.Context, conn *pgx.Conn, compression string) string {
+	path, err := exec.LookPath("pg_dump")
+	if err != nil {
+		return "pg_dump is not installed (install the PostgreSQL client package, e.g. postgresql-client)"
+	}
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	m := pgDumpVersionRE.FindSubmatch(out)
+	if err != nil || m == nil {
+		return fmt.Sprintf("%s --version did not say its version", path)
+	}
+	client, _ := strconv.Atoi(string(m[1]))
+	var serverNum int
+	if err := conn.QueryRow(ctx, "select current_setting('server_version_num')::int").Scan(&serverNum); err == nil && serverNum/10000 > client {
+		return fmt.Sprintf("%s is version %d, older than the server (%d): pg_dump refuses to dump a newer server;"+
+			" install the PostgreSQL %d client", path, client, serverNum/10000, serverNum/10000)
+	}
+	if msg := compressionProblem(compression, client); msg != "" {
+		return fmt.Sprintf("BACKUP_COMPRESSION=%s: %s (the installed %s is version %d)", compression, msg, path, client)
+	}
+	return ""
+}
+
+// compressionProblem says why pg_dump of major version client would refuse
+// --compress=value, or "".
+func compressionProblem(value string, client int) string {
+	method, level, hasLevel := strings.Cut(value, ":")
+	if _, err := strconv.Atoi(method); err == nil {
+		return "" // a bare 0-9 level: every version
+	}
+	if client < 16 {
+		return "pg_dump before version 16 takes only a level 0-9"
+	}
+	max := map[string]int{"gzip": 9, "lz4": 12, "zstd": 22, "none": 0}[method]
+	if !hasLevel {
+		return ""
+	}
+	n, err := strconv.Atoi(level)
+	if err != nil || n < 1 && method != "none" || n > max {
+		return fmt.Sprintf("%s takes a level from 1 to %d", method, max)
+	}
+	return ""
+}
+
+// checkUnreadable names the tables, sequences and schemas pg_dump would fail
+// to read as this role, or "".
+func checkUnreadable(ctx context.Context, conn *pgx.Conn) string {
+	rows, err := conn.Query(ctx, `
+		select format('%I.%I', n.nspname, c.relname)
+		from pg_class c join pg_namespace n on n.oid = c.relnamespace
+		where c.relkind in ('r', 'p', 'm', 'S')
+		  and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\_toast%'
+		  and not exists (select 1 from pg_depend e where e.classid = 'pg_class'::regclass and e.objid = c.oid and e.deptype = 'e')
+		  and not (has_schema_privilege(n.oid, 'USAGE') and has_table_privilege(c.oid, 'SELECT'))
+		order by 1 limit 20`)
+	if err != nil {
+		return fmt.Sprintf("cannot check the role's privileges: %v", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Sprintf("cannot check the role's privileges: %v", err)
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("the database role cannot read %s, so pg_dump would fail; grant it SELECT (as the owner or a superuser)",
+		strings.Join(names, ", "))
+}
+
+// checkBackupDir says why a restore point could not be written into dir, or
+// "". It creates nothing: a missing dir needs a writable existing parent.
+// A symlink to a directory is followed (the operator's choice of where
+// restore points live), as Backup and the cleanup follow it.
+func checkBackupDir(dir string) string {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		parent := filepath.Dir(dir)
+		for {
+			if _, err := os.Stat(parent); err == nil || parent == "/" {
+				break
+			}
+			parent = filepath.Dir(parent)
+		}
+		if err := unix.Access(parent, unix.W_OK); err != nil {
+			return fmt.Sprintf("backup directory %s does not exist and cannot be created in %s: %v", dir, parent, err)
+		}
+		return ""
+	}
+	if err != nil {
+		return fmt.Sprintf("backup directory: %v", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Sprintf("backup directory %s is not a directory", dir)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Sprintf("backup directory %s is group- or world-writable (mode %04o); fix it with: chmod 0700 %s", dir, fi.Mode().Perm(), dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Sprintf("backup directory %s is owned by uid %d, not by the user running openwatch (uid %d); fix it with: chown %d %s",
+			dir, st.Uid, os.Geteuid(), os.Geteuid(), dir)
+	}
+	if err := unix.Access(dir, unix.W_OK); err != nil {
+		return fmt.Sprintf("backup directory %s is not writable: %v", dir, err)
+	}
+	return ""
+}
+
+// estimateSpace returns what the restore point will need in dir and what is
+// free there, counting the space stale partial files will give back: the
+// newest restore point's size with a margin, or the database size when there
+// is none.
+func estimateSpace(ctx context.Context, conn *pgx.Conn, dir string) (need, free int64, err error) {
+	if err := conn.QueryRow(ctx, "select pg_database_size(current_database())").Scan(&need); err != nil {
+		return 0, 0, err
+	}
+	if rps, _ := dump.List(dir); len(rps) > 0 {
+		need = rps[0].Size + rps[0].Size/5 + 64<<20
+	}
+	at := dir
+	for {
+		var st unix.Statfs_t
+		if err := unix.Statfs(at, &st); err == nil {
+			free = int64(st.Bavail) * int64(st.Bsize)
+			break
+		} else if at == "/" {
+			return 0, 0, err
+		}
+		at = filepath.Dir(at)
+	}
+	partials, _ := filepath.Glob(filepath.Join(dir, dump.PartialPattern))
+	for _, p := range partials {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
+			free += fi.Size()
+		}
+	}
+	return need, free, nil
+}
