@@ -120,6 +120,7 @@ stop_unit() {
 		fail error stop "systemctl stop $unit failed; nothing was applied." \
 			"Find out why with: journalctl -u $unit"
 	fi
+	stopped_here=yes
 	stopped_at=$(unit_show InactiveEnterTimestampMonotonic)
 	[ -n "$stopped_at" ] || stopped_at=unknown
 	journal_write in-progress migrate
@@ -129,7 +130,7 @@ stop_unit() {
 start_unit() {
 	[ "$service_before" = running ] || return 0
 	systemd_running || return 0
-	if unit_active; then
+	if [ -z "$stopped_here" ] && unit_active; then
 		systemctl try-restart "$unit" && return 0
 	elif systemctl start "$unit"; then
 		return 0
@@ -157,6 +158,7 @@ list_restore_points() {
 }
 
 recovery=$(recovery_command)
+stopped_here=''
 prev_outcome=$(journal_get OUTCOME)
 prev_stopped_at=''
 if [ -n "$prev_outcome" ] && [ "$prev_outcome" != succeeded ]; then

@@ -2,6 +2,7 @@ package gen
 
 import (
 	"os"
+	"slices"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -15,8 +16,12 @@ var shells = [][]string{{"dash"}, {"busybox", "sh"}, {"posh"}, {"bash", "--posix
 // stubbed are the commands the scripts may call that the tests replace.
 var stubbed = []string{
 	"openwatch", "systemctl", "deb-systemd-helper", "deb-systemd-invoke",
-	"getent", "groupadd", "useradd", "addgroup", "adduser",
+	"getent", "groupadd", "useradd", "addgroup", "adduser", "dpkg-query",
 }
+
+// unlogged are read-only queries the helper makes that the expectations
+// leave out; what they answer shows in the behaviour.
+var unlogged = []string{"dpkg-query ", "systemctl show "}
 
 // stubScript records its argv in $root/log and answers with the exit code
 // in $root/rc/<name>_<args joined by _>, default 0; it prints
@@ -33,8 +38,16 @@ done
 printf '%%s\n' "$line" >>"$root/log"
 key=$(printf '%%s' "$key" | tr '/ ' '__')
 [ -f "$root/out/$key" ] && cat "$root/out/$key"
-if [ -f "$root/rc/$key" ]; then exit "$(cat "$root/rc/$key")"; fi
-exit 0
+rc=0
+if [ -f "$root/rc/$key" ]; then rc=$(cat "$root/rc/$key"); fi
+# systemctl remembers what a successful stop or start did to is-active.
+if [ "$name" = systemctl ] && [ "$rc" = 0 ] && [ $# -eq 2 ]; then
+	case $1 in
+	stop) echo 3 >"$root/rc/systemctl_--quiet_is-active_$2" ;;
+	start) echo 0 >"$root/rc/systemctl_--quiet_is-active_$2" ;;
+	esac
+fi
+exit "$rc"
 `
 
 // sandbox is a temp "root" with stubs on PATH and a spec whose paths point
@@ -71,7 +84,7 @@ func newSandbox(t *testing.T, mutate ...func(s *Spec, root string)) *sandbox {
 	s.Paths.ConfigFile = filepath.Join(root, "etc/openwatch/upgrade.conf")
 	s.Paths.SecretsFile = filepath.Join(root, "etc/openwatch/secrets.env")
 	s.Paths.StateDir = filepath.Join(root, "var/lib/openwatch")
-	s.Paths.Marker = filepath.Join(root, "var/lib/openwatch/restart-after-upgrade")
+	s.Paths.Journal = filepath.Join(root, "var/lib/openwatch/upgrade.state")
 	s.Paths.BackupDir = filepath.Join(root, "var/backups/openwatch")
 	s.Paths.SystemdRunDir = filepath.Join(root, "run/systemd/system")
 	for _, m := range mutate {
@@ -136,12 +149,43 @@ func (sb *sandbox) log() []string {
 		sb.t.Fatal(err)
 	}
 	os.Remove(name)
-	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	var lines []string
 	// The root is a temp dir; show it as ROOT so expectations read well.
-	for i := range lines {
-		lines[i] = strings.ReplaceAll(lines[i], sb.root, "ROOT")
+	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if !slices.ContainsFunc(unlogged, func(p string) bool { return strings.HasPrefix(l, p) }) {
+			lines = append(lines, strings.ReplaceAll(l, sb.root, "ROOT"))
+		}
 	}
 	return lines
+}
+
+// output makes the stub command (name and args, space-separated) print text.
+func (sb *sandbox) output(cmd, text string) {
+	key := strings.NewReplacer("/", "_", " ", "_").Replace(cmd)
+	writeFile(sb.t, filepath.Join(sb.root, "out", key), text+"\n", 0o644)
+}
+
+// journal returns the upgrade journal's settings (nil when there is none).
+func (sb *sandbox) journal() map[string]string {
+	b, err := os.ReadFile(sb.spec.Paths.Journal)
+	if err != nil {
+		return nil
+	}
+	m := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok && !strings.HasPrefix(l, "#") {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func (sb *sandbox) mode(p string) os.FileMode {
+	fi, err := os.Stat(p)
+	if err != nil {
+		sb.t.Fatal(err)
+	}
+	return fi.Mode().Perm()
 }
 
 // run runs the rendered script dist/<name> under shell with args and env

@@ -27,7 +27,7 @@ func goldenSpec() *Spec {
 	s.Paths.ConfigFile = "/etc/acme/upgrade.conf"
 	s.Paths.SecretsFile = "/etc/acme/secrets.env"
 	s.Paths.StateDir = "/var/lib/acme"
-	s.Paths.Marker = "/var/lib/acme/restart"
+	s.Paths.Journal = "/var/lib/acme/upgrade.state"
 	s.Paths.BackupDir = "/srv/acme/restore-points"
 	s.Units.App = "acme.service"
 	s.Units.Database = "postgresql@16-main.service"

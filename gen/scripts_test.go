@@ -1,6 +1,7 @@
 package gen
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,9 @@ const (
 	check      = "openwatch migrate --check"
 	migrate    = "openwatch migrate"
 	isActive   = "systemctl --quiet is-active openwatch.service"
+	isEnabled  = "systemctl is-enabled openwatch.service"
+	preflight  = "openwatch migrate --preflight"
+	list       = "openwatch backup --list"
 	stopApp    = "systemctl stop openwatch.service"
 	startApp   = "systemctl start openwatch.service"
 	reload     = "systemctl --system daemon-reload"
@@ -51,8 +55,11 @@ func (c scriptCase) run(t *testing.T) {
 			if rc != c.wantRC {
 				t.Errorf("exit code %d, want %d; output:\n%s", rc, c.wantRC, out)
 			}
-			if d := Diff("want", "got", lines(c.want), lines(sb.log())); d != "" {
-				t.Errorf("commands run (-want +got):\n%s\noutput:\n%s", d, out)
+			// A failure case without want checks only its output and journal.
+			if got := sb.log(); c.want != nil || c.wantRC == 0 {
+				if d := Diff("want", "got", lines(c.want), lines(got)); d != "" {
+					t.Errorf("commands run (-want +got):\n%s\noutput:\n%s", d, out)
+				}
 			}
 			for _, s := range c.wantOut {
 				if !strings.Contains(strings.ReplaceAll(out, sb.root, "ROOT"), s) {
@@ -73,155 +80,197 @@ func lines(l []string) string {
 	return strings.Join(l, "\n") + "\n"
 }
 
-func markerExists(want bool) func(t *testing.T, sb *sandbox) {
+// journalSays checks the upgrade journal's OUTCOME ("" for no journal).
+func journalSays(outcome string) func(t *testing.T, sb *sandbox) {
 	return func(t *testing.T, sb *sandbox) {
 		t.Helper()
-		if got := sb.exists(sb.spec.Paths.Marker); got != want {
-			t.Errorf("marker exists = %v, want %v", got, want)
+		if got := sb.journal()["OUTCOME"]; got != outcome {
+			t.Errorf("journal OUTCOME = %q, want %q", got, outcome)
 		}
 	}
 }
 
-func withMarker(sb *sandbox) { writeFile(sb.t, sb.spec.Paths.Marker, "", 0o600) }
+// afterFailure leaves the journal an earlier attempt leaves when it stopped
+// a running service and then failed.
+func afterFailure(sb *sandbox) {
+	writeFile(sb.t, sb.spec.Paths.Journal, "OUTCOME=migration-failed\nPHASE=migrate\nSERVICE_BEFORE=running\nSTOPPED_AT=111\nRECOVERY='dpkg --configure -a'\n", 0o600)
+}
 
 func TestUpgradeHelper(t *testing.T) {
 	const helper = "openwatch-upgrade.sh"
 	active := func(sb *sandbox) { sb.answer(isActive, 0) }
+	pending := func(sb *sandbox) { sb.answer(check, 10) }
+	both := func(fs ...func(*sandbox)) func(*sandbox) {
+		return func(sb *sandbox) {
+			for _, f := range fs {
+				f(sb)
+			}
+		}
+	}
 	cases := []scriptCase{
 		{
-			name: "pending migrations with the service running: stop, migrate, start",
-			setup: func(sb *sandbox) {
-				active(sb)
-				sb.answer(check, 10)
-			},
-			want:  []string{check, isActive, stopApp, migrate, startApp},
-			check: markerExists(false),
+			name:  "pending migrations with the service running: preflight, stop, migrate, start",
+			setup: both(active, pending),
+			want:  []string{isActive, check, preflight, isActive, stopApp, migrate, startApp},
+			check: journalSays("succeeded"),
 		},
 		{
-			name:  "pending migrations with the service stopped: migrate, service stays stopped",
-			setup: func(sb *sandbox) { sb.answer(check, 10) },
-			want:  []string{check, isActive, migrate},
-			check: markerExists(false),
+			name:  "pending migrations with the service stopped: preflight, migrate, service stays stopped",
+			setup: pending,
+			want:  []string{isActive, check, preflight, isActive, migrate},
+			check: journalSays("succeeded"),
+		},
+		{
+			name:    "preflight fails: nothing stopped, nothing applied, the package manager fails",
+			env:     []string{"DPKG_MAINTSCRIPT_PACKAGE=openwatch"},
+			setup:   both(active, pending, func(sb *sandbox) { sb.answer(preflight, 13) }),
+			wantRC:  1,
+			want:    []string{isActive, check, preflight, isActive},
+			wantOut: []string{"PREFLIGHT FAILED", "nothing was", "changed and openwatch.service was not stopped", "openwatch.service is running.", "run: dpkg --configure -a"},
+			check:   journalSays("preflight-failed"),
 		},
 		{
 			name:  "schema at head with the service running: restart it, no backup",
 			setup: active,
-			want:  []string{check, isActive, "systemctl try-restart openwatch.service"},
-			check: markerExists(false),
+			want:  []string{isActive, check, isActive, "systemctl try-restart openwatch.service"},
+			check: journalSays("succeeded"),
 		},
 		{
 			name:  "schema at head with the service stopped: nothing",
-			want:  []string{check, isActive},
-			check: markerExists(false),
+			want:  []string{isActive, check},
+			check: journalSays("succeeded"),
 		},
 		{
-			name:  "schema at head after an earlier failed attempt: start what it stopped",
-			setup: withMarker,
-			want:  []string{check, startApp},
-			check: markerExists(false),
+			name:  "schema at head after an earlier failed attempt stopped the service: start it",
+			setup: afterFailure,
+			want:  []string{isActive, isEnabled, check, isActive, startApp},
+			check: journalSays("succeeded"),
 		},
 		{
-			name: "migration fails under dpkg: service left stopped, marker kept, dpkg retry named",
+			name: "after a failed attempt the operator started and stopped the service: it stays stopped",
+			setup: both(afterFailure, pending, func(sb *sandbox) {
+				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "222")
+			}),
+			want:    []string{isActive, isEnabled, check, preflight, isActive, migrate},
+			wantOut: []string{"started and stopped again after the earlier attempt stopped it: it stays stopped"},
+			check:   journalSays("succeeded"),
+		},
+		{
+			name:    "after a failed attempt the operator masked the service: it stays stopped",
+			setup:   both(afterFailure, func(sb *sandbox) { sb.output(isEnabled, "masked") }),
+			want:    []string{isActive, isEnabled, check},
+			wantOut: []string{"masked after the earlier attempt stopped it"},
+		},
+		{
+			name: "after a failed attempt the schema guard refused a start: start it once migrated",
+			setup: both(afterFailure, pending, func(sb *sandbox) {
+				sb.output("systemctl show -p ActiveState --value openwatch.service", "failed")
+				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "333")
+			}),
+			want:  []string{isActive, isEnabled, check, preflight, isActive, migrate, isActive, startApp},
+			check: journalSays("succeeded"),
+		},
+		{
+			name:  "rerun after a failed migration: migrate, then start the service that ran before",
+			setup: both(afterFailure, pending),
+			want:  []string{isActive, isEnabled, check, preflight, isActive, migrate, isActive, startApp},
+			check: journalSays("succeeded"),
+		},
+		{
+			name: "migration fails under dpkg: service left stopped, journal kept, dpkg retry named",
 			env:  []string{"DPKG_MAINTSCRIPT_PACKAGE=openwatch"},
-			setup: func(sb *sandbox) {
-				active(sb)
-				sb.answer(check, 10)
-				sb.answer(migrate, 1)
-			},
+			setup: both(active, pending, func(sb *sandbox) {
+				sb.answer(migrate, 16)
+				sb.answer(isActive, 0)
+			}),
 			wantRC:  1,
-			want:    []string{check, isActive, stopApp, migrate},
-			wantOut: []string{"MIGRATION FAILED", "dpkg --configure -a", "openwatch restore FILE", "(none in ROOT/var/backups/openwatch)"},
-			check:   markerExists(true),
+			want:    []string{isActive, check, preflight, isActive, stopApp, migrate, list, isActive},
+			wantOut: []string{"MIGRATION FAILED and was rolled back", "openwatch.service is stopped.", "After fixing the cause, run: dpkg --configure -a", "restore one with: ROOT/bin/openwatch restore FILE"},
+			check: func(t *testing.T, sb *sandbox) {
+				journalSays("migration-failed")(t, sb)
+				j := sb.journal()
+				if j["SERVICE_BEFORE"] != "running" || j["RECOVERY"] != "'dpkg --configure -a'" || j["STOPPED_AT"] == "" {
+					t.Errorf("journal = %v", j)
+				}
+				if m := sb.mode(sb.spec.Paths.Journal); m != 0o600 {
+					t.Errorf("journal mode %o, want 600", m)
+				}
+			},
 		},
 		{
-			name: "restore point cannot be taken under rpm: service left stopped, helper rerun named",
-			setup: func(sb *sandbox) {
-				active(sb)
-				sb.answer(check, 10)
-				sb.answer(migrate, 13)
-			},
+			name:    "service fails to start after the migration: exit 1, journal says so",
+			setup:   both(active, pending, func(sb *sandbox) { sb.answer(startApp, 1) }),
 			wantRC:  1,
-			want:    []string{check, isActive, stopApp, migrate},
-			wantOut: []string{"MIGRATION FAILED", "ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
-			check:   markerExists(true),
-		},
-		{
-			name: "rerun after a failed migration: migrate, then start the service that ran before",
-			setup: func(sb *sandbox) {
-				withMarker(sb)
-				sb.answer(check, 10)
-			},
-			want:  []string{check, isActive, migrate, startApp},
-			check: markerExists(false),
-		},
-		{
-			name: "service fails to start after the migration: exit 1, marker kept",
-			setup: func(sb *sandbox) {
-				active(sb)
-				sb.answer(check, 10)
-				sb.answer(startApp, 1)
-			},
-			wantRC:  1,
-			want:    []string{check, isActive, stopApp, migrate, startApp},
-			wantOut: []string{"journalctl -u openwatch.service"},
-			check:   markerExists(true),
+			want:    []string{isActive, check, preflight, isActive, stopApp, migrate, startApp, isActive},
+			wantOut: []string{"journalctl -u openwatch.service", "openwatch.service is stopped.", "run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
+			check:   journalSays("start-failed"),
 		},
 		{
 			name: "schema newer than the binary with the service running: stop it, name the restore points, fail",
 			setup: func(sb *sandbox) {
 				active(sb)
 				sb.answer(check, 11)
-				writeFile(sb.t, filepath.Join(sb.spec.Paths.BackupDir, "openwatch_1.1.0-1_schema-2_20260101T000000Z.dump"), "", 0o600)
 			},
-			wantRC: 1,
-			want:   []string{check, isActive, stopApp},
-			wantOut: []string{"NEWER THAN THIS PACKAGE", "ROOT/bin/openwatch restore FILE",
-				"ROOT/var/backups/openwatch/openwatch_1.1.0-1_schema-2_20260101T000000Z.dump"},
-			check: markerExists(true),
+			wantRC:  1,
+			want:    []string{isActive, check, isActive, stopApp, list, isActive},
+			wantOut: []string{"NEWER THAN THIS PACKAGE", "ROOT/bin/openwatch restore FILE", "openwatch.service is stopped."},
+			check:   journalSays("newer-schema"),
 		},
 		{
 			name:    "schema newer than the binary with the service stopped: fail, nothing stopped",
 			setup:   func(sb *sandbox) { sb.answer(check, 11) },
 			wantRC:  1,
-			want:    []string{check, isActive},
-			check:   markerExists(false),
-			wantOut: []string{"NEWER THAN THIS PACKAGE"},
+			want:    []string{isActive, check, isActive, list, isActive},
+			wantOut: []string{"NEWER THAN THIS PACKAGE", "openwatch.service is stopped."},
 		},
 		{
-			name: "database unreachable: warn with the follow-up commands, succeed, service untouched",
+			name: "database unreachable: the helper itself is the follow-up, succeed, service untouched",
+			env:  []string{"DPKG_MAINTSCRIPT_PACKAGE=openwatch"},
 			setup: func(sb *sandbox) {
 				active(sb)
 				sb.answer(check, 12)
 			},
-			want: []string{check},
-			wantOut: []string{"unreachable or not configured", "ROOT/bin/openwatch migrate --status",
-				"ROOT/etc/openwatch/secrets.env", "systemctl start openwatch.service"},
-			check: markerExists(false),
+			want:    []string{isActive, check, isActive},
+			wantOut: []string{"UNREACHABLE OR NOT CONFIGURED", "openwatch.service is running;", "When the database is back, run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
+			check:   journalSays("unreachable"),
 		},
 		{
 			name:    "check fails otherwise: warn saying what failed, succeed",
 			setup:   func(sb *sandbox) { sb.answer(check, 1) },
-			want:    []string{check},
-			wantOut: []string{"failed (exit 1)", "ROOT/bin/openwatch migrate --status"},
-		},
-		{
-			name:    "check usage error: warn, succeed",
-			setup:   func(sb *sandbox) { sb.answer(check, 2) },
-			want:    []string{check},
-			wantOut: []string{"failed (exit 2)"},
+			want:    []string{isActive, check, isActive},
+			wantOut: []string{"failed (exit 1", "run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
+			check:   journalSays("error"),
 		},
 		{
 			name:      "no systemd running (chroot): migrate, touch no unit",
 			noSystemd: true,
-			setup:     func(sb *sandbox) { sb.answer(check, 10) },
-			want:      []string{check, migrate},
+			setup:     pending,
+			want:      []string{check, preflight, migrate},
 		},
 		{
 			name:  "DPKG_ROOT set: systemd is not ours to drive",
 			env:   []string{"DPKG_ROOT=/nonexistent"},
-			setup: func(sb *sandbox) { active(sb); sb.answer(check, 10) },
-			want:  []string{check, migrate},
+			setup: both(active, pending),
+			want:  []string{check, preflight, migrate},
 		},
+	}
+	// Each outcome of `openwatch migrate` has its own message and journal entry.
+	for rc, o := range map[int]struct{ outcome, say string }{
+		13: {"no-restore-point", "NO RESTORE POINT COULD BE TAKEN: nothing was applied."},
+		15: {"interrupted", "MIGRATION INTERRUPTED"},
+		17: {"migration-failed-partially", "COULD NOT BE ROLLED BACK"},
+		18: {"lock-timeout", "LOCK TIMEOUT"},
+		12: {"unreachable", "BECAME UNREACHABLE during the migration"},
+		19: {"config-error", "CONFIGURATION ERROR"},
+		1:  {"error", "openwatch migrate failed (exit 1)"},
+	} {
+		cases = append(cases, scriptCase{
+			name:    fmt.Sprintf("migrate exits %d: %s", rc, o.outcome),
+			setup:   both(active, pending, func(sb *sandbox) { sb.answer(migrate, rc) }),
+			wantRC:  1,
+			wantOut: []string{o.say, "openwatch.service is stopped.", "After fixing the cause, run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
+			check:   journalSays(o.outcome),
+		})
 	}
 	for _, c := range cases {
 		c.script = helper
@@ -240,7 +289,7 @@ func TestDebMaintainerScripts(t *testing.T) {
 	}
 	withRestorePoint := func(sb *sandbox) {
 		writeFile(sb.t, filepath.Join(sb.spec.Paths.BackupDir, "openwatch_1.0.0-1_schema-1_20260101T000000Z.dump"), "x", 0o600)
-		withMarker(sb)
+		afterFailure(sb)
 	}
 	cases := []scriptCase{
 		{name: "preinst install creates the group and user", script: "deb/preinst", args: []string{"install"}, setup: noUser,
@@ -259,24 +308,26 @@ func TestDebMaintainerScripts(t *testing.T) {
 		{name: "preinst abort-upgrade does nothing", script: "deb/preinst", args: []string{"abort-upgrade", "1.1.0-1"}},
 
 		{name: "postinst configure on a fresh install enables the timer, prints setup, no helper", script: "deb/postinst", args: []string{"configure", ""},
+			setup:   afterFailure,
 			want:    []string{reload, wasEnabled, enableDeb, timerStart},
-			wantOut: []string{"OPENWATCH_DATABASE_DSN=", "ROOT/etc/openwatch/secrets.env", "ROOT/bin/openwatch migrate"}},
+			wantOut: []string{"OPENWATCH_DATABASE_DSN=", "ROOT/etc/openwatch/secrets.env", "ROOT/bin/openwatch migrate"},
+			check:   journalSays("")},
 		{name: "postinst configure without systemd enables the timer offline", script: "deb/postinst", args: []string{"configure"}, noSystemd: true,
 			want: []string{wasEnabled, enableDeb}},
 		{name: "postinst configure on upgrade runs the helper", script: "deb/postinst", args: []string{"configure", "1.0.0-1"},
-			want: []string{reload, wasEnabled, enableDeb, timerRestart, check, isActive}},
+			want: []string{reload, wasEnabled, enableDeb, timerRestart, isActive, check}},
 		{name: "postinst configure on upgrade keeps an administrator's disabled timer", script: "deb/postinst", args: []string{"configure", "1.0.0-1"},
 			setup: func(sb *sandbox) { sb.answer(wasEnabled, 1) },
-			want:  []string{reload, wasEnabled, "deb-systemd-helper update-state openwatch-backup-cleanup.timer", timerRestart, check, isActive}},
+			want:  []string{reload, wasEnabled, "deb-systemd-helper update-state openwatch-backup-cleanup.timer", timerRestart, isActive, check}},
 		{name: "postinst configure fails when the migration fails", script: "deb/postinst", args: []string{"configure", "1.0.0-1"},
 			env: []string{"DPKG_MAINTSCRIPT_PACKAGE=openwatch"},
 			setup: func(sb *sandbox) {
 				sb.answer(check, 10)
 				sb.answer(isActive, 0)
-				sb.answer(migrate, 1)
+				sb.answer(migrate, 16)
 			},
 			wantRC:  1,
-			want:    []string{reload, wasEnabled, enableDeb, timerRestart, check, isActive, stopApp, migrate},
+			want:    []string{reload, wasEnabled, enableDeb, timerRestart, isActive, check, preflight, isActive, stopApp, migrate, list, isActive},
 			wantOut: []string{"dpkg --configure -a"}},
 		{name: "postinst abort-upgrade does nothing", script: "deb/postinst", args: []string{"abort-upgrade", "1.1.0-1"}},
 		{name: "postinst abort-remove does nothing", script: "deb/postinst", args: []string{"abort-remove"}},
@@ -287,21 +338,21 @@ func TestDebMaintainerScripts(t *testing.T) {
 		{name: "prerm upgrade stops nothing", script: "deb/prerm", args: []string{"upgrade", "1.1.0-1"}},
 		{name: "prerm failed-upgrade stops nothing", script: "deb/prerm", args: []string{"failed-upgrade", "1.0.0-1"}},
 
-		{name: "postrm remove reloads and masks the timer, keeps restore points", script: "deb/postrm", args: []string{"remove"},
+		{name: "postrm remove reloads and masks the timer, forgets the journal, keeps restore points", script: "deb/postrm", args: []string{"remove"},
 			setup: withRestorePoint,
 			want:  []string{reload, "deb-systemd-helper mask openwatch-backup-cleanup.timer"},
 			check: func(t *testing.T, sb *sandbox) {
 				restorePointKept(t, sb)
-				markerExists(true)(t, sb)
+				journalSays("")(t, sb)
 			}},
-		{name: "postrm purge forgets the timer, removes the marker, keeps restore points", script: "deb/postrm", args: []string{"purge"},
+		{name: "postrm purge forgets the timer and the journal, keeps restore points", script: "deb/postrm", args: []string{"purge"},
 			setup: withRestorePoint,
 			want: []string{reload, "deb-systemd-helper purge openwatch-backup-cleanup.timer",
 				"deb-systemd-helper unmask openwatch-backup-cleanup.timer"},
 			wantOut: []string{"restore points in ROOT/var/backups/openwatch"},
 			check: func(t *testing.T, sb *sandbox) {
 				restorePointKept(t, sb)
-				markerExists(false)(t, sb)
+				journalSays("")(t, sb)
 			}},
 		{name: "postrm upgrade does nothing", script: "deb/postrm", args: []string{"upgrade", "1.1.0-1"}},
 		{name: "postrm abort-upgrade does nothing", script: "deb/postrm", args: []string{"abort-upgrade", "1.0.0-1"}},
@@ -334,20 +385,22 @@ func TestRPMScriptlets(t *testing.T) {
 				"useradd --system --gid openwatch --home-dir ROOT/var/lib/openwatch --no-create-home --shell /usr/sbin/nologin --comment openwatch appliance openwatch"}},
 		{name: "pre 2 keeps an existing user", script: "rpm/pre.sh", args: []string{"2"}, want: []string{groupOK, userOK}},
 
-		{name: "post 1 enables and starts the timer, prints setup, no helper", script: "rpm/post.sh", args: []string{"1"},
+		{name: "post 1 enables and starts the timer, prints setup, no helper, forgets an old journal", script: "rpm/post.sh", args: []string{"1"},
+			setup:   afterFailure,
 			want:    []string{reload, "systemctl --no-reload enable openwatch-backup-cleanup.timer", "systemctl start openwatch-backup-cleanup.timer"},
-			wantOut: []string{"OPENWATCH_DATABASE_DSN="}},
+			wantOut: []string{"OPENWATCH_DATABASE_DSN="},
+			check:   journalSays("")},
 		{name: "post 1 without systemd enables the timer offline", script: "rpm/post.sh", args: []string{"1"}, noSystemd: true,
 			want: []string{"systemctl --no-reload enable openwatch-backup-cleanup.timer"}},
 		{name: "post 2 runs the helper", script: "rpm/post.sh", args: []string{"2"},
-			want: []string{reload, timerTryRestart, check, isActive}},
+			want: []string{reload, timerTryRestart, isActive, check}},
 		{name: "post 2 fails when the migration fails", script: "rpm/post.sh", args: []string{"2"},
 			setup: func(sb *sandbox) {
 				sb.answer(check, 10)
-				sb.answer(migrate, 1)
+				sb.answer(migrate, 16)
 			},
 			wantRC:  1,
-			want:    []string{reload, timerTryRestart, check, isActive, migrate},
+			want:    []string{reload, timerTryRestart, isActive, check, preflight, isActive, migrate, list, isActive},
 			wantOut: []string{"ROOT/usr/lib/openwatch/openwatch-upgrade.sh"}},
 		{name: "post rejects a non-count", script: "rpm/post.sh", args: []string{"configure"}, wantRC: 1},
 
@@ -355,7 +408,8 @@ func TestRPMScriptlets(t *testing.T) {
 			want: []string{"systemctl stop openwatch-backup-cleanup.timer openwatch-backup-cleanup.service",
 				"systemctl --no-reload disable openwatch-backup-cleanup.timer"}},
 		{name: "preun 1 (old package during upgrade) does nothing", script: "rpm/preun.sh", args: []string{"1"}},
-		{name: "postun 0 reloads systemd", script: "rpm/postun.sh", args: []string{"0"}, want: []string{reload}},
+		{name: "postun 0 reloads systemd and forgets the journal", script: "rpm/postun.sh", args: []string{"0"}, want: []string{reload},
+			setup: afterFailure, check: journalSays("")},
 		{name: "postun 1 (old package during upgrade) only try-restarts the timer", script: "rpm/postun.sh", args: []string{"1"},
 			want: []string{reload, timerTryRestart}},
 	}

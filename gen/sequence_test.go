@@ -30,7 +30,7 @@ func TestUpgradeSequences(t *testing.T) {
 			want: []string{
 				groupOK, userOK,
 				reload, "systemctl try-restart openwatch-backup-cleanup.timer",
-				check, isActive, stopApp, migrate, startApp,
+				isActive, check, preflight, isActive, stopApp, migrate, startApp,
 				reload, "systemctl try-restart openwatch-backup-cleanup.timer",
 			},
 		},
@@ -46,7 +46,7 @@ func TestUpgradeSequences(t *testing.T) {
 			want: []string{
 				groupOK, userOK,
 				reload, wasEnabled, enableDeb, "deb-systemd-invoke restart openwatch-backup-cleanup.timer",
-				check, isActive, stopApp, migrate, startApp,
+				isActive, check, preflight, isActive, stopApp, migrate, startApp,
 			},
 		},
 	}
@@ -66,7 +66,7 @@ func TestUpgradeSequences(t *testing.T) {
 					if d := Diff("want", "got", lines(seq.want), lines(sb.log())); d != "" {
 						t.Errorf("commands run (-want +got):\n%s", d)
 					}
-					markerExists(false)(t, sb)
+					journalSays("succeeded")(t, sb)
 				})
 			}
 		})

@@ -20,6 +20,7 @@ bin='/opt/acme/bin/acme-watch'
 secrets='/etc/acme/secrets.env'
 group='acmeg'
 app_unit='acme.service'
+journal='/var/lib/acme/upgrade.state'
 
 systemd_run_dir='/run/systemd/system'
 
@@ -48,6 +49,8 @@ esac
 
 case $action in
 	install)
+		# A journal left by an earlier installation says nothing about this one.
+		rm -f "${DPKG_ROOT:-}$journal"
 		printf '%s\n' \
 			"openwatch is installed. To initialise its database:" \
 			"  1. write OPENWATCH_DATABASE_DSN=postgres://USER:PASSWORD@HOST:5432/DBNAME" \

@@ -14,6 +14,7 @@ case "${1:-}" in
 esac
 
 timer='acme-prune.timer'
+journal='/var/lib/acme/upgrade.state'
 systemd_run_dir='/run/systemd/system'
 
 # systemd is the running init (and we are not installing into a DPKG_ROOT).
@@ -26,6 +27,8 @@ case $action in
 		if systemd_running; then
 			systemctl --system daemon-reload >/dev/null || true
 		fi
+		# The last upgrade's journal belongs to this installation only.
+		rm -f "${DPKG_ROOT:-}$journal"
 		;;
 	upgrade)
 		if systemd_running; then
