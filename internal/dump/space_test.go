@@ -171,7 +171,9 @@ func TestABackupWaitsForAnotherBackupInTheSameDirectory(t *testing.T) {
 		path, err := Backup(context.Background(), BackupOptions{DSN: d, Dir: dir, PackageVersion: "1", Compression: "1", Progress: progress, LockTimeout: time.Hour})
 		done <- result{path, err}
 	}()
-	waitUntil(t, "Backup to say it waits", func() bool { return strings.Contains(progress.String(), "waiting up to 1h0m0s for another openwatch backup") })
+	waitUntil(t, "Backup to say it waits", func() bool {
+		return strings.Contains(progress.String(), "waiting up to 1h0m0s for another openwatch backup")
+	})
 	if _, err := os.Stat(partial); err != nil {
 		t.Fatalf("the other backup's partial file was touched while it held the lock: %v", err)
 	}
