@@ -49,8 +49,10 @@ func Backup(ctx context.Context, o BackupOptions) (string, error) {
 		return "", err
 	}
 	defer lock.unlock()
-	if err := removeStalePartials(o.Dir, o.Progress); err != nil {
-		return "", err
+	if lock.held() {
+		if err := removeStalePartials(o.Dir, o.Progress); err != nil {
+			return "", err
+		}
 	}
 	schema, dbSize, err := inspect(ctx, o.DSN)
 	if err != nil {

@@ -127,7 +127,9 @@ var ErrBackupBusy = errors.New("another openwatch backup is writing to the backu
 type dirLock struct{ f *os.File }
 
 // lockDir takes the lock, saying once on progress that it waits, and gives
-// up after timeout or when ctx ends.
+// up after timeout or when ctx ends. On a file system without flock for
+// directories (some network file systems) it returns an unheld lock after
+// saying so: the backup goes on, but leaves partial files alone.
 func lockDir(ctx context.Context, dir string, timeout time.Duration, progress io.Writer) (*dirLock, error) {
 	f, err := os.Open(dir)
 	if err != nil {
@@ -141,7 +143,10 @@ func lockDir(ctx context.Context, dir string, timeout time.Duration, progress io
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", dir, err)
+			if progress != nil {
+				fmt.Fprintf(progress, "cannot lock %s (%v): partial files of interrupted runs are left in place\n", dir, err)
+			}
+			return &dirLock{}, nil
 		}
 		if !said && progress != nil {
 			fmt.Fprintf(progress, "waiting up to %s for another openwatch backup to finish writing to %s…\n", timeout, dir)
@@ -160,7 +165,14 @@ func lockDir(ctx context.Context, dir string, timeout time.Duration, progress io
 	}
 }
 
-func (l *dirLock) unlock() { l.f.Close() }
+// held reports a lock actually taken.
+func (l *dirLock) held() bool { return l.f != nil }
+
+func (l *dirLock) unlock() {
+	if l.f != nil {
+		l.f.Close()
+	}
+}
 
 // tryLockDir takes the lock only if it is free at once.
 func tryLockDir(dir string) (*dirLock, bool) {
