@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/migrate"
 	"github.com/openwatch/openwatch/internal/progress"
@@ -22,22 +24,45 @@ type BackupOptions struct {
 	PackageVersion string
 	Compression    string    // pg_dump --compress value
 	Progress       io.Writer // progress lines; nil for none
-	// SpaceNeeded turns the database size into the free space required
-	// before dumping; nil means the whole database size.
-	SpaceNeeded func(dbSize int64) int64
+	// LockTimeout bounds the wait for another backup into the same
+	// directory; 0 means DefaultBackupLockTimeout.
+	LockTimeout time.Duration
 }
 
 // Backup writes a restore point into o.Dir and returns its path. On any
 // failure no file that looks like a restore point is left behind.
+//
+// It holds an exclusive lock on o.Dir throughout, waiting at most
+// o.LockTimeout for another backup (then an error wrapping ErrBackupBusy).
+// Under the lock it removes partial files left by killed runs, then refuses
+// with a *SpaceError, before pg_dump runs, a restore point that EstimateNeed's
+// rule says will not fit.
 func Backup(ctx context.Context, o BackupOptions) (string, error) {
 	if err := PrepareDir(o.Dir); err != nil {
 		return "", err
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = DefaultBackupLockTimeout
+	}
+	lock, err := lockDir(ctx, o.Dir, o.LockTimeout, o.Progress)
+	if err != nil {
+		return "", err
+	}
+	defer lock.unlock()
+	if lock.held() {
+		if err := removeStalePartials(o.Dir, o.Progress); err != nil {
+			return "", err
+		}
 	}
 	schema, dbSize, err := inspect(ctx, o.DSN)
 	if err != nil {
 		return "", err
 	}
-	if err := checkSpace(o, dbSize); err != nil {
+	space, err := estimate(o.Dir, dbSize)
+	if err == nil {
+		err = space.Check()
+	}
+	if err != nil {
 		return "", err
 	}
 	started := time.Now()
@@ -85,9 +110,9 @@ func inspect(ctx context.Context, d *dsn.DSN) (string, int64, error) {
 	if err != nil {
 		return "", 0, d.Redactor.Error(err)
 	}
-	var size int64
-	if err := conn.QueryRow(ctx, "select pg_database_size(current_database())").Scan(&size); err != nil {
-		return "", 0, d.Redactor.Error(fmt.Errorf("read the database size: %w", err))
+	size, err := databaseSize(ctx, conn)
+	if err != nil {
+		return "", 0, d.Redactor.Error(err)
 	}
 	schema := ""
 	if len(applied) > 0 {
@@ -96,20 +121,12 @@ func inspect(ctx context.Context, d *dsn.DSN) (string, int64, error) {
 	return schema, size, nil
 }
 
-func checkSpace(o BackupOptions, dbSize int64) error {
-	need := dbSize
-	if o.SpaceNeeded != nil {
-		need = o.SpaceNeeded(dbSize)
+func databaseSize(ctx context.Context, conn *pgx.Conn) (int64, error) {
+	var size int64
+	if err := conn.QueryRow(ctx, "select pg_database_size(current_database())").Scan(&size); err != nil {
+		return 0, fmt.Errorf("read the database size: %w", err)
 	}
-	free, err := freeBytes(o.Dir)
-	if err != nil {
-		return fmt.Errorf("check free space in %s: %w", o.Dir, err)
-	}
-	if free < need {
-		return fmt.Errorf("not enough free space in %s: %s free, the database is %s; free some space (old restore points: %s/openwatch_*_schema-*_*.dump) or set BACKUP_DIR in /etc/openwatch/upgrade.conf to a larger file system",
-			o.Dir, progress.Bytes(free), progress.Bytes(dbSize), o.Dir)
-	}
-	return nil
+	return size, nil
 }
 
 // writePartial runs pg_dump into a new .openwatch-*.partial file, fsynced and
@@ -134,7 +151,7 @@ func writePartial(ctx context.Context, o BackupOptions) (_ string, err error) {
 		return "", err
 	}
 	stop := watchSize(o.Progress, "backup", path, previousSize(o.Dir))
-	runErr := cmd.Run()
+	runErr := runChild(cmd)
 	stop()
 	if runErr != nil {
 		return "", childError(o.DSN, "pg_dump", runErr, stderr)
@@ -148,17 +165,8 @@ func writePartial(ctx context.Context, o BackupOptions) (_ string, err error) {
 // previousSize is the size of the newest restore point in dir: the estimate
 // for the progress bar (0, no bar, when there is none).
 func previousSize(dir string) int64 {
-	files, _ := filepath.Glob(filepath.Join(dir, "openwatch_*_schema-*_*.dump"))
-	var newest os.FileInfo
-	for _, f := range files {
-		if fi, err := os.Stat(f); err == nil && (newest == nil || fi.ModTime().After(newest.ModTime())) {
-			newest = fi
-		}
-	}
-	if newest == nil {
-		return 0
-	}
-	return newest.Size()
+	_, size := newestRestorePoint(dir)
+	return size
 }
 
 // watchSize reports the growing size of path until stop is called; estimate

@@ -5,8 +5,10 @@
 package dump
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -94,11 +96,130 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// freeBytes is the space available to us in dir.
+// freeBytes is the space available to us in dir, or, while dir does not
+// exist yet, in the nearest directory above it that does.
 func freeBytes(dir string) (int64, error) {
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
+	for {
+		err := syscall.Statfs(dir, &st)
+		if errors.Is(err, syscall.ENOENT) && filepath.Dir(dir) != dir {
+			dir = filepath.Dir(dir)
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		return int64(st.Bavail) * int64(st.Bsize), nil
 	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// DefaultBackupLockTimeout is how long Backup waits for another backup
+// writing into the same directory.
+const DefaultBackupLockTimeout = 5 * time.Minute
+
+// ErrBackupBusy means another openwatch backup held the backup directory's
+// lock for longer than the lock timeout.
+var ErrBackupBusy = errors.New("another openwatch backup is writing to the backup directory")
+
+// dirLock is an exclusive flock on the backup directory itself (no lock file
+// that could be mistaken for anything). Every writer of partial files holds
+// it, and the kernel drops it when the holder dies, even by kill -9.
+type dirLock struct{ f *os.File }
+
+// lockDir takes the lock, saying once on progress that it waits, and gives
+// up after timeout or when ctx ends. On a file system without flock for
+// directories (some network file systems) it returns an unheld lock after
+// saying so: the backup goes on, but leaves partial files alone.
+func lockDir(ctx context.Context, dir string, timeout time.Duration, progress io.Writer) (*dirLock, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	deadline := time.Now().Add(timeout)
+	for said := false; ; {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return &dirLock{f: f}, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			if progress != nil {
+				fmt.Fprintf(progress, "cannot lock %s (%v): partial files of interrupted runs are left in place\n", dir, err)
+			}
+			return &dirLock{}, nil
+		}
+		if !said && progress != nil {
+			fmt.Fprintf(progress, "waiting up to %s for another openwatch backup to finish writing to %s…\n", timeout, dir)
+			said = true
+		}
+		if !time.Now().Before(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("%w %s (waited %s)", ErrBackupBusy, dir, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for the lock on %s: %w", dir, context.Cause(ctx))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// held reports a lock actually taken.
+func (l *dirLock) held() bool { return l.f != nil }
+
+func (l *dirLock) unlock() {
+	if l.f != nil {
+		l.f.Close()
+	}
+}
+
+// tryLockDir takes the lock only if it is free at once.
+func tryLockDir(dir string) (*dirLock, bool) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, false
+	}
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		f.Close()
+		return nil, false
+	}
+	return &dirLock{f: f}, true
+}
+
+// stalePartials lists the regular .openwatch-*.partial files in dir. Called
+// with the directory locked, they are what killed runs left behind: every
+// writer of such a file holds the lock while it exists.
+func stalePartials(dir string) []string {
+	matches, _ := filepath.Glob(filepath.Join(dir, PartialPattern))
+	var files []string
+	for _, m := range matches {
+		if fi, err := os.Lstat(m); err == nil && fi.Mode().IsRegular() {
+			files = append(files, m)
+		}
+	}
+	return files
+}
+
+// removeStalePartials removes them (the directory must be locked), saying so
+// on progress.
+func removeStalePartials(dir string, progress io.Writer) error {
+	for _, p := range stalePartials(dir) {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove a partial restore point left by an interrupted run: %w", err)
+		}
+		if progress != nil {
+			fmt.Fprintf(progress, "removed a partial restore point left by an interrupted run: %s\n", filepath.Base(p))
+		}
+	}
+	return nil
+}
+
+// allocated is the space a file takes on disk, which removing it frees.
+func allocated(path string) int64 {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return 0
+	}
+	return st.Blocks * 512
 }

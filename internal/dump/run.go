@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/openwatch/openwatch/internal/dsn"
 )
@@ -27,7 +29,15 @@ func (t *tail) Write(p []byte) (int, error) {
 func (t *tail) String() string { return strings.TrimSpace(string(t.buf)) }
 
 // command prepares a PostgreSQL client program with the connection in its
-// environment only.
+// environment only. The child gets SIGKILL when openwatch dies, even by
+// kill -9, so no pg_dump, pg_restore or psql outlives it (a pg_dump would
+// otherwise finish a full-size partial file nothing waits for).
+//
+// Linux sends the parent-death signal when the OS *thread* that forked the
+// child exits (golang/go#27505). The Go runtime ends a thread only when a
+// goroutine exits while locked to it, which nothing in openwatch does; still,
+// run children with runChild, or call runtime.LockOSThread before Start and
+// unlock after Wait, so the forking thread provably lives as long as the child.
 func command(ctx context.Context, d *dsn.DSN, name string, args ...string) (*exec.Cmd, *tail, error) {
 	path, err := exec.LookPath(name)
 	if err != nil {
@@ -36,9 +46,19 @@ func command(ctx context.Context, d *dsn.DSN, name string, args ...string) (*exe
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Env = d.ChildEnv()
 	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr := &tail{}
 	cmd.Stderr = stderr
 	return cmd, stderr, nil
+}
+
+// runChild runs cmd from a goroutine locked to its OS thread, so the thread
+// whose exit would deliver the parent-death signal lives until the child has
+// been waited for.
+func runChild(cmd *exec.Cmd) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return cmd.Run()
 }
 
 // childError names the program and passes its redacted message on.
@@ -68,7 +88,7 @@ func Verify(ctx context.Context, d *dsn.DSN, file string) (Archive, error) {
 	}
 	var out bytes.Buffer
 	cmd.Stdout = &out
-	if err := cmd.Run(); err != nil {
+	if err := runChild(cmd); err != nil {
 		return Archive{}, fmt.Errorf("%s is not a usable restore point: %w", file, childError(d, "pg_restore --list", err, stderr))
 	}
 	var a Archive

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"regexp"
 	"strings"
 	"time"
 
@@ -21,8 +22,9 @@ import (
 // LockKey is the pg_advisory_lock key every openwatch migrate run takes.
 const LockKey int64 = 0x6f70656e77617463 // "openwatc"
 
-// ErrLockTimeout means another migrate run held the lock for too long.
-var ErrLockTimeout = errors.New("another openwatch migrate is still running")
+// ErrLockTimeout means another openwatch migrate or restore held the
+// migration lock for longer than the timeout. Lock's error wraps it.
+var ErrLockTimeout = errors.New("another openwatch migrate or restore is still running (it holds the migration lock)")
 
 // NewerSchemaError refuses a schema that holds versions this binary does not know.
 type NewerSchemaError struct{ State State }
@@ -44,16 +46,60 @@ type FailedError struct {
 	Failed     Migration
 	NotApplied []Migration // after the failed one
 	Err        error       // the database's error, password redacted
+	// NonTransactional: the failed migration's file says
+	// "-- migrate:up transaction:false", so it was not rolled back; what it
+	// did before the error stays in the database.
+	NonTransactional bool
+	// Leftovers, set with NonTransactional, lists the invalid indexes now in
+	// the database (schema-qualified, quoted for SQL), as a failed
+	// CREATE INDEX CONCURRENTLY leaves them; each blocks a retry until
+	// dropped with DROP INDEX CONCURRENTLY name.
+	Leftovers []string
 }
 
 func (e *FailedError) Error() string {
 	if e.Failed.Name == "" {
 		return fmt.Sprintf("applying migrations failed: %v", e.Err)
 	}
+	if e.NonTransactional {
+		return fmt.Sprintf("migration %s failed and was not rolled back (it runs outside a transaction): %v", e.Failed.Name, e.Err)
+	}
 	return fmt.Sprintf("migration %s failed: %v", e.Failed.Name, e.Err)
 }
 
 func (e *FailedError) Unwrap() error { return e.Err }
+
+// InterruptedError reports a run stopped by its context (SIGTERM, SIGINT)
+// between two migrations: the one in progress was completed, no further one
+// was started.
+type InterruptedError struct {
+	Applied    []Migration // applied by this run, all complete
+	NotApplied []Migration // not started
+	Err        error       // the context's cause, e.g. context.Canceled
+}
+
+func (e *InterruptedError) Error() string {
+	next := "the next migration"
+	if len(e.NotApplied) > 0 {
+		next = "migration " + e.NotApplied[0].Name
+	}
+	applied := migrationNames(e.Applied)
+	if applied == "" {
+		applied = "none"
+	}
+	return fmt.Sprintf("interrupted (%v) before %s started; applied completely in this run: %s; not applied: %s",
+		e.Err, next, applied, migrationNames(e.NotApplied))
+}
+
+func (e *InterruptedError) Unwrap() error { return e.Err }
+
+func migrationNames(ms []Migration) string {
+	var n []string
+	for _, m := range ms {
+		n = append(n, m.Name)
+	}
+	return strings.Join(n, ", ")
+}
 
 // Options configure Run.
 type Options struct {
@@ -75,7 +121,12 @@ type Result struct {
 
 // Run applies the pending migrations: it refuses a newer schema, takes the
 // advisory lock (waiting at most LockTimeout), re-reads the state, calls
-// BeforeApply, then lets dbmate apply each migration in its own transaction.
+// BeforeApply, then lets dbmate apply each migration in its own transaction,
+// one at a time. When ctx ends during a migration, that migration completes
+// (or fails) and Run returns an *InterruptedError before the next one.
+//
+// Errors: *dsn.UnreachableError, *NewerSchemaError, one wrapping
+// ErrLockTimeout, *BackupError, *FailedError, *InterruptedError, or another.
 func Run(ctx context.Context, o Options) (Result, error) {
 	conn, err := o.DSN.Connect(ctx)
 	if err != nil {
@@ -94,8 +145,11 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return Result{Before: s}, nil
 	}
 	if err := Lock(ctx, conn, o.LockTimeout, func() {
-		fmt.Fprintf(o.Out, "waiting up to %s for another openwatch migrate to finish…\n", o.LockTimeout)
+		fmt.Fprintf(o.Out, "waiting up to %s for another openwatch migrate or restore to finish…\n", o.LockTimeout)
 	}); err != nil {
+		if errors.Is(err, ErrLockTimeout) {
+			err = fmt.Errorf("%w; wait for it to finish, then run: openwatch migrate", err)
+		}
 		return Result{Before: s}, o.DSN.Redactor.Error(err)
 	}
 	// Released when the session closes, also if we are killed.
@@ -118,16 +172,74 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			return Result{Before: s}, &BackupError{Err: err}
 		}
 	}
-	applyErr := Apply(o.DSN, o.FS, o.Out)
-	after, err := ReadState(ctx, conn, o.FS)
+	return apply(ctx, conn, o, s)
+}
+
+// apply hands dbmate one pending migration at a time, so that when ctx ends
+// (SIGTERM, SIGINT) the migration in progress completes or fails on its own
+// and no further one starts.
+func apply(ctx context.Context, conn *pgx.Conn, o Options, before State) (Result, error) {
+	res := Result{Before: before}
+	known, err := Known(o.FS)
 	if err != nil {
-		return Result{Before: s}, errors.Join(applyErr, o.DSN.Redactor.Error(err))
+		return res, err
 	}
-	res := Result{Before: s, Applied: newlyApplied(s, after)}
-	if applyErr != nil {
-		return res, failure(res.Applied, after, applyErr)
+	// The bookkeeping after an interruption must still reach the database.
+	bg := context.WithoutCancel(ctx)
+	for i, m := range before.Pending {
+		if ctx.Err() != nil {
+			return res, &InterruptedError{Applied: res.Applied, NotApplied: before.Pending[i:], Err: context.Cause(ctx)}
+		}
+		applyErr := Apply(o.DSN, upTo(o.FS, known, m), o.Out)
+		after, err := ReadState(bg, conn, o.FS)
+		if err != nil {
+			return res, errors.Join(applyErr, o.DSN.Redactor.Error(err))
+		}
+		res.Applied = newlyApplied(before, after)
+		if applyErr != nil {
+			return res, failure(bg, conn, o, res.Applied, after, applyErr)
+		}
 	}
 	return res, nil
+}
+
+// upTo is fsys with the known migrations up to and including next only.
+func upTo(fsys fs.FS, known []Migration, next Migration) fs.FS {
+	names := map[string]bool{}
+	for _, m := range known {
+		names[m.Name] = true
+		if m.Name == next.Name {
+			break
+		}
+	}
+	return subsetFS{fsys: fsys, names: names}
+}
+
+// subsetFS shows only the named files of the root of fsys.
+type subsetFS struct {
+	fsys  fs.FS
+	names map[string]bool
+}
+
+func (s subsetFS) Open(name string) (fs.File, error) {
+	if name != "." && !s.names[name] {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	return s.fsys.Open(name)
+}
+
+func (s subsetFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	if name != "." {
+		return nil, &fs.PathError{Op: "readdir", Path: name, Err: fs.ErrNotExist}
+	}
+	entries, err := fs.ReadDir(s.fsys, ".")
+	var shown []fs.DirEntry
+	for _, e := range entries {
+		if s.names[e.Name()] {
+			shown = append(shown, e)
+		}
+	}
+	return shown, err
 }
 
 func newlyApplied(before, after State) []Migration {
@@ -144,12 +256,58 @@ func newlyApplied(before, after State) []Migration {
 	return done
 }
 
-func failure(applied []Migration, after State, err error) error {
+func failure(ctx context.Context, conn *pgx.Conn, o Options, applied []Migration, after State, err error) error {
 	f := &FailedError{Applied: applied, Err: err}
 	if len(after.Pending) > 0 {
 		f.Failed, f.NotApplied = after.Pending[0], after.Pending[1:]
 	}
+	if f.Failed.Name != "" && nonTransactional(o.FS, f.Failed.Name) {
+		f.NonTransactional = true
+		leftovers, lerr := InvalidIndexes(ctx, conn)
+		if lerr != nil {
+			return errors.Join(f, o.DSN.Redactor.Error(lerr))
+		}
+		f.Leftovers = leftovers
+	}
 	return f
+}
+
+// upOptionsRE finds dbmate's "-- migrate:up" line and its options.
+var upOptionsRE = regexp.MustCompile(`(?m)^--\s*migrate:up(.*)$`)
+
+// nonTransactional reports a migration file whose up section dbmate runs
+// outside a transaction ("-- migrate:up transaction:false").
+func nonTransactional(fsys fs.FS, name string) bool {
+	b, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		return false
+	}
+	m := upOptionsRE.FindSubmatch(b)
+	if m == nil {
+		return false
+	}
+	for _, opt := range strings.Fields(string(m[1])) {
+		if opt == "transaction:false" {
+			return true
+		}
+	}
+	return false
+}
+
+// InvalidIndexes lists the indexes PostgreSQL marks invalid, schema-qualified
+// and quoted for SQL: what a failed CREATE INDEX CONCURRENTLY leaves behind.
+func InvalidIndexes(ctx context.Context, conn *pgx.Conn) ([]string, error) {
+	rows, err := conn.Query(ctx, `select format('%I.%I', n.nspname, c.relname)
+		from pg_index i join pg_class c on c.oid = i.indexrelid join pg_namespace n on n.oid = c.relnamespace
+		where not i.indisvalid order by 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list invalid indexes: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list invalid indexes: %w", err)
+	}
+	return names, nil
 }
 
 // Lock takes the migration advisory lock on conn, calling onWait once if it
@@ -173,7 +331,7 @@ func Lock(ctx context.Context, conn *pgx.Conn, timeout time.Duration, onWait fun
 	_, err := conn.Exec(ctx, "select pg_advisory_lock($1)", LockKey)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
-		return fmt.Errorf("%w (waited %s, MIGRATE_LOCK_TIMEOUT in upgrade.conf); wait for it to finish, then run: openwatch migrate", ErrLockTimeout, timeout)
+		return fmt.Errorf("%w (waited %s, MIGRATE_LOCK_TIMEOUT in upgrade.conf)", ErrLockTimeout, timeout)
 	}
 	if err != nil {
 		return fmt.Errorf("take the migration lock: %w", err)
