@@ -119,9 +119,12 @@ func (a *app) restore(ctx context.Context, args []string) int {
 	defer conn.Close(context.Background())
 	// No migrate may run while the database is replaced.
 	if err := migrate.Lock(ctx, conn, cfg.MigrateLockTimeout, func() {
-		fmt.Fprintf(a.Stderr, "waiting up to %s for a running openwatch migrate to finish…\n", cfg.MigrateLockTimeout)
+		fmt.Fprintf(a.Stderr, "waiting up to %s for a running openwatch migrate or restore to finish…\n", cfg.MigrateLockTimeout)
 	}); err != nil {
-		a.errorf("%v", d.Redactor.Error(err))
+		a.errorf("%v\nNothing was changed. Wait for it to finish, then run: openwatch restore --yes %s", d.Redactor.Error(err), file)
+		if errors.Is(err, migrate.ErrLockTimeout) {
+			return ExitLockTimeout
+		}
 		return ExitError
 	}
 	fmt.Fprintf(a.Stderr, "restoring %s (%s) into %s…\n", file, progress.Bytes(dump.FileSize(file)), d.Describe())

@@ -248,7 +248,7 @@ func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrat
 		},
 	})
 	if err != nil {
-		return a.applyFailed(cfg, err, restorePoint, noBackupReason)
+		return a.applyFailed(ctx, cfg, err, restorePoint, noBackupReason)
 	}
 	if len(res.Applied) == 0 {
 		fmt.Fprintf(a.Stdout, "nothing to migrate: schema at this binary's head (%s)\n", res.Before.Head)
@@ -271,21 +271,34 @@ func (a *app) backupPolicy(cfg config.Config, f migrateFlags, hasData bool) stri
 	return ""
 }
 
-func (a *app) applyFailed(cfg config.Config, err error, restorePoint, noBackupReason string) int {
+func (a *app) applyFailed(ctx context.Context, cfg config.Config, err error, restorePoint, noBackupReason string) int {
 	var unreachable *dsn.UnreachableError
 	var newer *migrate.NewerSchemaError
 	var backup *migrate.BackupError
 	var failed *migrate.FailedError
+	var interrupted *migrate.InterruptedError
 	switch {
 	case errors.As(err, &newer):
 		a.refuseNewer(cfg, newer.State)
 		return ExitNewer
+	case errors.As(err, &backup) && ctx.Err() != nil:
+		a.errorf("interrupted while taking the restore point; nothing was applied and no restore point was left.\n" +
+			"To migrate, run: openwatch migrate")
+		return ExitInterrupted
 	case errors.As(err, &backup):
 		a.errorf("%v\nNothing was applied. Fix the cause and run 'openwatch migrate' again"+
 			" (or, accepting that there is no way back, 'openwatch migrate --no-backup').", backup)
 		return ExitBackupFailed
+	case errors.As(err, &interrupted):
+		a.errorf("%v\nEvery applied migration is complete; the schema is at %s.", interrupted, orNone(schemaAfter(interrupted.Applied)))
+		a.restoreHint(restorePoint, noBackupReason)
+		fmt.Fprintf(a.Stderr, "To apply the rest, run: openwatch migrate\n")
+		return ExitInterrupted
 	case errors.As(err, &failed):
 		a.reportFailure(failed, restorePoint, noBackupReason)
+		if failed.NonTransactional {
+			return ExitFailedPartly
+		}
 		return ExitFailed
 	case errors.Is(err, migrate.ErrLockTimeout):
 		a.errorf("%v\nNothing was applied.", err)
@@ -297,19 +310,47 @@ func (a *app) applyFailed(cfg config.Config, err error, restorePoint, noBackupRe
 	return ExitError
 }
 
+func schemaAfter(applied []migrate.Migration) string {
+	if len(applied) == 0 {
+		return ""
+	}
+	return applied[len(applied)-1].Version
+}
+
 func (a *app) reportFailure(f *migrate.FailedError, restorePoint, noBackupReason string) {
 	a.errorf("%v", f)
 	fmt.Fprintf(a.Stderr, "applied in this run: %s\n", orNone(names(f.Applied)))
 	if f.Failed.Name != "" {
-		fmt.Fprintf(a.Stderr, "failed (rolled back): %s\n", f.Failed.Name)
+		if f.NonTransactional {
+			fmt.Fprintf(a.Stderr, "failed (NOT rolled back: transaction:false): %s\n", f.Failed.Name)
+		} else {
+			fmt.Fprintf(a.Stderr, "failed (rolled back): %s\n", f.Failed.Name)
+		}
 	}
 	fmt.Fprintf(a.Stderr, "not applied: %s\n", orNone(names(f.NotApplied)))
+	if f.NonTransactional {
+		for _, idx := range f.Leftovers {
+			fmt.Fprintf(a.Stderr, "left over: invalid index %s; remove it (outside a transaction) with: DROP INDEX CONCURRENTLY %s;\n", idx, idx)
+		}
+		if len(f.Leftovers) == 0 {
+			fmt.Fprintf(a.Stderr, "statements of it that ran before the error remain; check the database before migrating again.\n")
+		}
+	}
 	if restorePoint == "" {
 		fmt.Fprintf(a.Stderr, "no restore point was taken (%s).\nFix the cause, then run: openwatch migrate\n", orNone(noBackupReason))
 		return
 	}
 	fmt.Fprintf(a.Stderr, "restore point: %s\n", restorePoint)
 	fmt.Fprintf(a.Stderr, "To put the database back as it was before this run:\n  openwatch restore --yes %s\n", restorePoint)
+}
+
+// restoreHint names the restore point taken by this run.
+func (a *app) restoreHint(restorePoint, noBackupReason string) {
+	if restorePoint == "" {
+		fmt.Fprintf(a.Stderr, "no restore point was taken (%s).\n", orNone(noBackupReason))
+		return
+	}
+	fmt.Fprintf(a.Stderr, "restore point of this run: %s\n", restorePoint)
 }
 
 // refuseNewer explains a downgrade and names the restore point matching this

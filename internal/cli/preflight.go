@@ -71,16 +71,13 @@ func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f mi
 	if dirOK != "" {
 		problems = append(problems, dirOK)
 	}
-	var need, free int64
+	var space dump.SpaceEstimate
 	if dirOK == "" {
-		need, free, err = estimateSpace(ctx, conn, dir)
-		switch {
-		case err != nil:
-			problems = append(problems, fmt.Sprintf("cannot tell the free space in %s: %v", dir, err))
-		case free < need:
-			problems = append(problems, fmt.Sprintf("not enough free space in %s: the restore point needs about %s, %s are free;"+
-				" remove old restore points (openwatch backup --list) or set BACKUP_DIR in %s to a larger file system",
-				dir, progress.Bytes(need), progress.Bytes(free), a.configPath))
+		if space, err = dump.EstimateNeed(ctx, d, dir); err == nil {
+			err = space.Check()
+		}
+		if err != nil {
+			problems = append(problems, d.Redactor.String(err.Error()))
 		}
 	}
 	if len(problems) > 0 {
@@ -89,7 +86,7 @@ func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f mi
 		return ExitBackupFailed
 	}
 	fmt.Fprintf(a.Stdout, "preflight: ready; the restore point goes to %s (about %s needed, %s free)\n",
-		dir, progress.Bytes(need), progress.Bytes(free))
+		dir, progress.Bytes(space.Need), progress.Bytes(space.Free))
 	return ExitOK
 }
 
@@ -203,33 +200,3 @@ func checkBackupDir(dir string) string {
 	return ""
 }
 
-// estimateSpace returns what the restore point will need in dir and what is
-// free there, counting the space stale partial files will give back: the
-// newest restore point's size with a margin, or the database size when there
-// is none.
-func estimateSpace(ctx context.Context, conn *pgx.Conn, dir string) (need, free int64, err error) {
-	if err := conn.QueryRow(ctx, "select pg_database_size(current_database())").Scan(&need); err != nil {
-		return 0, 0, err
-	}
-	if rps, _ := dump.List(dir); len(rps) > 0 {
-		need = rps[0].Size + rps[0].Size/5 + 64<<20
-	}
-	at := dir
-	for {
-		var st unix.Statfs_t
-		if err := unix.Statfs(at, &st); err == nil {
-			free = int64(st.Bavail) * int64(st.Bsize)
-			break
-		} else if at == "/" {
-			return 0, 0, err
-		}
-		at = filepath.Dir(at)
-	}
-	partials, _ := filepath.Glob(filepath.Join(dir, dump.PartialPattern))
-	for _, p := range partials {
-		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
-			free += fi.Size()
-		}
-	}
-	return need, free, nil
-}

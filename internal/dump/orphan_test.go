@@ -36,7 +36,11 @@ func TestKillNineOfOpenwatchTakesPgDumpWithIt(t *testing.T) {
 
 	dir := filepath.Join(t.TempDir(), "backups")
 	var stderr bytes.Buffer
-	cmd := exec.Command(bin, "--config", "/nonexistent/upgrade.conf", "--secrets", "/nonexistent/secrets.env", "backup", "--dir", dir)
+	conf := filepath.Join(t.TempDir(), "upgrade.conf") // defaults
+	if err := os.WriteFile(conf, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--config", conf, "--secrets", "/nonexistent/secrets.env", "backup", "--dir", dir)
 	cmd.Env = append(os.Environ(), "OPENWATCH_DATABASE_DSN="+db.URL())
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
