@@ -199,4 +199,3 @@ func checkBackupDir(dir string) string {
 	}
 	return ""
 }
-
