@@ -331,12 +331,13 @@ func checkRestore(ctx context.Context, d *dsn.DSN, file string) (*restorePlan, e
 		}
 	}
 	if len(missing) > 0 {
-		var creates []string
+		var names, creates []string
 		for _, r := range missing {
+			names = append(names, quoteIdent(r))
 			creates = append(creates, fmt.Sprintf("CREATE ROLE %s NOLOGIN;", quoteIdent(r)))
 		}
 		refused.Problems = append(refused.Problems, fmt.Sprintf("the restore point names roles that do not exist on this server (they own objects or are granted privileges in it): %s; as a superuser, run: %s",
-			strings.Join(missing, ", "), strings.Join(creates, " ")))
+			strings.Join(names, ", "), strings.Join(creates, " ")))
 	}
 	if len(existingOwners) > 0 {
 		member, err := memberOf(ctx, d, existingOwners)

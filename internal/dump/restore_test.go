@@ -136,6 +136,44 @@ func TestADBAInstalledExtensionSurvivesARestoreAsTheAppRole(t *testing.T) {
 	}
 }
 
+// schemaPrivileges describes public and ext: owner, what PUBLIC may do, comment.
+func schemaPrivileges(t *testing.T, db *pgtest.Database) string {
+	return query(t, db, `select string_agg(nspname || ' owner ' || nspowner::regrole::text
+			|| ' public usage ' || has_schema_privilege('public', oid, 'USAGE') || ' create ' || has_schema_privilege('public', oid, 'CREATE')
+			|| ' comment ' || coalesce(obj_description(oid, 'pg_namespace'), 'none'), ', ' order by nspname)
+		from pg_namespace where nspname in ('public', 'ext')`)
+}
+
+func TestAnExtensionInASchemaOfTheAppSurvivesWithTheSchema(t *testing.T) {
+	db, d := setup(t)
+	addExtensions(t, db)
+	execSQL(t, db, "create schema ext; comment on schema ext is 'the app''s'")
+	superExec(t, db, "create extension autoinc schema ext") // not trusted either
+	execSQL(t, db, `create table ext.counters (id int, n int default 0); insert into ext.counters values (1, 5);
+		create trigger counters_autoinc before insert on ext.counters for each row execute function ext.autoinc(n, hosts_id_seq)`)
+	want, wantExt, wantPriv := state(t, db), extensions(t, db), schemaPrivileges(t, db)
+	path := backup(t, d, filepath.Join(t.TempDir(), "b"))
+	changeEverything(t, db)
+	execSQL(t, db, `revoke usage on schema public from public; grant create on schema public to public;
+		grant usage on schema ext to public; comment on schema ext is 'changed';
+		create table ext.later (i int); create function ext.later() returns int language sql as 'select 1'; insert into ext.counters values (2)`)
+	if err := Restore(context.Background(), RestoreOptions{DSN: d, File: path}); err != nil {
+		t.Fatal(err)
+	}
+	if got := state(t, db); got != want {
+		t.Fatalf("after restore:\n got %s\nwant %s", got, want)
+	}
+	if got := extensions(t, db); got != wantExt {
+		t.Fatalf("extensions after restore %s, want %s", got, wantExt)
+	}
+	if got := schemaPrivileges(t, db); got != wantPriv {
+		t.Fatalf("schemas after restore: %s, want %s", got, wantPriv)
+	}
+	if got := query(t, db, "select count(*)::text from pg_proc where proname = 'later'"); got != "0" {
+		t.Fatal("a function added after the restore point survived")
+	}
+}
+
 func TestAnExtensionTheRoleCannotCreateIsRefusedBeforeAnythingChanges(t *testing.T) {
 	db, d := setup(t)
 	addExtensions(t, db)
@@ -188,7 +226,7 @@ func TestAGrantToARoleThatNoLongerExistsIsRefusedBeforeAnythingChanges(t *testin
 	if !errors.As(err, &refused) {
 		t.Fatalf("err = %v, want a *RefusedError", err)
 	}
-	for _, s := range []string{"nothing was changed", "roles that do not exist on this server", reader, "CREATE ROLE " + q + " NOLOGIN;"} {
+	for _, s := range []string{"nothing was changed", "roles that do not exist on this server", "privileges in it): " + q + ";", "CREATE ROLE " + q + " NOLOGIN;"} {
 		if !strings.Contains(err.Error(), s) {
 			t.Errorf("message lacks %q:\n%v", s, err)
 		}
