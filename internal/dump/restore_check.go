@@ -160,6 +160,7 @@ type server struct {
 	installed           map[string]installedExtension
 	available           map[string]bool // name → trusted
 	extSchemas          map[string][]string
+	schemas             map[string]bool // existing schema → the role is a member of its owner
 }
 
 type installedExtension struct{ schema, owner string }
@@ -170,7 +171,7 @@ func readServer(ctx context.Context, d *dsn.DSN) (*server, error) {
 		return nil, err
 	}
 	defer conn.Close(context.Background())
-	s := &server{roles: map[string]bool{}, installed: map[string]installedExtension{}, available: map[string]bool{}, extSchemas: map[string][]string{}}
+	s := &server{roles: map[string]bool{}, installed: map[string]installedExtension{}, available: map[string]bool{}, extSchemas: map[string][]string{}, schemas: map[string]bool{}}
 	fail := func(what string, err error) error {
 		return d.Redactor.Error(fmt.Errorf("read %s before the restore: %w", what, err))
 	}
@@ -210,6 +211,18 @@ func readServer(ctx context.Context, d *dsn.DSN) (*server, error) {
 	for _, m := range members {
 		s.extSchemas[m.Ext] = append(s.extSchemas[m.Ext], m.Schema)
 	}
+	rows, _ = conn.Query(ctx, `select nspname, pg_has_role(nspowner, 'MEMBER') from pg_namespace
+		where nspname not in ('pg_catalog', 'information_schema') and nspname not like 'pg\_toast%' and nspname not like 'pg\_temp\_%'`)
+	schemas, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
+		Name string
+		Mine bool
+	}])
+	if err != nil {
+		return nil, fail("the schemas", err)
+	}
+	for _, n := range schemas {
+		s.schemas[n.Name] = n.Mine
+	}
 	rows, _ = conn.Query(ctx, `select a.name, coalesce((select v.trusted from pg_available_extension_versions v
 		where v.name = a.name and v.version = a.default_version), false) from pg_available_extensions a`)
 	avail, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
@@ -225,25 +238,28 @@ func readServer(ctx context.Context, d *dsn.DSN) (*server, error) {
 	return s, nil
 }
 
-// memberOf reports, for each existing role, whether the restoring role may act
-// as it (ALTER … OWNER TO it).
-func memberOf(ctx context.Context, d *dsn.DSN, roles []string) (map[string]bool, error) {
+// roleAccess is whether the restoring role may act as a role (ALTER … OWNER
+// TO it), and whether that role is a superuser.
+type roleAccess struct{ member, superuser bool }
+
+func memberOf(ctx context.Context, d *dsn.DSN, roles []string) (map[string]roleAccess, error) {
 	conn, err := d.Connect(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close(context.Background())
-	rows, _ := conn.Query(ctx, `select r, pg_has_role(current_user, r, 'MEMBER') from unnest($1::text[]) r`, roles)
+	rows, _ := conn.Query(ctx, `select r, pg_has_role(current_user, r, 'MEMBER'), (select rolsuper from pg_roles where rolname = r)
+		from unnest($1::text[]) r`, roles)
 	res, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
-		Role   string
-		Member bool
+		Role          string
+		Member, Super bool
 	}])
 	if err != nil {
 		return nil, d.Redactor.Error(fmt.Errorf("read role memberships before the restore: %w", err))
 	}
-	m := map[string]bool{}
+	m := map[string]roleAccess{}
 	for _, r := range res {
-		m[r.Role] = r.Member
+		m[r.Role] = roleAccess{r.Member, r.Super}
 	}
 	return m, nil
 }
@@ -310,10 +326,28 @@ func checkRestore(ctx context.Context, d *dsn.DSN, file string) (*restorePlan, e
 		}
 	}
 
+	// Schemas that exist and whose owner the role may not act as are left as
+	// they are: neither dropped nor created, their owner, comment and
+	// privileges untouched; only what ours own in them goes.
+	foreign := map[string]bool{}
+	for n, mine := range srv.schemas {
+		foreign[n] = !mine
+	}
+	onForeignSchema := func(e tocEntry) bool {
+		if e.schema != "-" {
+			return false
+		}
+		if e.desc == "SCHEMA" {
+			return foreign[e.name]
+		}
+		n, ok := strings.CutPrefix(e.name, "SCHEMA ")
+		return ok && (e.desc == "COMMENT" || e.desc == "ACL" || e.desc == "SECURITY LABEL") && foreign[unquote(n)]
+	}
+
 	// Roles: owners of the archive's objects, grantees, grantors.
 	owners := map[string]bool{}
 	for _, e := range entries {
-		if e.owner != "" && !notOwnedDescs[e.desc] {
+		if e.owner != "" && !notOwnedDescs[e.desc] && !onForeignSchema(e) {
 			owners[e.owner] = true
 		}
 	}
@@ -345,9 +379,14 @@ func checkRestore(ctx context.Context, d *dsn.DSN, file string) (*restorePlan, e
 			return nil, err
 		}
 		for _, r := range existingOwners {
-			if !member[r] {
-				refused.Problems = append(refused.Problems, fmt.Sprintf("objects in the restore point are owned by role %s, and role %s may not give objects to it; restore as %s, or as a superuser run: GRANT %s TO %s;",
-					r, srv.role, r, quoteIdent(r), quoteIdent(srv.role)))
+			switch {
+			case member[r].member:
+			case member[r].superuser:
+				refused.Problems = append(refused.Problems, fmt.Sprintf("objects in the restore point are owned by the superuser %s, and role %s may not give objects to it; restore as a superuser",
+					quoteIdent(r), srv.role))
+			default:
+				refused.Problems = append(refused.Problems, fmt.Sprintf("objects in the restore point are owned by role %s, and role %s may not give objects to it; as a superuser, run: GRANT %s TO %s;",
+					quoteIdent(r), srv.role, quoteIdent(r), quoteIdent(srv.role)))
 			}
 		}
 	}
@@ -360,7 +399,7 @@ func checkRestore(ctx context.Context, d *dsn.DSN, file string) (*restorePlan, e
 	}
 
 	// The plan: keep installed extensions (and their schemas) unless ours and
-	// absent from the archive.
+	// absent from the archive; keep foreign schemas.
 	plan.ours = dedupe(append([]string{srv.role}, existingOwners...))
 	kept := map[string]bool{}
 	for name, inst := range srv.installed {
@@ -372,6 +411,11 @@ func checkRestore(ctx context.Context, d *dsn.DSN, file string) (*restorePlan, e
 			if s != "pg_catalog" {
 				kept[s] = true
 			}
+		}
+	}
+	for n, f := range foreign {
+		if f {
+			kept[n] = true
 		}
 	}
 	sort.Strings(plan.dropExtensions)
@@ -388,6 +432,8 @@ func checkRestore(ctx context.Context, d *dsn.DSN, file string) (*restorePlan, e
 			if !skip && strings.HasPrefix(name, `"`) {
 				_, skip = srv.installed[unquote(name)]
 			}
+		case onForeignSchema(e):
+			skip = true
 		case e.desc == "SCHEMA" && e.schema == "-":
 			skip = kept[e.name] && e.name != "public"
 		}

@@ -174,6 +174,31 @@ func TestAnExtensionInASchemaOfTheAppSurvivesWithTheSchema(t *testing.T) {
 	}
 }
 
+func TestAnExtensionInASchemaOfTheDBASurvivesWithTheSchema(t *testing.T) {
+	db, d := setup(t)
+	q := pgx.Identifier{db.User}.Sanitize()
+	superExec(t, db, `create schema dba; comment on schema dba is 'the DBA''s'; create extension autoinc schema dba;
+		grant usage on schema dba to `+q)
+	execSQL(t, db, `create table counters (id int, n int default 0); insert into counters values (1, 5);
+		create trigger counters_autoinc before insert on counters for each row execute function dba.autoinc(n, hosts_id_seq)`)
+	dbaSchema := `select nspowner::regrole::text || ' ' || nspacl::text || ' ' || obj_description(oid, 'pg_namespace') from pg_namespace where nspname = 'dba'`
+	want, wantExt, wantSchema := state(t, db), extensions(t, db), query(t, db, dbaSchema)
+	path := backup(t, d, filepath.Join(t.TempDir(), "b"))
+	changeEverything(t, db)
+	if err := Restore(context.Background(), RestoreOptions{DSN: d, File: path}); err != nil {
+		t.Fatal(err)
+	}
+	if got := state(t, db); got != want {
+		t.Fatalf("after restore:\n got %s\nwant %s", got, want)
+	}
+	if got := extensions(t, db); got != wantExt {
+		t.Fatalf("extensions after restore %s, want %s", got, wantExt)
+	}
+	if got := query(t, db, dbaSchema); got != wantSchema {
+		t.Fatalf("the DBA's schema after restore: %s, want %s", got, wantSchema)
+	}
+}
+
 func TestAnExtensionTheRoleCannotCreateIsRefusedBeforeAnythingChanges(t *testing.T) {
 	db, d := setup(t)
 	addExtensions(t, db)
