@@ -18,14 +18,14 @@ import (
 
 // preludeTemplate empties the database inside the restore's transaction
 // (giving up after LockTimeout if sessions of the running service hold locks),
-// of what the restoring role and the archive's owners own (OURS), except the
+// of what the restoring role and the archive's owners own ({{ours}}), except the
 // extensions installed on the server that the archive also holds: a DBA may
 // have installed them, and the role could not create them again.
 //
-//   - installed extensions of ours the archive lacks go (DROP_EXTENSIONS);
+//   - installed extensions of ours the archive lacks go ({{drop_extensions}});
 //   - schemas of ours go with everything in them (so tables added by later
 //     migrations are gone), except those holding members of kept extensions
-//     (KEPT_SCHEMAS); pg_restore skips their CREATE SCHEMA;
+//     ({{kept_schemas}}); pg_restore skips their CREATE SCHEMA;
 //   - public goes and comes back as initdb makes it, unless it holds members
 //     of kept extensions: then it stays, with its owner, privileges and comment
 //     put back as initdb makes them;
@@ -41,17 +41,17 @@ import (
 const preludeTemplate = `\set ON_ERROR_STOP 1
 BEGIN;
 SET LOCAL client_min_messages = warning;
-SET LOCAL lock_timeout = 'LOCK_TIMEOUT_MS';
+SET LOCAL lock_timeout = '{{lock_timeout_ms}}';
 SET LOCAL standard_conforming_strings = on;
-DO $openwatch$
+DO {{tag}}
 DECLARE
-	ours oid[] := ARRAY(SELECT oid FROM pg_roles WHERE rolname = current_user OR rolname = ANY (OURS));
-	kept text[] := KEPT_SCHEMAS;
+	ours oid[] := ARRAY(SELECT oid FROM pg_roles WHERE rolname = current_user OR rolname = ANY ({{ours}}));
+	kept text[] := {{kept_schemas}};
 	x text;
 	r record;
 	drops text[];
 BEGIN
-	FOREACH x IN ARRAY DROP_EXTENSIONS LOOP
+	FOREACH x IN ARRAY {{drop_extensions}} LOOP
 		EXECUTE format('DROP EXTENSION IF EXISTS %I CASCADE', x);
 	END LOOP;
 	FOR x IN SELECT nspname FROM pg_namespace
@@ -105,16 +105,23 @@ BEGIN
 	END LOOP;
 	PERFORM lo_unlink(oid) FROM pg_largeobject_metadata;
 END
-$openwatch$;
+{{tag}};
 `
 
-// prelude fills in the template for plan.
+// prelude fills in the template for plan. The names it holds come from the
+// archive and the server; the DO block's dollar quote is one none contains.
 func prelude(plan *restorePlan, lockTimeout time.Duration) string {
+	ours, kept, drop := sqlArray(plan.ours), sqlArray(plan.keptSchemas), sqlArray(plan.dropExtensions)
+	tag := "$openwatch$"
+	for i := 0; strings.Contains(ours+kept+drop, tag); i++ {
+		tag = "$openwatch" + strconv.Itoa(i) + "$"
+	}
 	return strings.NewReplacer(
-		"LOCK_TIMEOUT_MS", strconv.FormatInt(lockTimeout.Milliseconds(), 10),
-		"OURS", sqlArray(plan.ours),
-		"KEPT_SCHEMAS", sqlArray(plan.keptSchemas),
-		"DROP_EXTENSIONS", sqlArray(plan.dropExtensions),
+		"{{lock_timeout_ms}}", strconv.FormatInt(lockTimeout.Milliseconds(), 10),
+		"{{ours}}", ours,
+		"{{kept_schemas}}", kept,
+		"{{drop_extensions}}", drop,
+		"{{tag}}", tag,
 	).Replace(preludeTemplate)
 }
 

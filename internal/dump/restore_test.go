@@ -318,3 +318,55 @@ func TestOnlyTheFinalCommitIsHeldBack(t *testing.T) {
 		})
 	}
 }
+
+func TestTheArchivesRolesAndExtensionsAreReadFromItsSQL(t *testing.T) {
+	a := parseArchiveSQL(`CREATE EXTENSION IF NOT EXISTS "uuid-ossp" WITH SCHEMA "My Ext";
+COMMENT ON EXTENSION "uuid-ossp" IS 'GRANT x TO y;';
+GRANT SELECT ON TABLE public."a TO b" TO reader;
+GRANT USAGE ON SCHEMA other TO "we ird" WITH GRANT OPTION;
+REVOKE ALL ON FUNCTION public.f() FROM PUBLIC;
+SET SESSION AUTHORIZATION "Gran""tor";
+GRANT SELECT ON TABLE public.t TO "x, y";
+RESET SESSION AUTHORIZATION;
+ALTER DEFAULT PRIVILEGES FOR ROLE app IN SCHEMA public GRANT SELECT ON TABLES  TO viewer;`)
+	if len(a.extensions) != 1 || a.extensions[0] != (archiveExtension{"uuid-ossp", "My Ext"}) {
+		t.Errorf("extensions %q", a.extensions)
+	}
+	if got, want := strings.Join(a.grantees, "|"), "reader|we ird|x, y|viewer|app"; got != want {
+		t.Errorf("grantees %s, want %s", got, want)
+	}
+	if got := strings.Join(a.grantors, "|"); got != `Gran"tor` {
+		t.Errorf("grantors %s", got)
+	}
+}
+
+func TestTheTableOfContentsIsParsedForDescOwnerAndNames(t *testing.T) {
+	entries := parseTOC(`;
+; Selected TOC Entries:
+;
+8; 2615 16585 SCHEMA - other app
+2; 3079 16387 EXTENSION - uuid-ossp 
+3500; 0 0 COMMENT - EXTENSION "uuid-ossp" 
+3560; 0 0 ACL - SCHEMA other app
+3490; 0 16586 TABLE DATA other x app
+3504; 0 0 SEQUENCE SET public t_id_seq app
+3345; 2606 16581 CONSTRAINT public t t_pkey app
+3493; 0 0 BLOBS - BLOBS 
+`)
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.desc+"/"+e.schema+"/"+e.name+"/"+e.owner)
+	}
+	want := []string{"SCHEMA/-/other/app", "EXTENSION/-/uuid-ossp/", `COMMENT/-/EXTENSION "uuid-ossp"/`, "ACL/-/SCHEMA other/app",
+		"TABLE DATA/other/x/app", "SEQUENCE SET/public/t_id_seq/app", "CONSTRAINT/public/t t_pkey/app", "BLOBS/-/BLOBS/"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestThePreludesDollarQuoteIsNotInAnyName(t *testing.T) {
+	p := prelude(&restorePlan{ours: []string{"app$openwatch$", "x'y"}}, time.Second)
+	if !strings.Contains(p, "DO $openwatch0$\n") || !strings.Contains(p, "\n$openwatch0$;\n") || !strings.Contains(p, `'x''y'`) {
+		t.Fatalf("prelude:\n%s", p)
+	}
+}
