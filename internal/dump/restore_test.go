@@ -199,6 +199,27 @@ func TestAnExtensionInASchemaOfTheDBASurvivesWithTheSchema(t *testing.T) {
 	}
 }
 
+func TestTrustedExtensionsOfTheAppComeAndGoWithTheRestorePoint(t *testing.T) {
+	db, d := setup(t)
+	execSQL(t, db, "create extension citext; create table words (w citext); insert into words values ('Hello')")
+	want, wantExt := state(t, db), extensions(t, db)
+	path := backup(t, d, filepath.Join(t.TempDir(), "b"))
+	execSQL(t, db, "drop extension citext cascade; create extension pg_trgm")
+	changeEverything(t, db)
+	if err := Restore(context.Background(), RestoreOptions{DSN: d, File: path}); err != nil {
+		t.Fatal(err)
+	}
+	if got := state(t, db); got != want {
+		t.Fatalf("after restore:\n got %s\nwant %s", got, want)
+	}
+	if got := extensions(t, db); got != wantExt {
+		t.Fatalf("extensions after restore %s, want %s", got, wantExt)
+	}
+	if got := query(t, db, "select count(*)::text from words where w = 'hello'"); got != "1" {
+		t.Fatalf("citext does not compare case-insensitively after the restore: %s", got)
+	}
+}
+
 func TestAnExtensionTheRoleCannotCreateIsRefusedBeforeAnythingChanges(t *testing.T) {
 	db, d := setup(t)
 	addExtensions(t, db)
