@@ -128,7 +128,13 @@ func (a *app) restore(ctx context.Context, args []string) int {
 		return ExitError
 	}
 	fmt.Fprintf(a.Stderr, "restoring %s (%s) into %s…\n", file, progress.Bytes(dump.FileSize(file)), d.Describe())
-	if err := dump.Restore(ctx, dump.RestoreOptions{DSN: d, File: file, Progress: a.Stderr}); err != nil {
+	err = dump.Restore(ctx, dump.RestoreOptions{DSN: d, File: file, Progress: a.Stderr})
+	var refused *dump.RefusedError
+	switch {
+	case errors.As(err, &refused):
+		a.errorf("%v\nThen run: openwatch restore --yes %s", err, file)
+		return ExitError
+	case err != nil:
 		a.errorf("restore failed, %v\nIf sessions still use the database (lock timeout), stop the service first: systemctl stop openwatch\nThen run: openwatch restore --yes %s", err, file)
 		return ExitError
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -158,6 +159,10 @@ type RestoreOptions struct {
 // else (psql or pg_restore failing, the input ending early) closes the
 // session without COMMIT, and PostgreSQL rolls everything back.
 func Restore(ctx context.Context, o RestoreOptions) error {
+	// The children's parent-death signal fires when the thread that started
+	// them exits: keep this goroutine on one thread until they are waited for.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if _, err := Verify(ctx, o.DSN, o.File); err != nil {
 		return err
 	}
