@@ -317,3 +317,13 @@ func startedUnit(unit string) func(string) bool {
 func hasPrefix(p string) func(string) bool {
 	return func(line string) bool { return strings.HasPrefix(line, p) }
 }
+
+// journal returns a setting of the upgrade journal ("" when absent).
+func (e *env) journal(key string) string {
+	for _, l := range strings.Split(e.r.readFile(journalPath), "\n") {
+		if v, ok := strings.CutPrefix(l, key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}

@@ -15,7 +15,7 @@ const (
 	secretsPath     = "/etc/openwatch/secrets.env"
 	upgradeConfPath = "/etc/openwatch/upgrade.conf"
 	backupDir       = "/var/backups/openwatch"
-	markerPath      = "/var/lib/openwatch/restart-after-upgrade"
+	journalPath     = "/var/lib/openwatch/upgrade.state"
 	helperPath      = "/usr/lib/openwatch/openwatch-upgrade.sh"
 	dropInDir       = "/usr/lib/systemd/system/openwatch.service.d"
 )
@@ -39,12 +39,16 @@ quiet=
 now=
 verb=
 units=
+prop=
+value=
 while [ $# -gt 0 ]; do
 	case $1 in
 	-q | --quiet) quiet=1 ;;
 	--now) now=1 ;;
+	--value) value=1 ;;
 	--version) echo 'systemd 252 (252.e2e-stub)'; exit 0 ;;
-	-p | --property | -t | --type | --state | -H | --host | -M | --machine | --root | --job-mode | -n | --lines | -o | --output | --preset-mode) shift ;;
+	-p | --property) prop=$2; shift ;;
+	-t | --type | --state | -H | --host | -M | --machine | --root | --job-mode | -n | --lines | -o | --output | --preset-mode) shift ;;
 	--) ;;
 	-*) ;;
 	*)
@@ -115,6 +119,7 @@ do_stop() {
 	fi
 	guard_note "$1" stop
 	rm -f "$state/$1.active"
+	date +%s%N >"$state/$1.inactive-since"
 }
 
 rc=0
@@ -169,7 +174,13 @@ status)
 	;;
 show)
 	for u in $units; do
-		if [ -e "$state/$u.active" ]; then echo ActiveState=active; else echo ActiveState=inactive; fi
+		if [ -e "$state/$u.active" ]; then a=active; else a=inactive; fi
+		since=$(cat "$state/$u.inactive-since" 2>/dev/null || echo 0)
+		for p in ActiveState InactiveEnterTimestampMonotonic; do
+			[ -z "$prop" ] || [ "$prop" = "$p" ] || continue
+			case $p in ActiveState) v=$a ;; *) v=$since ;; esac
+			if [ -n "$value" ]; then echo "$v"; else echo "$p=$v"; fi
+		done
 	done
 	;;
 *) ;;

@@ -84,8 +84,8 @@ func freshInstall(e *env) {
 	if !e.r.enabled(cleanupTimer) {
 		e.t.Errorf("%s is not enabled after a fresh install", cleanupTimer)
 	}
-	if e.r.exists(markerPath) {
-		e.t.Errorf("the upgrade marker exists after a fresh install")
+	if e.r.exists(journalPath) {
+		e.t.Errorf("an upgrade journal exists after a fresh install")
 	}
 	for p, want := range map[string]uint32{"/usr/bin/openwatch": 0o755, helperPath: 0o755, backupDir: 0o700, upgradeConfPath: 0o640} {
 		if got := e.r.mode(p); uint32(got) != want {
@@ -133,8 +133,8 @@ func pendingMigration(e *env) {
 	if !e.r.active(applianceUnit) {
 		e.t.Errorf("%s is not running after the upgrade", applianceUnit)
 	}
-	if e.r.exists(markerPath) {
-		e.t.Errorf("the upgrade marker is left after a successful upgrade")
+	if got := e.journal("OUTCOME"); got != "succeeded" {
+		e.t.Errorf("journal OUTCOME = %q after a successful upgrade, want succeeded", got)
 	}
 	if got := e.installedVersion(); !strings.HasPrefix(got, nw.FullVersion()) {
 		e.t.Errorf("installed version %q, want %s", got, nw.FullVersion())
@@ -227,10 +227,13 @@ func failingMigrationCase(e *env) {
 	if e.r.active(applianceUnit) {
 		e.t.Errorf("%s is running after the failed upgrade (and the old package's scripts)", applianceUnit)
 	}
-	if !e.r.exists(markerPath) {
-		e.t.Errorf("no upgrade marker after the failure: a recovery would not know to restart the service")
-	} else if m := e.r.mode(markerPath); m != 0o600 {
-		e.t.Errorf("upgrade marker mode %o, want 600", m)
+	if got := e.journal("OUTCOME") + " " + e.journal("SERVICE_BEFORE"); got != "migration-failed running" {
+		e.t.Errorf("journal says %q after the failure, want migration-failed running: a recovery would not know to restart the service", got)
+	} else if m := e.r.mode(journalPath); m != 0o600 {
+		e.t.Errorf("journal mode %o, want 600", m)
+	}
+	if st := e.mustOperator("openwatch", "migrate", "--status").out; !strings.Contains(st, "to recover, run: "+strings.Join(e.f.recover, " ")) {
+		e.t.Errorf("openwatch migrate --status does not name the recovery command:\n%s", st)
 	}
 
 	// Fix the cause, recover the documented way, at once: the retry's
@@ -248,8 +251,8 @@ func failingMigrationCase(e *env) {
 	if got := e.data(); got != data {
 		e.t.Errorf("data changed by the recovery:\nbefore %s\nafter  %s", data, got)
 	}
-	if e.r.exists(markerPath) {
-		e.t.Errorf("the upgrade marker is left after the recovery")
+	if got := e.journal("OUTCOME"); got != "succeeded" {
+		e.t.Errorf("journal OUTCOME = %q after the recovery, want succeeded", got)
 	}
 	e.wantRecovered(failing)
 }
@@ -269,22 +272,25 @@ func (e *env) wantRecovered(v *variant) {
 }
 
 // unreachableDatabase (case 4): with secrets.env pointing at a closed port,
-// old → new exits 0, names `openwatch migrate`, stops nothing, takes no
-// restore point and changes no schema. With the database back, the drop-in's
-// ExecStartPre refuses until `openwatch migrate` has run, then passes.
+// old → new exits 0, names the helper as the one follow-up, stops nothing,
+// takes no restore point and changes no schema. With the database back, the
+// drop-in's ExecStartPre refuses the old schema; the named command stops the
+// service, takes a restore point, migrates and starts the service again, and
+// then the guard passes.
 func unreachableDatabase(e *env) {
 	old, nw := e.vs["old"], e.vs["new"]
 	e.installAndInitialise(old)
 	versions := e.schemaVersions()
 	e.writeSecrets(e.closedDSN())
+	e.r.writeFile(upgradeConfPath, "DATABASE_WAIT_TIMEOUT=1\n", 0o640)
 	e.r.resetEvents()
 
 	res := e.pm(e.f.upgrade(e.f.pkg(nw))...)
 	if res.code != 0 {
 		e.t.Errorf("upgrade with the database down: exit %d, want 0 (the package itself installed)", res.code)
 	}
-	if !strings.Contains(res.out, "openwatch migrate") {
-		e.t.Errorf("the warning does not name the follow-up command `openwatch migrate`")
+	if want := "When the database is back, run: " + helperPath; !strings.Contains(res.out, want) {
+		e.t.Errorf("the warning does not say %q:\n%s", want, res.out)
 	}
 	ev := lines(e.r.events())
 	if i := eventIndex(ev, 0, isCall(applianceUnit, "stop")); i >= 0 {
@@ -297,19 +303,25 @@ func unreachableDatabase(e *env) {
 	if got := e.schemaVersions(); !slices.Equal(got, versions) {
 		e.t.Errorf("schema_migrations = %v, want %v", got, versions)
 	}
+	if got := e.journal("OUTCOME"); got != "unreachable" {
+		e.t.Errorf("journal OUTCOME = %q, want unreachable", got)
+	}
 
 	// The database is back; the service must not start on the old schema.
 	e.writeSecrets(e.dsn())
 	guard := e.startGuard()
-	if res := e.operator(guard...); res.code == 0 {
-		e.t.Errorf("the start guard %q allows starting against the old schema", strings.Join(guard, " "))
+	if res := e.operator(guard...); res.code == 0 || !strings.Contains(res.out, helperPath) {
+		e.t.Errorf("the start guard %q allows starting against the old schema, or does not name %s: %s", strings.Join(guard, " "), helperPath, res.out)
 	}
-	e.mustOperator("openwatch", "migrate")
+	e.r.resetEvents()
+	e.mustOperator(helperPath)
+	e.assertStopMigrateStart()
+	e.oneRestorePoint(nw, old.Head)
 	if res := e.operator(guard...); res.code != 0 {
-		e.t.Errorf("the start guard %q refuses after openwatch migrate: exit %d", strings.Join(guard, " "), res.code)
+		e.t.Errorf("the start guard %q refuses after %s: exit %d", strings.Join(guard, " "), helperPath, res.code)
 	}
 	if got := e.schemaVersions(); !slices.Equal(got, repoMigrations) {
-		e.t.Errorf("after openwatch migrate schema_migrations = %v, want %v", got, repoMigrations)
+		e.t.Errorf("after %s schema_migrations = %v, want %v", helperPath, got, repoMigrations)
 	}
 }
 
@@ -393,8 +405,17 @@ func stoppedServiceStaysStopped(e *env) {
 	if e.r.active(applianceUnit) {
 		e.t.Errorf("%s is running after the upgrade; it was stopped before", applianceUnit)
 	}
-	if e.r.exists(markerPath) {
-		e.t.Errorf("the upgrade marker exists although the service was not running")
+	if got := e.journal("SERVICE_BEFORE"); got != "stopped" {
+		e.t.Errorf("journal SERVICE_BEFORE = %q, want stopped", got)
+	}
+
+	// A retry of the same upgrade (as after any failure) leaves it stopped too.
+	e.r.resetEvents()
+	if res := e.operator(helperPath); res.code != 0 {
+		e.t.Fatalf("rerun of the helper: exit %d", res.code)
+	}
+	if e.r.active(applianceUnit) {
+		e.t.Errorf("a rerun of the helper started the stopped %s", applianceUnit)
 	}
 }
 
