@@ -10,19 +10,19 @@ import (
 
 // Names the expectations use.
 const (
-	check      = "openwatch migrate --check"
-	migrate    = "openwatch migrate"
-	isActive   = "systemctl --quiet is-active openwatch.service"
-	isEnabled  = "systemctl is-enabled openwatch.service"
-	preflight  = "openwatch migrate --preflight"
-	list       = "openwatch backup --list"
-	stopApp    = "systemctl stop openwatch.service"
-	startApp   = "systemctl start openwatch.service"
-	reload     = "systemctl --system daemon-reload"
-	wasEnabled = "deb-systemd-helper --quiet was-enabled openwatch-backup-cleanup.timer"
-	enableDeb  = "deb-systemd-helper enable openwatch-backup-cleanup.timer"
-	groupOK    = "getent group openwatch"
-	userOK     = "getent passwd openwatch"
+	check         = "openwatch migrate --check"
+	migrate       = "openwatch migrate"
+	isActive      = "systemctl --quiet is-active openwatch.service"
+	unitFileState = "systemctl show -p UnitFileState --value openwatch.service"
+	preflight     = "openwatch migrate --preflight"
+	list          = "openwatch backup --list"
+	stopApp       = "systemctl stop openwatch.service"
+	startApp      = "systemctl start openwatch.service"
+	reload        = "systemctl --system daemon-reload"
+	wasEnabled    = "deb-systemd-helper --quiet was-enabled openwatch-backup-cleanup.timer"
+	enableDeb     = "deb-systemd-helper enable openwatch-backup-cleanup.timer"
+	groupOK       = "getent group openwatch"
+	userOK        = "getent passwd openwatch"
 )
 
 type scriptCase struct {
@@ -93,7 +93,7 @@ func journalSays(outcome string) func(t *testing.T, sb *sandbox) {
 // afterFailure leaves the journal an earlier attempt leaves when it stopped
 // a running service and then failed.
 func afterFailure(sb *sandbox) {
-	writeFile(sb.t, sb.spec.Paths.Journal, "OUTCOME=migration-failed\nPHASE=migrate\nSERVICE_BEFORE=running\nSTOPPED_AT=111\nRECOVERY='dpkg --configure -a'\n", 0o600)
+	writeFile(sb.t, sb.spec.Paths.Journal, "OUTCOME=migration-failed\nPHASE=migrate\nSERVICE_BEFORE=running\nSTOPPED_AT=111\nUNIT_FILE_STATE=enabled\nRECOVERY='dpkg --configure -a'\n", 0o600)
 }
 
 func TestUpgradeHelper(t *testing.T) {
@@ -143,7 +143,7 @@ func TestUpgradeHelper(t *testing.T) {
 		{
 			name:  "schema at head after an earlier failed attempt stopped the service: start it",
 			setup: afterFailure,
-			want:  []string{isActive, isEnabled, check, isActive, startApp},
+			want:  []string{isActive, check, isActive, startApp},
 			check: journalSays("succeeded"),
 		},
 		{
@@ -151,15 +151,21 @@ func TestUpgradeHelper(t *testing.T) {
 			setup: both(afterFailure, pending, func(sb *sandbox) {
 				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "222")
 			}),
-			want:    []string{isActive, isEnabled, check, preflight, isActive, migrate},
+			want:    []string{isActive, check, preflight, isActive, migrate},
 			wantOut: []string{"started and stopped again after the earlier attempt stopped it: it stays stopped"},
 			check:   journalSays("succeeded"),
 		},
 		{
 			name:    "after a failed attempt the operator masked the service: it stays stopped",
-			setup:   both(afterFailure, func(sb *sandbox) { sb.output(isEnabled, "masked") }),
-			want:    []string{isActive, isEnabled, check},
+			setup:   both(afterFailure, func(sb *sandbox) { sb.output(unitFileState, "masked") }),
+			want:    []string{isActive, check},
 			wantOut: []string{"masked after the earlier attempt stopped it"},
+		},
+		{
+			name:    "after a failed attempt the operator disabled the service: it stays stopped",
+			setup:   both(afterFailure, func(sb *sandbox) { sb.output(unitFileState, "disabled") }),
+			want:    []string{isActive, check},
+			wantOut: []string{"disabled after the earlier attempt stopped it"},
 		},
 		{
 			name: "after a failed attempt the schema guard refused a start: start it once migrated",
@@ -167,13 +173,13 @@ func TestUpgradeHelper(t *testing.T) {
 				sb.output("systemctl show -p ActiveState --value openwatch.service", "failed")
 				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "333")
 			}),
-			want:  []string{isActive, isEnabled, check, preflight, isActive, migrate, isActive, startApp},
+			want:  []string{isActive, check, preflight, isActive, migrate, isActive, startApp},
 			check: journalSays("succeeded"),
 		},
 		{
 			name:  "rerun after a failed migration: migrate, then start the service that ran before",
 			setup: both(afterFailure, pending),
-			want:  []string{isActive, isEnabled, check, preflight, isActive, migrate, isActive, startApp},
+			want:  []string{isActive, check, preflight, isActive, migrate, isActive, startApp},
 			check: journalSays("succeeded"),
 		},
 		{

@@ -54,6 +54,7 @@ journal_write() {
 		"PHASE=$phase" \
 		"SERVICE_BEFORE=$service_before" \
 		"STOPPED_AT=$stopped_at" \
+		"UNIT_FILE_STATE=$unit_file_state" \
 		"RECOVERY='$recovery'" \
 		"UPDATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$tmp") && mv -f "$tmp" "$journal"; then
 		return 0
@@ -90,13 +91,19 @@ service_intent() {
 		echo stopped
 		return
 	fi
-	case $(systemctl is-enabled "$unit" 2>/dev/null) in
+	enabled=$(unit_show UnitFileState)
+	case $enabled in
 		masked*)
 			say "$unit was masked after the earlier attempt stopped it: it stays stopped."
 			echo stopped
 			return
 			;;
 	esac
+	if [ "$(journal_get UNIT_FILE_STATE)" = enabled ] && [ -n "$enabled" ] && [ "$enabled" != enabled ]; then
+		say "$unit was disabled after the earlier attempt stopped it: it stays stopped."
+		echo stopped
+		return
+	fi
 	# A start refused by the schema guard (at boot or by hand) asks for it to run.
 	if [ "$(unit_show ActiveState)" = failed ]; then
 		echo running
@@ -121,6 +128,7 @@ stop_unit() {
 			"Find out why with: journalctl -u $unit"
 	fi
 	stopped_here=yes
+	unit_file_state=$(unit_show UnitFileState)
 	stopped_at=$(unit_show InactiveEnterTimestampMonotonic)
 	[ -n "$stopped_at" ] || stopped_at=unknown
 	journal_write in-progress migrate
@@ -167,6 +175,8 @@ if [ -n "$prev_outcome" ] && [ "$prev_outcome" != succeeded ]; then
 fi
 service_before=$(service_intent)
 stopped_at=$prev_stopped_at
+unit_file_state=''
+[ -z "$prev_stopped_at" ] || unit_file_state=$(journal_get UNIT_FILE_STATE)
 journal_write in-progress check
 
 "$bin" migrate --check
