@@ -64,7 +64,8 @@ type parser struct {
 	value    []byte
 	keyTrail int // index where trailing key whitespace starts, -1 if none
 	valTrail int // index where trailing value whitespace starts, -1 if none
-	line     int
+	line     int // current line
+	keyLine  int // line the current assignment started on
 	vars     map[string]string
 	ignored  []Ignored
 }
@@ -75,14 +76,23 @@ type parser struct {
 // an unquoted backslash escapes the next character, a backslash before a
 // newline joins lines, trailing unquoted whitespace is dropped, the last
 // assignment of a key wins, and assignments with invalid names or invalid
-// UTF-8 are ignored.
+// UTF-8 are ignored. One rule is stricter than systemd's: a quote that is
+// never closed is reported as ignored instead of taking the rest of the file
+// into the value (it is always a typo).
 func Parse(s string) (map[string]string, []Ignored) {
 	p := &parser{keyTrail: -1, valTrail: -1, line: 1, vars: map[string]string{}}
 	for i := 0; i < len(s); i++ {
 		p.step(s[i])
 	}
 	switch p.state {
-	case preValue, inValue, valueEscape, singleQuote, doubleQuote, doubleQuoteEscape:
+	case singleQuote, doubleQuote, doubleQuoteEscape:
+		key := p.key
+		if p.keyTrail >= 0 {
+			key = key[:p.keyTrail]
+		}
+		p.ignored = append(p.ignored, Ignored{Line: p.keyLine, Key: string(key),
+			Reason: "its quote is never closed, so this line and every line after it are ignored"})
+	case preValue, inValue, valueEscape:
 		if p.state == inValue && p.valTrail >= 0 {
 			p.value = p.value[:p.valTrail]
 		}
@@ -100,7 +110,7 @@ func (p *parser) step(c byte) {
 		case is(comments, c):
 			p.state = inComment
 		case !is(whitespace, c):
-			p.state, p.keyTrail = inKey, -1
+			p.state, p.keyTrail, p.keyLine = inKey, -1, p.line
 			p.key = append(p.key, c)
 		}
 		if c == '\n' {
@@ -159,6 +169,9 @@ func (p *parser) step(c byte) {
 		} else {
 			p.value = append(p.value, c)
 		}
+		if c == '\n' {
+			p.line++
+		}
 	case doubleQuote:
 		switch c {
 		case '"':
@@ -167,6 +180,9 @@ func (p *parser) step(c byte) {
 			p.state = doubleQuoteEscape
 		default:
 			p.value = append(p.value, c)
+			if c == '\n' {
+				p.line++
+			}
 		}
 	case doubleQuoteEscape:
 		p.state = doubleQuote
@@ -221,9 +237,9 @@ func (p *parser) push() {
 	k, v := string(key), string(p.value)
 	switch {
 	case !validName(k):
-		p.ignored = append(p.ignored, Ignored{Line: p.line, Key: k, Reason: "not a valid variable name"})
+		p.ignored = append(p.ignored, Ignored{Line: p.keyLine, Key: k, Reason: "not a valid variable name"})
 	case !utf8.ValidString(v):
-		p.ignored = append(p.ignored, Ignored{Line: p.line, Key: k, Reason: "value is not valid UTF-8"})
+		p.ignored = append(p.ignored, Ignored{Line: p.keyLine, Key: k, Reason: "value is not valid UTF-8"})
 	default:
 		p.vars[k] = v
 	}
