@@ -15,9 +15,12 @@ import (
 // Ignored describes an assignment systemd would drop. It never holds the value,
 // which may be a secret.
 type Ignored struct {
-	Line   int
+	Line   int // where the assignment starts
 	Key    string
 	Reason string
+	// StricterThanSystemd: systemd would not drop this assignment (it reads
+	// an unterminated quote to the end of the file), we refuse it.
+	StricterThanSystemd bool
 }
 
 // Read parses the file at path. A missing file is reported with an error
@@ -91,7 +94,7 @@ func Parse(s string) (map[string]string, []Ignored) {
 			key = key[:p.keyTrail]
 		}
 		p.ignored = append(p.ignored, Ignored{Line: p.keyLine, Key: string(key),
-			Reason: "its quote is never closed, so this line and every line after it are ignored"})
+			Reason: "its quote is never closed, so this line and every line after it are ignored", StricterThanSystemd: true})
 	case preValue, inValue, valueEscape:
 		if p.state == inValue && p.valTrail >= 0 {
 			p.value = p.value[:p.valTrail]
