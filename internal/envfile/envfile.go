@@ -86,6 +86,9 @@ func Parse(s string) (map[string]string, []Ignored) {
 	p := &parser{keyTrail: -1, valTrail: -1, line: 1, vars: map[string]string{}}
 	for i := 0; i < len(s); i++ {
 		p.step(s[i])
+		if s[i] == '\n' {
+			p.line++
+		}
 	}
 	switch p.state {
 	case singleQuote, doubleQuote, doubleQuoteEscape:
@@ -116,14 +119,10 @@ func (p *parser) step(c byte) {
 			p.state, p.keyTrail, p.keyLine = inKey, -1, p.line
 			p.key = append(p.key, c)
 		}
-		if c == '\n' {
-			p.line++
-		}
 	case inKey:
 		switch {
 		case is(newline, c):
 			p.state, p.key = preKey, p.key[:0]
-			p.line++
 		case c == '=':
 			p.state, p.valTrail = preValue, -1
 		default:
@@ -134,7 +133,6 @@ func (p *parser) step(c byte) {
 		switch {
 		case is(newline, c):
 			p.push()
-			p.line++
 		case c == '\'':
 			p.state = singleQuote
 		case c == '"':
@@ -152,7 +150,6 @@ func (p *parser) step(c byte) {
 				p.value = p.value[:p.valTrail]
 			}
 			p.push()
-			p.line++
 		case c == '\\':
 			p.state, p.valTrail = valueEscape, -1
 		default:
@@ -163,17 +160,12 @@ func (p *parser) step(c byte) {
 		p.state = inValue
 		if !is(newline, c) {
 			p.value = append(p.value, c)
-		} else {
-			p.line++
 		}
 	case singleQuote:
 		if c == '\'' {
 			p.state = preValue
 		} else {
 			p.value = append(p.value, c)
-		}
-		if c == '\n' {
-			p.line++
 		}
 	case doubleQuote:
 		switch c {
@@ -183,9 +175,6 @@ func (p *parser) step(c byte) {
 			p.state = doubleQuoteEscape
 		default:
 			p.value = append(p.value, c)
-			if c == '\n' {
-				p.line++
-			}
 		}
 	case doubleQuoteEscape:
 		p.state = doubleQuote
@@ -194,8 +183,6 @@ func (p *parser) step(c byte) {
 			p.value = append(p.value, c)
 		case c != '\n':
 			p.value = append(p.value, '\\', c)
-		default:
-			p.line++
 		}
 	case inComment:
 		switch {
@@ -203,12 +190,10 @@ func (p *parser) step(c byte) {
 			p.state = commentEscape
 		case is(newline, c):
 			p.state = preKey
-			p.line++
 		}
 	case commentEscape:
 		if is(newline, c) {
 			p.state = preKey
-			p.line++
 		} else {
 			p.state = inComment
 		}

@@ -83,10 +83,16 @@ func TestParseReportsAnUnterminatedQuoteWithoutItsValue(t *testing.T) {
 	}
 }
 
-func TestIgnoredLinesCountQuotedNewlines(t *testing.T) {
-	_, ignored := Parse("A='1\n2'\nexport B=3\n")
-	if len(ignored) != 1 || ignored[0].Line != 3 {
-		t.Fatalf("ignored = %+v, want line 3", ignored)
+func TestIgnoredLinesAreTheLinesAnEditorShows(t *testing.T) {
+	for _, in := range []string{
+		"A='1\n2'\nexport B=3\n",       // a quoted newline is a line
+		"A=1\r\nC=2\r\nexport B=3\r\n", // CRLF is one line, not two
+		"A=1\\\nx\nexport B=3\n",       // so is a continued line
+	} {
+		_, ignored := Parse(in)
+		if len(ignored) != 1 || ignored[0].Line != 3 {
+			t.Errorf("Parse(%q): ignored = %+v, want line 3", in, ignored)
+		}
 	}
 }
 
