@@ -3,8 +3,11 @@ package dsn
 import (
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // rare are bytes no message of Parse contains: one in an error can only have
@@ -86,4 +89,37 @@ func percentEncode(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// Our reading of a connection string must agree with pgx's: the same strings
+// are malformed, and the same settings come out of the well-formed ones.
+func FuzzSyntaxAgreesWithPgx(f *testing.F) {
+	for _, seed := range []string{
+		"host=h user=u password='a b'", `password=a\ b`, "password='it\\'s'", "a=b c", "=x", "a='x",
+		"postgres://u:p@h:5432/db?sslmode=disable", "postgres://[::1]:5/d", "postgresql://h1,h2:5/d?x=y&ssl=true",
+		"postgres://u:%zz@h", "postgres://h/d?a", "postgres://h/d?a=b=c", "postgres://@[", " ", "user= x=1",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ours, err := connStringSettings(s)
+		_, pgxErr := pgconn.ParseConfig(s)
+		pgxSyntax := pgxErr != nil && strings.Contains(pgxErr.Error(), "failed to parse as")
+		if (err != nil) != pgxSyntax {
+			t.Fatalf("ours: %v; pgx: %v", err, pgxErr)
+		}
+		if err != nil || pgxErr != nil {
+			return
+		}
+		cfg, _ := pgconn.ParseConfig(s)
+		if pw, ok := ours["password"]; ok && os.Getenv("PGPASSWORD") == "" && cfg.Password != pw {
+			t.Fatalf("password: ours %q, pgx %q", pw, cfg.Password)
+		}
+		if db, ok := ours["dbname"]; ok && cfg.Database != db {
+			t.Fatalf("dbname: ours %q, pgx %q", db, cfg.Database)
+		}
+		if u, ok := ours["user"]; ok && cfg.User != u {
+			t.Fatalf("user: ours %q, pgx %q", u, cfg.User)
+		}
+	})
 }
