@@ -85,6 +85,7 @@ func TestSSLModeIsHonouredExactlyAsWritten(t *testing.T) {
 		{"nothing written means libpq's prefer", "postgres://u@h/db", "", "prefer"},
 		{"ssl=true in a URL means require", "postgres://u@h/db?ssl=true", "", "require"},
 		{"a socket host keeps the written mode", "host=/run/postgresql user=u sslmode=require", "", "require"},
+		{"sslrootcert=system without a mode means verify-full, as in libpq", "host=h user=u sslrootcert=system", "", "verify-full"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -15,9 +15,12 @@ import (
 // Ignored describes an assignment systemd would drop. It never holds the value,
 // which may be a secret.
 type Ignored struct {
-	Line   int
+	Line   int // where the assignment starts
 	Key    string
 	Reason string
+	// StricterThanSystemd: systemd would not drop this assignment (it reads
+	// an unterminated quote to the end of the file), we refuse it.
+	StricterThanSystemd bool
 }
 
 // Read parses the file at path. A missing file is reported with an error
@@ -64,7 +67,8 @@ type parser struct {
 	value    []byte
 	keyTrail int // index where trailing key whitespace starts, -1 if none
 	valTrail int // index where trailing value whitespace starts, -1 if none
-	line     int
+	line     int // current line
+	keyLine  int // line the current assignment started on
 	vars     map[string]string
 	ignored  []Ignored
 }
@@ -75,14 +79,26 @@ type parser struct {
 // an unquoted backslash escapes the next character, a backslash before a
 // newline joins lines, trailing unquoted whitespace is dropped, the last
 // assignment of a key wins, and assignments with invalid names or invalid
-// UTF-8 are ignored.
+// UTF-8 are ignored. One rule is stricter than systemd's: a quote that is
+// never closed is reported as ignored instead of taking the rest of the file
+// into the value (it is always a typo).
 func Parse(s string) (map[string]string, []Ignored) {
 	p := &parser{keyTrail: -1, valTrail: -1, line: 1, vars: map[string]string{}}
 	for i := 0; i < len(s); i++ {
 		p.step(s[i])
+		if s[i] == '\n' {
+			p.line++
+		}
 	}
 	switch p.state {
-	case preValue, inValue, valueEscape, singleQuote, doubleQuote, doubleQuoteEscape:
+	case singleQuote, doubleQuote, doubleQuoteEscape:
+		key := p.key
+		if p.keyTrail >= 0 {
+			key = key[:p.keyTrail]
+		}
+		p.ignored = append(p.ignored, Ignored{Line: p.keyLine, Key: string(key),
+			Reason: "its quote is never closed, so this line and every line after it are ignored", StricterThanSystemd: true})
+	case preValue, inValue, valueEscape:
 		if p.state == inValue && p.valTrail >= 0 {
 			p.value = p.value[:p.valTrail]
 		}
@@ -100,17 +116,13 @@ func (p *parser) step(c byte) {
 		case is(comments, c):
 			p.state = inComment
 		case !is(whitespace, c):
-			p.state, p.keyTrail = inKey, -1
+			p.state, p.keyTrail, p.keyLine = inKey, -1, p.line
 			p.key = append(p.key, c)
-		}
-		if c == '\n' {
-			p.line++
 		}
 	case inKey:
 		switch {
 		case is(newline, c):
 			p.state, p.key = preKey, p.key[:0]
-			p.line++
 		case c == '=':
 			p.state, p.valTrail = preValue, -1
 		default:
@@ -121,7 +133,6 @@ func (p *parser) step(c byte) {
 		switch {
 		case is(newline, c):
 			p.push()
-			p.line++
 		case c == '\'':
 			p.state = singleQuote
 		case c == '"':
@@ -139,7 +150,6 @@ func (p *parser) step(c byte) {
 				p.value = p.value[:p.valTrail]
 			}
 			p.push()
-			p.line++
 		case c == '\\':
 			p.state, p.valTrail = valueEscape, -1
 		default:
@@ -150,8 +160,6 @@ func (p *parser) step(c byte) {
 		p.state = inValue
 		if !is(newline, c) {
 			p.value = append(p.value, c)
-		} else {
-			p.line++
 		}
 	case singleQuote:
 		if c == '\'' {
@@ -175,8 +183,6 @@ func (p *parser) step(c byte) {
 			p.value = append(p.value, c)
 		case c != '\n':
 			p.value = append(p.value, '\\', c)
-		default:
-			p.line++
 		}
 	case inComment:
 		switch {
@@ -184,12 +190,10 @@ func (p *parser) step(c byte) {
 			p.state = commentEscape
 		case is(newline, c):
 			p.state = preKey
-			p.line++
 		}
 	case commentEscape:
 		if is(newline, c) {
 			p.state = preKey
-			p.line++
 		} else {
 			p.state = inComment
 		}
@@ -221,9 +225,9 @@ func (p *parser) push() {
 	k, v := string(key), string(p.value)
 	switch {
 	case !validName(k):
-		p.ignored = append(p.ignored, Ignored{Line: p.line, Key: k, Reason: "not a valid variable name"})
+		p.ignored = append(p.ignored, Ignored{Line: p.keyLine, Key: k, Reason: "not a valid variable name"})
 	case !utf8.ValidString(v):
-		p.ignored = append(p.ignored, Ignored{Line: p.line, Key: k, Reason: "value is not valid UTF-8"})
+		p.ignored = append(p.ignored, Ignored{Line: p.keyLine, Key: k, Reason: "value is not valid UTF-8"})
 	default:
 		p.vars[k] = v
 	}

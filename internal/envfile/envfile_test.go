@@ -2,10 +2,12 @@ package envfile
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -31,7 +33,9 @@ func TestParseFollowsSystemdEnvironmentFileRules(t *testing.T) {
 		{"an empty value is kept", "A=\nB=''\n", map[string]string{"A": "", "B": ""}},
 		{"CRLF line endings work", "A=1\r\nB=2\r\n", map[string]string{"A": "1", "B": "2"}},
 		{"a missing final newline is fine", "A=1", map[string]string{"A": "1"}},
-		{"an unterminated quote runs to the end of the file", "A='abc\nB=1", map[string]string{"A": "abc\nB=1"}},
+		{"an unterminated quote yields no value, and nothing after it", "Z=0\nA='abc\nB=1", map[string]string{"Z": "0"}},
+		{"an unterminated double quote yields no value", "A=\"abc\nB=1", map[string]string{}},
+		{"a quoted value may span lines", "A='a\nb'\nB=\"c\nd\"\n", map[string]string{"A": "a\nb", "B": "c\nd"}},
 		{"a line without = is ignored", "JUSTTEXT\nA=1\n", map[string]string{"A": "1"}},
 		{"export prefixes are not shell syntax and are ignored", "export A=1\nB=2\n", map[string]string{"B": "2"}},
 		{"a key starting with a digit is ignored", "1A=1\n", map[string]string{}},
@@ -54,6 +58,41 @@ func TestParseReportsIgnoredAssignmentsWithoutTheirValues(t *testing.T) {
 	_, ignored := Parse("export SECRET=hunter2\nA=1\n")
 	if len(ignored) != 1 || ignored[0].Key != "export SECRET" || ignored[0].Line != 1 {
 		t.Fatalf("ignored = %+v, want one entry for line 1 key %q", ignored, "export SECRET")
+	}
+}
+
+func TestParseReportsAnUnterminatedQuoteWithoutItsValue(t *testing.T) {
+	for _, in := range []string{
+		"A=1\nB='x\ny'\nSECRET = 'hunter2\nC=3\n",
+		"A=1\nB='x\ny'\nSECRET=\"hunter2\nC=3\n",
+		"A=1\nB='x\ny'\nSECRET=\"hunter2\\",
+	} {
+		vars, ignored := Parse(in)
+		if _, ok := vars["SECRET"]; ok {
+			t.Errorf("Parse(%q) kept the unterminated value", in)
+		}
+		if len(ignored) != 1 || ignored[0].Key != "SECRET" || ignored[0].Line != 4 ||
+			!strings.Contains(ignored[0].Reason, "never closed") {
+			t.Errorf("Parse(%q): ignored = %+v, want SECRET on line 4, quote never closed", in, ignored)
+		}
+		for _, ig := range ignored {
+			if strings.Contains(fmt.Sprint(ig), "hunter2") {
+				t.Errorf("Ignored holds the value: %+v", ig)
+			}
+		}
+	}
+}
+
+func TestIgnoredLinesAreTheLinesAnEditorShows(t *testing.T) {
+	for _, in := range []string{
+		"A='1\n2'\nexport B=3\n",       // a quoted newline is a line
+		"A=1\r\nC=2\r\nexport B=3\r\n", // CRLF is one line, not two
+		"A=1\\\nx\nexport B=3\n",       // so is a continued line
+	} {
+		_, ignored := Parse(in)
+		if len(ignored) != 1 || ignored[0].Line != 3 {
+			t.Errorf("Parse(%q): ignored = %+v, want line 3", in, ignored)
+		}
 	}
 }
 

@@ -20,13 +20,23 @@ type Redactor struct {
 	forms []string
 }
 
-// New returns a Redactor for secret; an empty secret redacts nothing.
-func New(secret string) *Redactor {
-	if secret == "" {
-		return &Redactor{}
-	}
+// New returns a Redactor for the secrets; empty ones are skipped, and no
+// secret at all redacts nothing.
+func New(secrets ...string) *Redactor {
 	seen := map[string]bool{}
 	var forms []string
+	for _, secret := range secrets {
+		if secret != "" {
+			forms = appendForms(forms, seen, secret)
+		}
+	}
+	// Longest first, so a form containing another is replaced whole.
+	sort.Slice(forms, func(i, j int) bool { return len(forms[i]) > len(forms[j]) })
+	return &Redactor{forms: forms}
+}
+
+// appendForms adds every spelling of secret not seen yet.
+func appendForms(forms []string, seen map[string]bool, secret string) []string {
 	userinfo := url.UserPassword("u", secret).String() // "u:<escaped>"
 	kv := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(secret)
 	for _, f := range []string{
@@ -42,9 +52,7 @@ func New(secret string) *Redactor {
 			forms = append(forms, f)
 		}
 	}
-	// Longest first, so a form containing another is replaced whole.
-	sort.Slice(forms, func(i, j int) bool { return len(forms[i]) > len(forms[j]) })
-	return &Redactor{forms: forms}
+	return forms
 }
 
 // String returns s with every form of the secret masked.

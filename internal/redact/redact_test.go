@@ -67,3 +67,14 @@ func TestWriterMasksASecretSplitAcrossWrites(t *testing.T) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
 }
+
+func TestNewMasksEverySecretGiven(t *testing.T) {
+	r := New("", "first-secret", "second-secret")
+	got := r.String("a first-secret and a second-secret")
+	if strings.Contains(got, "secret") {
+		t.Errorf("String = %q, want both secrets masked", got)
+	}
+	if got := New().String("nothing to mask"); got != "nothing to mask" {
+		t.Errorf("New() masks %q", got)
+	}
+}
