@@ -281,7 +281,7 @@ func (a *app) connection(needConf bool) (config.Config, *dsn.DSN, int) {
 	}
 	d, err := dsn.Parse(cfg.DSN)
 	if err != nil {
-		a.errorf("%v\nFix OPENWATCH_DATABASE_DSN in %s, then run: openwatch migrate --check", err, cfg.DSNSource)
+		a.errorf("%v\nFix it (OPENWATCH_DATABASE_DSN is in %s), then run: openwatch migrate --check", err, cfg.DSNSource)
 		return cfg, nil, ExitConfig
 	}
 	clearLibpqEnv()
@@ -301,7 +301,10 @@ func clearLibpqEnv() {
 // connect opens a session, waiting up to DATABASE_WAIT_TIMEOUT for a
 // database that is not reachable yet.
 func (a *app) connect(ctx context.Context, cfg config.Config, d *dsn.DSN) (*pgx.Conn, int) {
-	conn, err := d.Connect(ctx)
+	conn, err := d.ConnectWait(ctx, cfg.DatabaseWait, func(err error) {
+		fmt.Fprintf(a.Stderr, "openwatch: the database is not reachable yet (%v); waiting up to %s for it (DATABASE_WAIT_TIMEOUT in %s)…\n",
+			err, cfg.DatabaseWait, a.configPath)
+	})
 	if err != nil {
 		return nil, a.unreachable(err, cfg)
 	}

@@ -70,7 +70,8 @@ func newEnv(t *testing.T) *env {
 	dir := t.TempDir()
 	e := &env{t: t, db: db, conf: filepath.Join(dir, "upgrade.conf"), secrets: filepath.Join(dir, "secrets.env"),
 		backups: filepath.Join(dir, "backups")}
-	e.writeConf("BACKUP_DIR=" + e.backups + "\nMIGRATE_LOCK_TIMEOUT=60\n")
+	// No wait for an unreachable database, except where a test asks for it.
+	e.writeConf("BACKUP_DIR=" + e.backups + "\nMIGRATE_LOCK_TIMEOUT=60\nDATABASE_WAIT_TIMEOUT=0\n")
 	e.writeSecrets(db.URL())
 	return e
 }
@@ -177,7 +178,7 @@ func TestCheckExitCodesFollowTheContract(t *testing.T) {
 			u.User = url.UserPassword(e.db.User, e.db.Password+"-wrong")
 			e.writeSecrets(u.String())
 		}, ExitUnreachable, "password authentication failed"},
-		{"a malformed DSN", func() { e.writeSecrets("host=x port=notaport password=" + e.db.Password[:4]) }, ExitConfig, "Fix OPENWATCH_DATABASE_DSN"},
+		{"a malformed DSN", func() { e.writeSecrets("host=x port=notaport password=" + e.db.Password[:4]) }, ExitConfig, "Fix it (OPENWATCH_DATABASE_DSN is in"},
 		{"a secrets file this user cannot read", func() { os.Remove(e.secrets); os.Mkdir(e.secrets, 0o700) }, ExitUnreachable, "not configured for this user"},
 		{"no DSN at all", func() { os.Remove(e.secrets) }, ExitUnreachable, "OPENWATCH_DATABASE_DSN"},
 	}

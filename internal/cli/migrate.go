@@ -223,6 +223,12 @@ func (a *app) printRestorePoints(rps []dump.RestorePoint, indent string) {
 }
 
 func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrateFlags) int {
+	// Wait here, once, for a database that is still starting.
+	conn, code := a.connect(ctx, cfg, d)
+	if conn == nil {
+		return code
+	}
+	conn.Close(context.Background())
 	var restorePoint, noBackupReason string
 	res, err := migrate.Run(ctx, migrate.Options{
 		DSN: d, FS: a.migrations, Out: a.Stdout, LockTimeout: cfg.MigrateLockTimeout,

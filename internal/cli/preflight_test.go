@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -186,5 +187,21 @@ func TestMessagesNameWhereTheDSNCameFrom(t *testing.T) {
 	}
 	if n := strings.Count(r.stderr, "connection refused"); n != 1 {
 		t.Errorf("the connection error is printed %d times: %s", n, r)
+	}
+}
+
+func TestAnUnreachableDatabaseIsWaitedForSayingSo(t *testing.T) {
+	e := newEnv(t)
+	e.writeConf("DATABASE_WAIT_TIMEOUT=1\n")
+	e.writeSecrets("host=127.0.0.1 port=1 dbname=x user=y sslmode=disable")
+	r := e.run("migrate", "--check")
+	if r.code != ExitUnreachable || !strings.Contains(r.stderr, "waiting up to 1s for it (DATABASE_WAIT_TIMEOUT in "+e.conf+")") {
+		t.Fatalf("want exit 12 after saying that it waits, got %s", r)
+	}
+	u, _ := url.Parse(e.db.URL())
+	u.Path = "/no_such_database"
+	e.writeSecrets(u.String())
+	if r := e.run("migrate", "--check"); r.code != ExitUnreachable || strings.Contains(r.stderr, "waiting") {
+		t.Fatalf("a database that does not exist is not worth waiting for: %s", r)
 	}
 }

@@ -164,7 +164,11 @@ func (c *Config) loadDSN(secretsPath string) error {
 
 func (c *Config) warnIgnored(path string, ignored []envfile.Ignored) {
 	for _, ig := range ignored {
-		c.Warnings = append(c.Warnings, fmt.Sprintf("%s:%d: ignoring %q: %s (systemd ignores it too)", path, ig.Line, ig.Key, ig.Reason))
+		also := " (systemd ignores it too)"
+		if ig.StricterThanSystemd {
+			also = " (systemd would read on to the end of the file)"
+		}
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%s:%d: ignoring %q: %s%s", path, ig.Line, ig.Key, ig.Reason, also))
 	}
 }
 
