@@ -471,6 +471,13 @@ func TestEveryCommandExitsTwelveWhenTheDatabaseIsUnreachable(t *testing.T) {
 	if len(e.dumps()) != 0 {
 		t.Error("a restore point appeared")
 	}
+	dir := filepath.Join(t.TempDir(), "new-dir")
+	if r := e.run("backup", "--dir", dir); r.code != ExitUnreachable {
+		t.Errorf("backup --dir: %s", r)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Error("backup --dir created the directory although it could not connect")
+	}
 }
 
 func TestABrokenUpgradeConfDoesNotBlockCheckButStopsMigrate(t *testing.T) {

@@ -41,6 +41,11 @@ func (a *app) backup(ctx context.Context, args []string) int {
 	if *dir == "" {
 		*dir = cfg.BackupDir
 	}
+	conn, code := a.connect(ctx, cfg, d) // waits for a database still starting; creates nothing before
+	if conn == nil {
+		return code
+	}
+	conn.Close(context.Background())
 	path, err := dump.Backup(ctx, dump.BackupOptions{DSN: d, Dir: *dir, PackageVersion: version.Version,
 		Compression: cfg.BackupCompression, Progress: a.Stderr})
 	var unreachable *dsn.UnreachableError

@@ -38,6 +38,11 @@ type BackupOptions struct {
 // with a *SpaceError, before pg_dump runs, a restore point that EstimateNeed's
 // rule says will not fit.
 func Backup(ctx context.Context, o BackupOptions) (string, error) {
+	// Connect first: nothing is created for a database that cannot be reached.
+	schema, dbSize, err := inspect(ctx, o.DSN)
+	if err != nil {
+		return "", err
+	}
 	if err := PrepareDir(o.Dir); err != nil {
 		return "", err
 	}
@@ -53,10 +58,6 @@ func Backup(ctx context.Context, o BackupOptions) (string, error) {
 		if err := removeStalePartials(o.Dir, o.Progress); err != nil {
 			return "", err
 		}
-	}
-	schema, dbSize, err := inspect(ctx, o.DSN)
-	if err != nil {
-		return "", err
 	}
 	space, err := estimate(o.Dir, dbSize)
 	if err == nil {
