@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/amacneil/dbmate/v2/pkg/dbmate"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -103,8 +104,13 @@ func orNone(s string) string {
 }
 
 // isLockTimeout reports PostgreSQL's lock_not_available (55P03), which
-// lock_timeout raises, from either driver.
+// lock_timeout raises, from either driver (dbmate's error hides it in a
+// QueryError).
 func isLockTimeout(err error) bool {
+	var q *dbmate.QueryError // does not unwrap
+	if errors.As(err, &q) {
+		err = q.Err
+	}
 	var st interface{ SQLState() string }
 	return errors.As(err, &st) && st.SQLState() == "55P03"
 }
