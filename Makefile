@@ -7,7 +7,7 @@ GO      ?= go
 PKG     := github.com/openwatch/openwatch
 LDFLAGS := -s -w -X $(PKG)/internal/version.Version=$(VERSION)-$(RELEASE)
 
-.PHONY: all build generate check-generate packages test test-deps vet e2e bench clean
+.PHONY: all build generate check-generate packages test test-deps lint vet e2e bench clean
 
 all: packages
 
@@ -31,9 +31,41 @@ test-deps:
 vet:
 	$(GO) vet ./...
 
+# squawk (npm package squawk-cli, the exact version pinned in package.json and
+# package-lock.json) installs into node_modules/ of this checkout, never
+# globally; the npm package ships its binary, nothing else is downloaded.
+# (npm install, not npm ci: the lock lists only the linux-x64 platform
+# package, which npm ci would count as out of sync on other platforms.)
+SQUAWK     := node_modules/.bin/squawk
+MIGRATIONS ?= migrations
+
+$(SQUAWK): package.json package-lock.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Lint the migrations with squawk and .squawk.toml. dbmate runs each one in a
+# transaction unless its up line says transaction:false, and squawk is told
+# the same. A rule is waived only in the migration, with a reason:
+#   -- squawk-ignore RULE -- REASON
+lint: $(SQUAWK)
+	@set -e; tx=''; notx=''; \
+	for f in $(MIGRATIONS)/*.sql; do \
+		if grep -Eq '^--[[:space:]]*migrate:up[[:space:]].*transaction:false' "$$f"; then notx="$$notx $$f"; else tx="$$tx $$f"; fi; \
+	done; \
+	rc=0; \
+	if grep -HnE 'squawk-ignore' $$tx $$notx | grep -vE 'squawk-ignore(-file)?[[:space:]]+[a-z0-9-]+(,[[:space:]]*[a-z0-9-]+)*[[:space:]]+--[[:space:]]*[^[:space:]]'; then \
+		echo "make lint: the squawk-ignore lines above give no reason; write: -- squawk-ignore RULE -- REASON" >&2; rc=1; \
+	fi; \
+	[ -z "$$tx" ] || $(SQUAWK) --config .squawk.toml --reporter gcc $$tx || rc=1; \
+	[ -z "$$notx" ] || $(SQUAWK) --config .squawk.toml --reporter gcc --no-assume-in-transaction $$notx || rc=1; \
+	if [ $$rc -ne 0 ]; then \
+		echo "make lint: fix the migrations named above, or waive a rule for one statement in the migration itself: -- squawk-ignore RULE -- REASON" >&2; \
+	fi; \
+	exit $$rc
+
 # Every test: unit, generated-script behaviour under four shells, real
 # PostgreSQL, and real dpkg/rpm upgrades in a disposable root.
-test: test-deps check-generate vet
+test: test-deps lint check-generate vet
 	$(GO) test -count=1 -timeout 80m ./...
 
 # Only the package-manager end-to-end upgrade tests.

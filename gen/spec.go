@@ -82,6 +82,7 @@ type Backup struct {
 	Compression   int // pg_dump -Z level
 	LockTimeout   int // seconds
 	DatabaseWait  int // seconds to wait for an unreachable database
+	LockWait      int // seconds a migration waits for a table or row lock (MIGRATION_LOCK_WAIT)
 }
 
 // Derived names.
@@ -152,6 +153,7 @@ func Default() *Spec {
 			Compression:   1,
 			LockTimeout:   300,
 			DatabaseWait:  30,
+			LockWait:      30,
 		},
 		DebDepends:    []string{"postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17"},
 		RPMRequires:   []string{"postgresql"},
@@ -279,6 +281,7 @@ func (s *Spec) Validate() error {
 		errs = append(errs, &FieldError{"Backup.Compression", fmt.Sprint(s.Backup.Compression), ErrOutOfRange})
 	}
 	positive("Backup.LockTimeout", s.Backup.LockTimeout, 86400)
+	positive("Backup.LockWait", s.Backup.LockWait, 86400)
 	if s.Backup.DatabaseWait < 0 || s.Backup.DatabaseWait > 3600 {
 		errs = append(errs, &FieldError{"Backup.DatabaseWait", fmt.Sprint(s.Backup.DatabaseWait), ErrOutOfRange})
 	}

@@ -11,4 +11,5 @@ CREATE INDEX scan_results_host_scanned_idx ON scan_results (host_id, scanned_at 
 CREATE INDEX scan_results_findings_idx ON scan_results USING gin (findings jsonb_path_ops);
 
 -- migrate:down
+-- squawk-ignore ban-drop-table -- the down section drops only what the up section created
 DROP TABLE scan_results;

@@ -21,6 +21,8 @@ lintian:lintian
 rpmlint:rpmlint
 runuser:util-linux
 unshare:util-linux
+node:nodejs
+npm:npm
 '
 
 missing=''

@@ -2,6 +2,9 @@
 //
 //	go run ./cmd/gen          write the generated files
 //	go run ./cmd/gen -check   fail, printing a diff, if they are out of date
+//
+// It also appends new migrations to migrations/openwatch.sum (gen.SumFile),
+// and refuses when a listed one was edited, removed or reordered.
 package main
 
 import (
@@ -29,7 +32,19 @@ func main() {
 			fmt.Fprintln(os.Stderr, "gen:", err)
 			os.Exit(1)
 		}
+		if err := gen.CheckSum(*root); err != nil {
+			fmt.Fprintln(os.Stderr, "gen:", err)
+			os.Exit(1)
+		}
 		return
+	}
+	added, err := gen.UpdateSum(*root)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gen:", err)
+		os.Exit(1)
+	}
+	for _, name := range added {
+		fmt.Fprintf(os.Stderr, "gen: listed %s in %s\n", name, gen.SumFile)
 	}
 	if err := gen.Write(*root, files); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)

@@ -33,6 +33,7 @@ const (
 	ExitNewer        = 11 // the database holds versions this binary does not know
 	ExitUnreachable  = 12 // database unreachable or not configured
 	ExitBackupFailed = 13 // the restore point could not be (or, for --preflight, would not be) taken; nothing applied
+	ExitChecksum     = 14 // an applied migration differs from the shipped file; nothing applied
 	ExitInterrupted  = 15 // migrate stopped by a signal after the migration in progress
 	ExitFailed       = 16 // a migration failed and was rolled back
 	ExitFailedPartly = 17 // a transaction:false migration failed; it may have left objects behind
@@ -48,10 +49,13 @@ const exitCodes = `Exit codes:
   11  the database holds versions this binary does not know (downgrade); nothing applied
   12  database unreachable or not configured
   13  the restore point could not be taken (--preflight: would not be); nothing applied
+  14  an applied migration differs from the file this binary ships (named, with
+      both checksums); nothing applied
   15  interrupted (SIGTERM/SIGINT): the migration in progress completed, no later one ran
   16  a migration failed and was rolled back; the ones before it stay applied
   17  a transaction:false migration failed and may have left objects behind (named)
-  18  a lock wait timed out (another migrate, or a session holding a table lock)
+  18  a lock wait timed out (another migrate, or a session holding a table lock:
+      MIGRATION_LOCK_WAIT; the blocking session is named)
   19  invalid configuration (upgrade.conf, secrets.env or the DSN)
 `
 

@@ -82,6 +82,8 @@ func exitKind(code int) string {
 		return "unreachable"
 	case ExitBackupFailed:
 		return "no-restore-point"
+	case ExitChecksum:
+		return "checksum-mismatch"
 	case ExitInterrupted:
 		return "interrupted"
 	case ExitFailed:
@@ -123,13 +125,21 @@ func btoi(b bool) int {
 
 // readState opens one session and reads the schema state: what --check and
 // --status need, and nothing more (--check must stay fast).
-func (a *app) readState(ctx context.Context, cfg config.Config, d *dsn.DSN) (migrate.State, int) {
+func (a *app) readState(ctx context.Context, cfg config.Config, d *dsn.DSN, verify bool) (migrate.State, int) {
 	conn, code := a.connect(ctx, cfg, d)
 	if conn == nil {
 		return migrate.State{}, code
 	}
 	defer conn.Close(context.Background())
 	s, err := migrate.ReadState(ctx, conn, a.migrations)
+	if err == nil && verify && !s.Newer() {
+		_, err = migrate.VerifyChecksums(ctx, conn, a.migrations, s)
+	}
+	var sum *migrate.ChecksumError
+	if errors.As(err, &sum) {
+		a.errorf("%v", sum)
+		return s, ExitChecksum
+	}
 	if err != nil {
 		a.errorf("%v", d.Redactor.Error(err))
 		return s, ExitError
@@ -138,7 +148,7 @@ func (a *app) readState(ctx context.Context, cfg config.Config, d *dsn.DSN) (mig
 }
 
 func (a *app) check(ctx context.Context, cfg config.Config, d *dsn.DSN) int {
-	s, code := a.readState(ctx, cfg, d)
+	s, code := a.readState(ctx, cfg, d, true)
 	if code != ExitOK {
 		return code
 	}
@@ -171,7 +181,7 @@ type statusJSON struct {
 }
 
 func (a *app) status(ctx context.Context, cfg config.Config, d *dsn.DSN, asJSON bool) int {
-	s, code := a.readState(ctx, cfg, d)
+	s, code := a.readState(ctx, cfg, d, false)
 	if code != ExitOK {
 		return code
 	}
@@ -231,7 +241,7 @@ func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrat
 	conn.Close(context.Background())
 	var restorePoint, noBackupReason string
 	res, err := migrate.Run(ctx, migrate.Options{
-		DSN: d, FS: a.migrations, Out: a.Stdout, LockTimeout: cfg.MigrateLockTimeout,
+		DSN: d, FS: a.migrations, Out: a.Stdout, LockTimeout: cfg.MigrateLockTimeout, LockWait: cfg.MigrationLockWait,
 		BeforeApply: func(ctx context.Context, s migrate.State, hasData bool) error {
 			fmt.Fprintf(a.Stdout, "%d migration(s) pending: %s\n", len(s.Pending), names(s.Pending))
 			noBackupReason = a.backupPolicy(cfg, f, hasData)
@@ -283,7 +293,16 @@ func (a *app) applyFailed(ctx context.Context, cfg config.Config, err error, res
 	var backup *migrate.BackupError
 	var failed *migrate.FailedError
 	var interrupted *migrate.InterruptedError
+	var sum *migrate.ChecksumError
+	var lockWait *migrate.LockWaitError
 	switch {
+	case errors.As(err, &sum):
+		a.errorf("%v", sum)
+		return ExitChecksum
+	case errors.As(err, &lockWait):
+		a.errorf("%v", lockWait)
+		a.restoreHint(restorePoint, noBackupReason)
+		return ExitLockTimeout
 	case errors.As(err, &newer):
 		a.refuseNewer(cfg, newer.State)
 		return ExitNewer

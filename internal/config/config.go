@@ -28,6 +28,7 @@ const (
 	DefaultBackupCompression  = "1"
 	DefaultMigrateLockTimeout = 300 * time.Second
 	DefaultDatabaseWait       = 30 * time.Second
+	DefaultMigrationLockWait  = 30 * time.Second
 	DefaultJournalPath        = "/var/lib/openwatch/upgrade.state"
 	DefaultUpgradeHelper      = "/usr/lib/openwatch/openwatch-upgrade.sh"
 	DSNVar                    = "OPENWATCH_DATABASE_DSN"
@@ -35,7 +36,7 @@ const (
 
 // Keys are the settings upgrade.conf may hold; anything else is refused as a
 // typo, naming the closest of these.
-var Keys = []string{"AUTO_BACKUP", "BACKUP_DIR", "BACKUP_RETENTION_DAYS", "BACKUP_COMPRESSION", "MIGRATE_LOCK_TIMEOUT", "DATABASE_WAIT_TIMEOUT"}
+var Keys = []string{"AUTO_BACKUP", "BACKUP_DIR", "BACKUP_RETENTION_DAYS", "BACKUP_COMPRESSION", "MIGRATE_LOCK_TIMEOUT", "DATABASE_WAIT_TIMEOUT", "MIGRATION_LOCK_WAIT"}
 
 // SecretsError means secrets.env exists but cannot be read.
 type SecretsError struct{ Err error }
@@ -52,6 +53,9 @@ type Config struct {
 	MigrateLockTimeout time.Duration
 	ConfRequired       bool          // a missing upgrade.conf is an error
 	DatabaseWait       time.Duration // how long to wait for an unreachable database
+	// MigrationLockWait bounds each wait of a migration for a table or row
+	// lock another session holds (lock_timeout), not its run time.
+	MigrationLockWait time.Duration
 
 	DSN         string // empty when not configured
 	SecretsPath string // where the DSN was looked for, for messages
@@ -70,6 +74,7 @@ func Defaults() Config {
 		BackupCompression:  DefaultBackupCompression,
 		MigrateLockTimeout: DefaultMigrateLockTimeout,
 		DatabaseWait:       DefaultDatabaseWait,
+		MigrationLockWait:  DefaultMigrationLockWait,
 	}
 }
 
@@ -211,6 +216,13 @@ func (c *Config) apply(vars map[string]string) error {
 			return fmt.Errorf("DATABASE_WAIT_TIMEOUT=%q: %w (seconds)", v, err)
 		}
 		c.DatabaseWait = time.Duration(secs) * time.Second
+	}
+	if v, ok := vars["MIGRATION_LOCK_WAIT"]; ok && v != "" {
+		secs, err := parseInt(v, 1, 86400)
+		if err != nil {
+			return fmt.Errorf("MIGRATION_LOCK_WAIT=%q: %w (seconds)", v, err)
+		}
+		c.MigrationLockWait = time.Duration(secs) * time.Second
 	}
 	return nil
 }

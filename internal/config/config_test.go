@@ -184,3 +184,18 @@ func TestMessagesCanNameWhereTheDSNCameFrom(t *testing.T) {
 		t.Errorf("DSNSource = %q, want the environment", c.DSNSource)
 	}
 }
+
+func TestTheMigrationLockWaitIsRead(t *testing.T) {
+	if c := Defaults(); c.MigrationLockWait != 30*time.Second {
+		t.Fatalf("default MigrationLockWait %v, want 30s", c.MigrationLockWait)
+	}
+	c, err := Load(write(t, "upgrade.conf", "MIGRATION_LOCK_WAIT=5\n"), "/nonexistent")
+	if err != nil || c.MigrationLockWait != 5*time.Second {
+		t.Fatalf("MigrationLockWait %v, err %v", c.MigrationLockWait, err)
+	}
+	for _, bad := range []string{"0", "soon", "86401"} {
+		if _, err := Load(write(t, "upgrade.conf", "MIGRATION_LOCK_WAIT="+bad+"\n"), "/nonexistent"); err == nil || !strings.Contains(err.Error(), "MIGRATION_LOCK_WAIT") {
+			t.Fatalf("MIGRATION_LOCK_WAIT=%s: err %v", bad, err)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -107,6 +108,9 @@ type Options struct {
 	FS          fs.FS     // migrations at the root
 	Out         io.Writer // progress lines
 	LockTimeout time.Duration
+	// LockWait bounds each wait of a migration for a table or row lock
+	// (PostgreSQL's lock_timeout); 0 means DefaultLockWait.
+	LockWait time.Duration
 	// BeforeApply runs under the lock when migrations are pending, before any
 	// is applied; hasData tells whether the schema holds anything. An error
 	// aborts the run with nothing applied.
@@ -125,8 +129,13 @@ type Result struct {
 // one at a time. When ctx ends during a migration, that migration completes
 // (or fails) and Run returns an *InterruptedError before the next one.
 //
-// Errors: *dsn.UnreachableError, *NewerSchemaError, one wrapping
-// ErrLockTimeout, *BackupError, *FailedError, *InterruptedError, or another.
+// Before anything else, and again under the lock, it compares the recorded
+// checksums of the applied migrations with the shipped files (a
+// *ChecksumError refuses), and records the missing ones under the lock.
+//
+// Errors: *dsn.UnreachableError, *NewerSchemaError, *ChecksumError, one
+// wrapping ErrLockTimeout, *BackupError, *LockWaitError, *FailedError,
+// *InterruptedError, or another.
 func Run(ctx context.Context, o Options) (Result, error) {
 	conn, err := o.DSN.Connect(ctx)
 	if err != nil {
@@ -141,9 +150,14 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if s.Newer() {
 		return Result{Before: s}, &NewerSchemaError{State: s}
 	}
-	if len(s.Pending) == 0 {
+	unrecorded, err := verifyChecksums(ctx, conn, o, s)
+	if err != nil {
+		return Result{Before: s}, err
+	}
+	if len(s.Pending) == 0 && len(unrecorded) == 0 {
 		return Result{Before: s}, nil
 	}
+	hadPending := len(s.Pending) > 0
 	if err := Lock(ctx, conn, o.LockTimeout, func() {
 		fmt.Fprintf(o.Out, "waiting up to %s for another openwatch migrate or restore to finish…\n", o.LockTimeout)
 	}); err != nil {
@@ -159,8 +173,16 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if s.Newer() {
 		return Result{Before: s}, &NewerSchemaError{State: s}
 	}
+	if unrecorded, err = verifyChecksums(ctx, conn, o, s); err != nil {
+		return Result{Before: s}, err
+	}
+	if err := recordOnce(ctx, conn, o, unrecorded); err != nil {
+		return Result{Before: s}, err
+	}
 	if len(s.Pending) == 0 {
-		fmt.Fprintln(o.Out, "another run applied the pending migrations; nothing left to do")
+		if hadPending {
+			fmt.Fprintln(o.Out, "another run applied the pending migrations; nothing left to do")
+		}
 		return Result{Before: s}, nil
 	}
 	if o.BeforeApply != nil {
@@ -190,14 +212,20 @@ func apply(ctx context.Context, conn *pgx.Conn, o Options, before State) (Result
 		if ctx.Err() != nil {
 			return res, &InterruptedError{Applied: res.Applied, NotApplied: before.Pending[i:], Err: context.Cause(ctx)}
 		}
-		applyErr := Apply(o.DSN, upTo(o.FS, known, m), o.Out)
+		relation, blockers, applyErr := applyOne(bg, conn, o, upTo(o.FS, known, m), m)
 		after, err := ReadState(bg, conn, o.FS)
 		if err != nil {
 			return res, errors.Join(applyErr, o.DSN.Redactor.Error(err))
 		}
 		res.Applied = newlyApplied(before, after)
 		if applyErr != nil {
+			if lw := lockWaitFailure(o, m, res.Applied, after, relation, blockers, applyErr); lw != nil {
+				return res, lw
+			}
 			return res, failure(bg, conn, o, res.Applied, after, applyErr)
+		}
+		if err := recordAfter(bg, conn, o, m); err != nil {
+			return res, err
 		}
 	}
 	return res, nil
@@ -344,9 +372,14 @@ func Lock(ctx context.Context, conn *pgx.Conn, timeout time.Duration, onWait fun
 // password on pg_dump's command line), one transaction per migration. dbmate
 // connects through lib/pq with the URL built by the dsn package.
 func Apply(d *dsn.DSN, fsys fs.FS, out io.Writer) error {
+	return applyURL(d, d.DbmateURL(), fsys, out)
+}
+
+// applyURL is Apply with dbmate connecting to u.
+func applyURL(d *dsn.DSN, u *url.URL, fsys fs.FS, out io.Writer) error {
 	log := d.Redactor.Writer(out)
 	defer log.Flush()
-	db := dbmate.New(d.DbmateURL())
+	db := dbmate.New(u)
 	db.FS = fsys
 	db.MigrationsDir = []string{"."}
 	db.AutoDumpSchema = false

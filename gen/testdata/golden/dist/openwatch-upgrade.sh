@@ -261,6 +261,14 @@ case $check in
 				;;
 		esac
 		;;
+	14)
+		# A shipped migration changed after it was applied: like a failed
+		# preflight, touch nothing.
+		fail preflight-failed check "MIGRATION CHECKSUM MISMATCH: a migration applied to this database differs from" \
+			"the one this package ships (the lines above name it and both checksums); nothing was" \
+			"changed and $unit was not stopped. Install again the package version that applied it" \
+			"and report the changed file to the packager."
+		;;
 	11)
 		# Never run a binary against a schema it does not know.
 		stop_unit
