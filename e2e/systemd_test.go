@@ -329,32 +329,64 @@ func (s *sysCase) restoreIntoScratch(rp string) string {
 	return db
 }
 
+// rowsWrittenBefore is the newest row id whose transaction began before t
+// (µs): created_at is the transaction's start, on the machine's clock.
+func (s *sysCase) rowsWrittenBefore(t int64) int64 {
+	s.t.Helper()
+	return s.sqlInt(appDB, fmt.Sprintf("SELECT coalesce(max(id), 0) FROM hosts WHERE created_at < 'epoch'::timestamptz + %d * interval '1 microsecond'", t))
+}
+
 // assertEveryRowBeforeStop checks the claim an operator relies on: the
 // restore point holds every row the service wrote before the upgrade stopped
-// it, and nothing written after. stop is when systemd recorded the unit as
-// stopped (all its processes gone); the rows' created_at is their
-// transaction's start, on the same clock.
-func (s *sysCase) assertEveryRowBeforeStop(rp string, stop int64, oldVersions []string) {
+// it, and nothing written after it came back. stop is when systemd recorded
+// the unit stopped (all its processes gone); restart is when systemd began
+// starting it again. A row the service sent just before the stop may commit
+// just after it (the server finishes a statement whose client died), so the
+// rows "written before the stop" are those that began before the restart;
+// the journal's last "wrote id" line before the stop is a lower bound.
+func (s *sysCase) assertEveryRowBeforeStop(rp string, stop, restart int64, oldVersions []string) {
 	s.t.Helper()
 	scratch := s.restoreIntoScratch(rp)
 	inRP := s.sqlInt(scratch, "SELECT coalesce(max(id), 0) FROM hosts")
-	beforeStop := s.sqlInt(appDB, fmt.Sprintf("SELECT coalesce(max(id), 0) FROM hosts WHERE created_at < 'epoch'::timestamptz + %d * interval '1 microsecond'", stop))
+	written := s.rowsWrittenBefore(restart)
 	logged := s.lastLoggedID(stop)
 	if logged == 0 {
 		s.t.Errorf("the journal shows no row written before the stop")
 	}
-	if inRP != beforeStop {
-		s.t.Errorf("restore point %s: newest row id %d, but the service wrote rows up to id %d before it was stopped", path.Base(rp), inRP, beforeStop)
+	if inRP != written {
+		s.t.Errorf("restore point %s: newest row id %d, but the service wrote rows up to id %d before it was stopped", path.Base(rp), inRP, written)
 	}
 	if logged > inRP {
 		s.t.Errorf("restore point %s: newest row id %d, but the journal shows the service wrote id %d before it was stopped", path.Base(rp), inRP, logged)
 	}
-	if n := s.sqlInt(scratch, "SELECT count(*) FROM hosts"); n != s.sqlInt(appDB, fmt.Sprintf("SELECT count(*) FROM hosts WHERE id <= %d", inRP)) {
-		s.t.Errorf("restore point %s holds %d rows, the database had a different number up to id %d", path.Base(rp), n, inRP)
+	if n, want := s.sqlInt(scratch, "SELECT count(*) FROM hosts"), s.sqlInt(appDB, fmt.Sprintf("SELECT count(*) FROM hosts WHERE id <= %d", inRP)); n != want {
+		s.t.Errorf("restore point %s holds %d rows, the database has %d up to id %d", path.Base(rp), n, want, inRP)
 	}
 	if got := s.schemaVersions(scratch); !slices.Equal(got, oldVersions) {
 		s.t.Errorf("restore point %s: schema_migrations %v, want the schema before the upgrade %v", path.Base(rp), got, oldVersions)
 	}
+}
+
+// stopAndRestart returns when the unit was stopped (the one stop since
+// since) and when systemd began starting it again after that.
+func (s *sysCase) stopAndRestart(since int64, during string) (stop, restart int64) {
+	s.t.Helper()
+	var stops []int64
+	for _, e := range s.m.journal(applianceUnit, since) {
+		switch {
+		case e.MessageID == msgUnitStopped:
+			stops = append(stops, e.Time)
+		case e.MessageID == msgUnitStarting && len(stops) > 0 && restart == 0:
+			restart = e.Time
+		}
+	}
+	if len(stops) != 1 {
+		s.t.Fatalf("the journal shows %d stops of %s during %s, want 1", len(stops), applianceUnit, during)
+	}
+	if restart == 0 {
+		s.t.Fatalf("the journal shows no start of %s after its stop during %s", applianceUnit, during)
+	}
+	return stops[0], restart
 }
 
 // assertRunningOnNewSchema: the service is active, the schema is at the new
@@ -407,10 +439,7 @@ func sysRestorePointHoldsEveryRow(s *sysCase) {
 	oldVersions := s.schemaVersions(appDB)
 	since := now()
 	s.mustPM(aptInstall(nw)...)
-	_, stopped, _ := s.unitEvents(since)
-	if len(stopped) != 1 {
-		s.t.Fatalf("the journal shows %d stops of %s during the upgrade, want 1", len(stopped), applianceUnit)
-	}
+	stop, restart := s.stopAndRestart(since, "the upgrade")
 	rps := s.restorePoints()
 	if len(rps) != 1 {
 		s.t.Fatalf("restore points after the upgrade: %v, want one", rps)
@@ -418,8 +447,8 @@ func sysRestorePointHoldsEveryRow(s *sysCase) {
 	if m := restorePointName.FindStringSubmatch(path.Base(rps[0])); m[2] != old.Head {
 		s.t.Errorf("restore point %s: schema %s, want %s", path.Base(rps[0]), m[2], old.Head)
 	}
-	s.assertEveryRowBeforeStop(rps[0], stopped[0], oldVersions)
-	s.assertRunningOnNewSchema(stopped[0], s.sqlInt(appDB, fmt.Sprintf("SELECT coalesce(max(id), 0) FROM hosts WHERE created_at < 'epoch'::timestamptz + %d * interval '1 microsecond'", stopped[0])), repoMigrations)
+	s.assertEveryRowBeforeStop(rps[0], stop, restart, oldVersions)
+	s.assertRunningOnNewSchema(stop, s.rowsWrittenBefore(restart), repoMigrations)
 	if got := s.dpkgStatus(); got != nw.FullVersion()+" ii" {
 		s.t.Errorf("dpkg status %q, want %q", got, nw.FullVersion()+" ii")
 	}
@@ -479,7 +508,9 @@ func sysStartGuard(s *sysCase) {
 func (s *sysCase) failingUpgrade() []string {
 	s.t.Helper()
 	failing := s.vs["failing"]
-	s.sql(appDB, "CREATE TABLE "+blockTable+" (why text)")
+	// The application's role owns it, as it owns every table: pg_dump,
+	// running as that role, must be able to read it.
+	s.sql(appDB, "SET ROLE "+appDB+"; CREATE TABLE "+blockTable+" (why text)")
 	versions := s.schemaVersions(appDB)
 	res := s.pm(aptInstall(failing)...)
 	if res.code == 0 {
@@ -645,15 +676,12 @@ func sysUnreachableFollowUp(s *sysCase) {
 	s.waitForRows(s.maxID(), "with PostgreSQL back")
 	since = now()
 	s.mustPM(splitExec(cmds[0])...)
-	_, stopped, _ := s.unitEvents(since)
-	if len(stopped) != 1 {
-		s.t.Fatalf("the journal shows %d stops of %s during %s, want 1", len(stopped), applianceUnit, cmds[0])
-	}
+	stop, restart := s.stopAndRestart(since, cmds[0])
 	rps := s.restorePoints()
 	if len(rps) != 1 {
 		s.t.Fatalf("restore points after %s: %v, want one", cmds[0], rps)
 	}
-	s.assertEveryRowBeforeStop(rps[0], stopped[0], oldVersions)
-	s.assertRunningOnNewSchema(stopped[0], s.sqlInt(appDB, fmt.Sprintf("SELECT coalesce(max(id), 0) FROM hosts WHERE created_at < 'epoch'::timestamptz + %d * interval '1 microsecond'", stopped[0])), repoMigrations)
+	s.assertEveryRowBeforeStop(rps[0], stop, restart, oldVersions)
+	s.assertRunningOnNewSchema(stop, s.rowsWrittenBefore(restart), repoMigrations)
 	s.assertNoPasswordInJournal()
 }
