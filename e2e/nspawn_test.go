@@ -312,7 +312,6 @@ const (
 	msgUnitStarting = "7d4958e842da4a758f6c1cdc7b36dcc5"
 	msgUnitStarted  = "39f53479d3a045ac8e11786248231fbf"
 	msgUnitStopped  = "9d1aaa27d60140bd96365438aad20286"
-	msgUnitFailed   = "be02cf6855d2428ba40df7e9d022f03d"
 )
 
 // journal returns a unit's journal (its own output and systemd's messages
