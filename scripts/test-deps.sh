@@ -21,6 +21,13 @@ lintian:lintian
 rpmlint:rpmlint
 runuser:util-linux
 unshare:util-linux
+nsenter:util-linux
+systemd-nspawn:systemd-container
+systemctl:systemd
+journalctl:systemd
+apt-get:apt
+pg_createcluster:postgresql-common
+pg_lsclusters:postgresql-common
 '
 
 missing=''
