@@ -503,7 +503,8 @@ func sysStartGuard(s *sysCase) {
 	s.wantState(applianceUnit, "after the refused start", "failed", "inactive")
 	var guard bool
 	for _, e := range s.m.journal(applianceUnit, since) {
-		if strings.Contains(e.Message, "pending") {
+		// The guard's own report, or systemd's record of its exit code.
+		if strings.Contains(e.Message, "pending") || strings.Contains(e.Message, "status=10/") {
 			guard = true
 		}
 	}
@@ -688,7 +689,9 @@ func sysUnreachableFollowUp(s *sysCase) {
 	}
 	cmds := recoveryCommands(res.out)
 	if len(cmds) != 1 || cmds[0] != helperPath {
-		s.t.Fatalf("the upgrade's output should name one recovery command, %s; it names %q:\n%s", helperPath, cmds, res.out)
+		// Go on with the helper, to check the rest of the promise too.
+		s.t.Errorf("the upgrade's output should name one recovery command, %s; it names %q", helperPath, cmds)
+		cmds = []string{helperPath}
 	}
 
 	s.mustPM("systemctl", "start", s.pgUnit)
