@@ -108,6 +108,7 @@ type sysCase struct {
 	port     string
 	password string
 	runs     []result
+	took     []time.Duration // how long each of runs took
 }
 
 func newSysCase(t *testing.T) *sysCase {
@@ -118,8 +119,8 @@ func newSysCase(t *testing.T) *sysCase {
 		if !t.Failed() && os.Getenv("E2E_VERBOSE") == "" {
 			return
 		}
-		for _, res := range s.runs {
-			t.Logf("$ %s   (exit %d)\n%s", res.cmd, res.code, res.out)
+		for i, res := range s.runs {
+			t.Logf("$ %s   (exit %d, %v)\n%s", res.cmd, res.code, s.took[i].Round(time.Millisecond), res.out)
 		}
 		t.Logf("journal of %s:\n%s", applianceUnit, s.m.run(time.Minute, "sh", "-c", "journalctl --no-pager -o short-precise -u "+applianceUnit+" | grep -v 'e2e-writer: wrote id' | tail -n 80").out)
 		t.Logf("restore points: %v", s.m.glob(backupDir+"/*"))
@@ -178,8 +179,10 @@ func lastLine(s string) string {
 // argv for the password.
 func (s *sysCase) pm(argv ...string) result {
 	s.t.Helper()
+	start := time.Now()
 	res := s.m.runWatched(pmTimeout, argv...)
 	s.runs = append(s.runs, res)
+	s.took = append(s.took, time.Since(start))
 	if res.code < 0 {
 		s.t.Fatalf("%s did not finish: %v\n%s", res.cmd, res.err, res.out)
 	}
