@@ -61,6 +61,8 @@ read -r _ || true
 # once it has reaped it, and nothing of the machine is left.
 for c in $(cat /proc/"$nspawn"/task/*/children 2>/dev/null); do kill -KILL "$c" 2>/dev/null || true; done
 wait "$nspawn" || true
+# The empty mount point is the only trace on the host, also when the test died.
+umount -l "$T" 2>/dev/null && rmdir "$T" 2>/dev/null || true
 `
 
 // bootMachine boots a machine and waits until systemd reports it is up, with
