@@ -51,6 +51,24 @@ mountpoint -q "$T/root"
 rm -f "$T/root/usr/sbin/policy-rc.d"
 for p in "$@"; do rm -rf "$T/root$p"; done
 mkdir -p "$T/root/e2e-pkgs"
+# A cgroup of its own in systemd's hierarchies: with --keep-unit nspawn roots
+# the machine's cgroups where it runs, and two machines sharing a root would
+# share /system.slice/openwatch.service, killing and removing each other's.
+own=openwatch-e2e-machine-$$
+if [ -f /sys/fs/cgroup/cgroup.procs ]; then
+	hier="/sys/fs/cgroup:$(sed -n 's/^0:://p' /proc/self/cgroup)"
+else
+	hier="/sys/fs/cgroup/systemd:$(sed -n 's/^[0-9]*:name=systemd://p' /proc/self/cgroup)"
+	[ -f /sys/fs/cgroup/unified/cgroup.procs ] && hier="$hier /sys/fs/cgroup/unified:$(sed -n 's/^0:://p' /proc/self/cgroup)"
+fi
+made=
+for h in $hier; do
+	cg=${h%%:*}${h#*:}
+	cg=${cg%/}/$own
+	mkdir "$cg"
+	made="$made $cg"
+	echo $$ >"$cg/cgroup.procs"
+done
 systemd-nspawn -q -D "$T/root" --register=no --keep-unit -b --pipe --private-network \
 	--bind-ro="$pkgs:/e2e-pkgs" </dev/null &
 nspawn=$!
@@ -61,6 +79,16 @@ read -r _ || true
 # once it has reaped it, and nothing of the machine is left.
 for c in $(cat /proc/"$nspawn"/task/*/children 2>/dev/null); do kill -KILL "$c" 2>/dev/null || true; done
 wait "$nspawn" || true
+# Leave the machine's cgroups and remove them, deepest first, once empty.
+for cg in $made; do
+	echo $$ >"${cg%/*}/cgroup.procs" || true
+	i=0
+	while [ -d "$cg" ] && [ "$i" -lt 100 ]; do
+		find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+		i=$((i + 1))
+		[ -d "$cg" ] && sleep 0.1
+	done
+done
 # The empty mount point is the only trace on the host, also when the test died.
 umount -l "$T" 2>/dev/null && rmdir "$T" 2>/dev/null || true
 `
