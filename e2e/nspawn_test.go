@@ -45,7 +45,7 @@ T=$1 pkgs=$2
 shift 2
 mount -t tmpfs -o mode=0755 e2e-machine "$T"
 mkdir "$T/up" "$T/work" "$T/root"
-mount -t overlay overlay -o lowerdir=/,upperdir="$T/up",workdir="$T/work" "$T/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$T/up,workdir=$T/work" "$T/root"
 mountpoint -q "$T/root"
 # A container policy that refuses every start; systemd must decide here.
 rm -f "$T/root/usr/sbin/policy-rc.d"
@@ -77,6 +77,7 @@ echo "nspawn $nspawn"
 read -r _ || true
 # Killing the container's systemd ends its pid namespace; nspawn then exits
 # once it has reaped it, and nothing of the machine is left.
+# shellcheck disable=SC2013 # the file is one line of pids
 for c in $(cat /proc/"$nspawn"/task/*/children 2>/dev/null); do kill -KILL "$c" 2>/dev/null || true; done
 wait "$nspawn" || true
 # Leave the machine's cgroups and remove them, deepest first, once empty.
@@ -90,7 +91,7 @@ for cg in $made; do
 	done
 done
 # The empty mount point is the only trace on the host, also when the test died.
-umount -l "$T" 2>/dev/null && rmdir "$T" 2>/dev/null || true
+if umount -l "$T" 2>/dev/null; then rmdir "$T" 2>/dev/null || true; fi
 `
 
 // bootMachine boots a machine and waits until systemd reports it is up, with
