@@ -23,6 +23,13 @@ runuser:util-linux
 unshare:util-linux
 node:nodejs
 npm:npm
+nsenter:util-linux
+systemd-nspawn:systemd-container
+systemctl:systemd
+journalctl:systemd
+apt-get:apt
+pg_createcluster:postgresql-common
+pg_lsclusters:postgresql-common
 '
 
 missing=''
