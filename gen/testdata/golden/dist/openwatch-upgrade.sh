@@ -104,14 +104,12 @@ service_intent() {
 		echo stopped
 		return
 	fi
-	# A start refused by the schema guard (at boot or by hand) asks for it to run.
-	if [ "$(unit_show ActiveState)" = failed ]; then
-		echo running
-		return
-	fi
+	# Any start or stop since ours (by hand, or refused at boot by the schema
+	# guard) is newer than what the journal remembers: leave it to the operator.
 	now=$(unit_show InactiveEnterTimestampMonotonic)
 	if [ "$prev_stopped_at" != unknown ] && [ -n "$now" ] && [ "$now" != 0 ] && [ "$now" != "$prev_stopped_at" ]; then
-		say "$unit was started and stopped again after the earlier attempt stopped it: it stays stopped."
+		say "$unit was started or stopped after the earlier attempt stopped it: it stays stopped" \
+			"(start it yourself once this succeeds: systemctl start $unit)."
 		echo stopped
 		return
 	fi
