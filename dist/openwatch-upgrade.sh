@@ -177,7 +177,8 @@ unit_file_state=''
 [ -z "$prev_stopped_at" ] || unit_file_state=$(journal_get UNIT_FILE_STATE)
 journal_write in-progress check
 
-"$bin" migrate --check
+# The binary's own messages then name the same one command as ours.
+OPENWATCH_RECOVERY_COMMAND=$self "$bin" migrate --check
 check=$?
 
 case $check in
@@ -191,7 +192,7 @@ case $check in
 		;;
 	10)
 		# Everything that can be checked while the service runs, before it stops.
-		"$bin" migrate --preflight
+		OPENWATCH_RECOVERY_COMMAND=$recovery "$bin" migrate --preflight
 		pre=$?
 		case $pre in
 			0) ;;
@@ -209,7 +210,7 @@ case $check in
 				;;
 		esac
 		stop_unit
-		"$bin" migrate
+		OPENWATCH_RECOVERY_COMMAND=$recovery "$bin" migrate
 		rc=$?
 		case $rc in
 			0)

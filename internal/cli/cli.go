@@ -136,7 +136,8 @@ type IO struct {
 type app struct {
 	IO
 	configPath, secretsPath, journalPath string
-	configGiven                          bool // --config named a file: it must exist
+	configGiven                          bool   // --config named a file: it must exist
+	commandLine                          string // how this command was run, for "run it again"
 	migrations                           fs.FS
 	messages                             []string // what errorf printed, for --json's error object
 }
@@ -156,6 +157,7 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 }
 
 func (a *app) run(ctx context.Context, args []string) int {
+	a.commandLine = strings.Join(append([]string{"openwatch"}, args...), " ")
 	top := a.flags("openwatch")
 	showVersion := top.Bool("version", false, "print the version")
 	if code, ok := a.parse(top, args, nil, usage); !ok {
@@ -240,6 +242,20 @@ func (a *app) errorf(format string, args ...any) {
 	fmt.Fprintf(a.Stderr, "openwatch: %s\n", msg)
 }
 
+// RecoveryVar names the environment variable through which the upgrade
+// helper tells the binary the one command that recovers from this run, so
+// every message names the same command.
+const RecoveryVar = "OPENWATCH_RECOVERY_COMMAND"
+
+// next is the command a message names as the next step: the upgrade
+// helper's recovery command when the helper runs us, else def.
+func (a *app) next(def string) string {
+	if c := os.Getenv(RecoveryVar); c != "" {
+		return c
+	}
+	return def
+}
+
 // dedupLines drops a line equal to the one before it: drivers repeat the
 // same failure once per connection attempt (TLS, then plain).
 func dedupLines(s string) string {
@@ -269,7 +285,7 @@ func (a *app) connection(needConf bool) (config.Config, *dsn.DSN, int) {
 	case errors.As(err, &confErr) && !needConf:
 		fmt.Fprintf(a.Stderr, "openwatch: warning: %v (not needed for this command)\n", err)
 	case err != nil:
-		a.errorf("invalid configuration: %v\nNothing was changed. Fix the file, then run the command again.", err)
+		a.errorf("invalid configuration: %v\nNothing was changed. Fix the file, then run: %s", err, a.next(a.commandLine))
 		return cfg, nil, ExitConfig
 	}
 	for _, w := range cfg.Warnings {
@@ -279,13 +295,13 @@ func (a *app) connection(needConf bool) (config.Config, *dsn.DSN, int) {
 		a.errorf("no database configured: %s is not set in the environment or in %s.\n"+
 			"Write the connection string there (as root), for example:\n"+
 			"  OPENWATCH_DATABASE_DSN='postgres://openwatch:PASSWORD@localhost:5432/openwatch?sslmode=prefer'\n"+
-			"keep the file private (chmod 0640 %s; chgrp openwatch %s), then run: openwatch migrate --check",
-			config.DSNVar, cfg.SecretsPath, cfg.SecretsPath, cfg.SecretsPath)
+			"keep the file private (chmod 0640 %s; chgrp openwatch %s), then run: %s",
+			config.DSNVar, cfg.SecretsPath, cfg.SecretsPath, cfg.SecretsPath, a.next("openwatch migrate --check"))
 		return cfg, nil, ExitUnreachable
 	}
 	d, err := dsn.Parse(cfg.DSN)
 	if err != nil {
-		a.errorf("%v\nFix it (OPENWATCH_DATABASE_DSN is in %s), then run: openwatch migrate --check", err, cfg.DSNSource)
+		a.errorf("%v\nFix it (OPENWATCH_DATABASE_DSN is in %s), then run: %s", err, cfg.DSNSource, a.next("openwatch migrate --check"))
 		return cfg, nil, ExitConfig
 	}
 	clearLibpqEnv()
@@ -317,6 +333,6 @@ func (a *app) connect(ctx context.Context, cfg config.Config, d *dsn.DSN) (*pgx.
 
 // unreachable prints a connection failure and returns ExitUnreachable.
 func (a *app) unreachable(err error, cfg config.Config) int {
-	a.errorf("%v\nCheck that PostgreSQL is running and that OPENWATCH_DATABASE_DSN in %s is right, then run: openwatch migrate --check", err, cfg.DSNSource)
+	a.errorf("%v\nCheck that PostgreSQL is running and that OPENWATCH_DATABASE_DSN in %s is right, then run: %s", err, cfg.DSNSource, a.next("openwatch migrate --check"))
 	return ExitUnreachable
 }

@@ -73,7 +73,7 @@ func TestABlockedMigrationExitsEighteenNamingTheBlockerAndARetrySucceeds(t *test
 	}
 	r := e.mustRun(ExitLockTimeout, "migrate", "--no-backup")
 	for _, w := range []string{"20260101000003_create_host_profiles.sql", "table public.hosts", "rolled back",
-		"pid " + strconv.Itoa(pid), `"report job"`, "idle in transaction", "retry with: openwatch migrate"} {
+		"pid " + strconv.Itoa(pid), `"report job"`, "idle in transaction", "Then run: openwatch migrate"} {
 		if !strings.Contains(r.stderr, w) {
 			t.Errorf("stderr lacks %q:\n%s", w, r)
 		}

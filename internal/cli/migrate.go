@@ -302,22 +302,22 @@ func (a *app) applyFailed(ctx context.Context, cfg config.Config, err error, res
 	case errors.As(err, &lockWait):
 		a.errorf("%v", lockWait)
 		a.restoreHint(restorePoint, noBackupReason)
+		fmt.Fprintf(a.Stderr, "Then run: %s\n", a.next("openwatch migrate"))
 		return ExitLockTimeout
 	case errors.As(err, &newer):
 		a.refuseNewer(cfg, newer.State)
 		return ExitNewer
 	case errors.As(err, &backup) && ctx.Err() != nil:
-		a.errorf("interrupted while taking the restore point; nothing was applied and no restore point was left.\n" +
-			"To migrate, run: openwatch migrate")
+		a.errorf("interrupted while taking the restore point; nothing was applied and no restore point was left.\n"+
+			"To migrate, run: %s", a.next("openwatch migrate"))
 		return ExitInterrupted
 	case errors.As(err, &backup):
-		a.errorf("%v\nNothing was applied. Fix the cause and run 'openwatch migrate' again"+
-			" (or, accepting that there is no way back, 'openwatch migrate --no-backup').", backup)
+		a.errorf("%v\nNothing was applied. Fix the cause, then run: %s", backup, a.next("openwatch migrate"))
 		return ExitBackupFailed
 	case errors.As(err, &interrupted):
 		a.errorf("%v\nEvery applied migration is complete; the schema is at %s.", interrupted, orNone(schemaAfter(interrupted.Applied)))
 		a.restoreHint(restorePoint, noBackupReason)
-		fmt.Fprintf(a.Stderr, "To apply the rest, run: openwatch migrate\n")
+		fmt.Fprintf(a.Stderr, "To apply the rest, run: %s\n", a.next("openwatch migrate"))
 		return ExitInterrupted
 	case errors.As(err, &failed):
 		a.reportFailure(failed, restorePoint, noBackupReason)
@@ -326,7 +326,7 @@ func (a *app) applyFailed(ctx context.Context, cfg config.Config, err error, res
 		}
 		return ExitFailed
 	case errors.Is(err, migrate.ErrLockTimeout):
-		a.errorf("%v\nNothing was applied.", err)
+		a.errorf("%v\nNothing was applied. Wait for it to finish, then run: %s", err, a.next("openwatch migrate"))
 		return ExitLockTimeout
 	case errors.As(err, &unreachable):
 		return a.unreachable(err, cfg)
@@ -362,7 +362,7 @@ func (a *app) reportFailure(f *migrate.FailedError, restorePoint, noBackupReason
 		}
 	}
 	if restorePoint == "" {
-		fmt.Fprintf(a.Stderr, "no restore point was taken (%s).\nFix the cause, then run: openwatch migrate\n", orNone(noBackupReason))
+		fmt.Fprintf(a.Stderr, "no restore point was taken (%s).\nFix the cause, then run: %s\n", orNone(noBackupReason), a.next("openwatch migrate"))
 		return
 	}
 	fmt.Fprintf(a.Stderr, "restore point: %s\n", restorePoint)

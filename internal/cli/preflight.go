@@ -81,8 +81,8 @@ func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f mi
 		}
 	}
 	if len(problems) > 0 {
-		a.errorf("preflight: the restore point could not be taken:\n  - %s\nNothing was changed. Fix the cause, then run the upgrade again.",
-			strings.Join(problems, "\n  - "))
+		a.errorf("preflight: the restore point could not be taken:\n  - %s\nNothing was changed. Fix the cause, then run: %s",
+			strings.Join(problems, "\n  - "), a.next("openwatch migrate --preflight"))
 		return ExitBackupFailed
 	}
 	fmt.Fprintf(a.Stdout, "preflight: ready; the restore point goes to %s (about %s needed, %s free)\n",

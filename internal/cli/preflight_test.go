@@ -205,3 +205,15 @@ func TestAnUnreachableDatabaseIsWaitedForSayingSo(t *testing.T) {
 		t.Fatalf("a database that does not exist is not worth waiting for: %s", r)
 	}
 }
+
+// Run by the upgrade helper, the binary names the helper's one recovery
+// command instead of its own next step.
+func TestMessagesNameTheHelpersRecoveryCommand(t *testing.T) {
+	e := newEnv(t)
+	e.writeSecrets("host=127.0.0.1 port=1 dbname=x user=y sslmode=disable")
+	e.vars = []string{RecoveryVar + "=dpkg --configure -a"}
+	r := e.run("migrate", "--check")
+	if r.code != ExitUnreachable || !strings.Contains(r.stderr, "then run: dpkg --configure -a") || strings.Contains(r.stderr, "run: openwatch") {
+		t.Fatalf("want the helper's command only: %s", r)
+	}
+}

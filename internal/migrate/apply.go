@@ -161,9 +161,6 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if err := Lock(ctx, conn, o.LockTimeout, func() {
 		fmt.Fprintf(o.Out, "waiting up to %s for another openwatch migrate or restore to finish…\n", o.LockTimeout)
 	}); err != nil {
-		if errors.Is(err, ErrLockTimeout) {
-			err = fmt.Errorf("%w; wait for it to finish, then run: openwatch migrate", err)
-		}
 		return Result{Before: s}, o.DSN.Redactor.Error(err)
 	}
 	// Released when the session closes, also if we are killed.

@@ -86,10 +86,9 @@ func (e *LockWaitError) Error() string {
 	}
 	if len(e.Blockers) == 0 {
 		b.WriteString("\nthe blocking session ended before it could be identified")
-		b.WriteString("\nRetry with: openwatch migrate")
 		return b.String()
 	}
-	fmt.Fprintf(&b, "\nLet it finish, or end it (SELECT pg_terminate_backend(%s);), then retry with: openwatch migrate",
+	fmt.Fprintf(&b, "\nLet it finish, or end it (SELECT pg_terminate_backend(%s);).",
 		strings.Join(pids, "), pg_terminate_backend("))
 	return b.String()
 }

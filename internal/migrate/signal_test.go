@@ -118,7 +118,7 @@ func TestALockTimeoutIsTypedAndTrue(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := Run(context.Background(), Options{DSN: d, FS: logFS, Out: &bytes.Buffer{}, LockTimeout: 100 * time.Millisecond})
-	want := "another openwatch migrate or restore is still running (it holds the migration lock) (waited 100ms, MIGRATE_LOCK_TIMEOUT in upgrade.conf); wait for it to finish, then run: openwatch migrate"
+	want := "another openwatch migrate or restore is still running (it holds the migration lock) (waited 100ms, MIGRATE_LOCK_TIMEOUT in upgrade.conf)"
 	if !errors.Is(err, ErrLockTimeout) || err.Error() != want {
 		t.Fatalf("Run: %v\nwant ErrLockTimeout saying %s", err, want)
 	}
