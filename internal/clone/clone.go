@@ -118,19 +118,34 @@ func (e *BusyError) Error() string {
 }
 
 // sessions counts the sessions on database db other than our own;
-// autovacuum workers do not count (PostgreSQL ends them itself).
+// autovacuum workers do not count (PostgreSQL ends them itself). Sessions
+// that are ending (a stopped service's) get up to idleWait to go, as
+// PostgreSQL's own CREATE DATABASE and RENAME give them.
 func sessions(ctx context.Context, q querier, db string) (int, []string, error) {
-	var n int
-	var apps []string
-	err := q.QueryRow(ctx, `select count(*), coalesce(array_agg(distinct coalesce(nullif(application_name, ''), 'unnamed')) filter (where true), '{}')
-		from pg_stat_activity
-		where datname = $1 and pid <> pg_backend_pid() and backend_type is distinct from 'autovacuum worker'`, db).Scan(&n, &apps)
-	if err != nil {
-		return 0, nil, fmt.Errorf("list the sessions on database %q: %w", db, err)
+	deadline := time.Now().Add(idleWait)
+	for {
+		var n int
+		var apps []string
+		err := q.QueryRow(ctx, `select count(*), coalesce(array_agg(distinct coalesce(nullif(application_name, ''), 'unnamed')), '{}')
+			from pg_stat_activity
+			where datname = $1 and pid <> pg_backend_pid() and backend_type is distinct from 'autovacuum worker'`, db).Scan(&n, &apps)
+		if err != nil {
+			return 0, nil, fmt.Errorf("list the sessions on database %q: %w", db, err)
+		}
+		if n == 0 || time.Now().After(deadline) {
+			sort.Strings(apps)
+			return n, apps, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	sort.Strings(apps)
-	return n, apps, nil
 }
+
+// idleWait is how long sessions get to end.
+const idleWait = 5 * time.Second
 
 func checkIdle(ctx context.Context, q querier, db, doing string) error {
 	n, apps, err := sessions(ctx, q, db)
