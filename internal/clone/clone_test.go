@@ -530,3 +530,26 @@ func TestTimings(t *testing.T) {
 	restore := time.Since(start)
 	t.Logf("database %s: CHECKPOINT beforehand %v, Create %v, Restore (swap) %v; kept %s", size, checkpoint.Round(time.Millisecond), create.Round(time.Millisecond), restore.Round(time.Millisecond), res.Kept)
 }
+
+// TestCreateAsSuperuserKeepsTheOwner takes the clone as a superuser: the
+// clone still belongs to the database's owner, and after a swap the app role
+// creates tables in public as before (PostgreSQL 15's public schema belongs
+// to pg_database_owner).
+func TestCreateAsSuperuserKeepsTheOwner(t *testing.T) {
+	db, _ := appDB(t)
+	d, err := dsn.Parse(pgtest.Shared(t).SuperURL(db.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Create(context.Background(), d, "", Meta{SchemaVersion: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if owner := superString(t, "postgres", "select pg_get_userbyid(datdba)::text from pg_database where datname = $1", p.Name); owner != db.User {
+		t.Fatalf("the clone belongs to %s, not the app role %s", owner, db.User)
+	}
+	if _, err := Restore(context.Background(), d, p.Name); err != nil {
+		t.Fatal(err)
+	}
+	appExec(t, db, "create table public.after_restore (id int)")
+}
