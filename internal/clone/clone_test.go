@@ -192,6 +192,33 @@ func TestNeedSpace(t *testing.T) {
 	}
 }
 
+func TestDecideSpace(t *testing.T) {
+	const gib = int64(1 << 30)
+	roomy := Space{Dir: "/d", Free: 50 * gib, Total: 100 * gib, DBSize: gib}
+	tight := Space{Dir: "/d", Free: 5 * gib, Total: 100 * gib, DBSize: gib}
+	unknown := errors.New("the server 10.0.0.5 is not on this machine")
+	for _, c := range []struct {
+		name       string
+		mode       Mode
+		space      Space
+		err        error
+		method     string
+		reason     string
+		spaceKnown bool
+	}{
+		{"enough space: a clone", ModeAuto, roomy, nil, MethodClone, "", true},
+		{"too little space: a file", ModeAuto, tight, nil, MethodFile, "not enough free space for a clone: 5.0 GiB free in /d, a clone needs 11.0 GiB", true},
+		{"too little space: a file even when clone is forced", ModeClone, tight, nil, MethodFile, "not enough free space", true},
+		{"unknown space: a file", ModeAuto, Space{}, unknown, MethodFile, "cannot be checked (the server 10.0.0.5 is not on this machine)", false},
+		{"unknown space with RESTORE_POINT=clone: a clone, saying so", ModeClone, Space{}, unknown, MethodClone, "not checked: the server 10.0.0.5", false},
+	} {
+		dec := decideSpace(c.mode, c.space, c.err)
+		if dec.Method != c.method || dec.SpaceChecked != c.spaceKnown || !strings.Contains(dec.Reason, c.reason) || (c.reason == "") != (dec.Reason == "") {
+			t.Errorf("%s: decideSpace = %+v", c.name, dec)
+		}
+	}
+}
+
 func TestParseMode(t *testing.T) {
 	for in, want := range map[string]Mode{"": ModeAuto, "auto": ModeAuto, "Clone": ModeClone, " file ": ModeFile} {
 		if m, err := ParseMode(in); err != nil || m != want {

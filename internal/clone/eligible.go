@@ -138,16 +138,23 @@ func Eligible(ctx context.Context, conn *pgx.Conn, opts Options) (Decision, erro
 	}
 
 	space, err := measureSpace(ctx, conn)
+	return decideSpace(mode, space, err), nil
+}
+
+// decideSpace is the decision once everything but the free space allowed a
+// clone: space is the measurement, or err why there is none.
+func decideSpace(mode Mode, space Space, err error) Decision {
 	if err != nil {
 		if mode == ModeClone {
-			return Decision{Method: MethodClone, Reason: "RESTORE_POINT=clone: the free space on the server was not checked: " + err.Error()}, nil
+			return Decision{Method: MethodClone, Reason: "RESTORE_POINT=clone: the free space on the server was not checked: " + err.Error()}
 		}
-		return file("the free space on the database server cannot be checked (%v), and a clone must not fill the server's disk (set RESTORE_POINT=clone to take clones without the check)", err)
+		return Decision{Method: MethodFile, Reason: fmt.Sprintf("the free space on the database server cannot be checked (%v), and a clone must not fill the server's disk (set RESTORE_POINT=clone to take clones without the check)", err)}
 	}
-	if _, ok := needSpace(space.Free, space.Total, space.DBSize); !ok {
-		return Decision{Method: MethodFile, Reason: "not enough free space for a clone: " + space.String(), SpaceChecked: true, Space: space}, nil
+	var ok bool
+	if space.Need, ok = needSpace(space.Free, space.Total, space.DBSize); !ok {
+		return Decision{Method: MethodFile, Reason: "not enough free space for a clone: " + space.String(), SpaceChecked: true, Space: space}
 	}
-	return Decision{Method: MethodClone, SpaceChecked: true, Space: space}, nil
+	return Decision{Method: MethodClone, SpaceChecked: true, Space: space}
 }
 
 // measureSpace finds the file system(s) holding the database's files and
