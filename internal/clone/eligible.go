@@ -3,7 +3,9 @@ package clone
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -272,8 +274,11 @@ func postmaster(ctx context.Context, conn *pgx.Conn) (int, error) {
 	}
 	pidFile := fmt.Sprintf("/proc/%d/cwd/postmaster.pid", pm)
 	lines, err := readLines(pidFile, 4)
+	if errors.Is(err, fs.ErrPermission) {
+		return 0, fmt.Errorf("the server's data directory is readable only by root: %w", err)
+	}
 	if err != nil {
-		return 0, fmt.Errorf("read the server's data directory (needs root): %w", err)
+		return 0, fmt.Errorf("find the server's data directory: %w", err)
 	}
 	if strings.TrimSpace(lines[0]) != strconv.Itoa(pm) || strings.TrimSpace(lines[3]) != strconv.Itoa(port) {
 		return 0, fmt.Errorf("%s names process %s and port %s, not the server's %d and %d", pidFile, strings.TrimSpace(lines[0]), strings.TrimSpace(lines[3]), pm, port)
