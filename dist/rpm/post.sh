@@ -21,6 +21,7 @@ secrets='/etc/openwatch/secrets.env'
 group='openwatch'
 app_unit='openwatch.service'
 journal='/var/lib/openwatch/upgrade.state'
+backup_dir='/var/backups/openwatch'
 
 systemd_run_dir='/run/systemd/system'
 
@@ -43,6 +44,21 @@ case $action in
 			fi
 		elif systemd_running; then
 			systemctl try-restart "$timer" >/dev/null 2>&1 || true
+		fi
+		;;
+esac
+
+case $action in
+	install | upgrade)
+		# The restore points' directory is not the package's, so that removing
+		# the package never removes it, its files, or an operator's symlink to
+		# another disk in its place. Create it (root only) when nothing is
+		# there; an existing directory or symlink is left exactly as it is.
+		d="${DPKG_ROOT:-}$backup_dir"
+		if [ ! -e "$d" ] && [ ! -L "$d" ]; then
+			parent=${d%/*}
+			if [ -n "$parent" ]; then mkdir -p "$parent"; fi
+			mkdir -m 0700 "$d" || [ -d "$d" ]
 		fi
 		;;
 esac
