@@ -25,6 +25,7 @@ rpm -qp --nosignature --qf '%{PREIN}' "$2" >rpm-scripts/pre
 rpm -qp --nosignature --qf '%{POSTIN}' "$2" >rpm-scripts/post
 rpm -qp --nosignature --qf '%{PREUN}' "$2" >rpm-scripts/preun
 rpm -qp --nosignature --qf '%{POSTUN}' "$2" >rpm-scripts/postun
+rpm -qp --nosignature --qf '%{POSTTRANS}' "$2" >rpm-scripts/posttrans
 `
 	cmd := exec.CommandContext(ctx, "sh", "-c", extract, "sh", v.HostDEB, v.HostRPM)
 	cmd.Dir = dir
@@ -42,7 +43,7 @@ rpm -qp --nosignature --qf '%{POSTUN}' "$2" >rpm-scripts/postun
 			t.Errorf("%s is empty in the package", strings.TrimPrefix(sc, dir+"/"))
 		}
 	}
-	if len(scripts) < 9 {
+	if len(scripts) < 10 {
 		t.Fatalf("found only %d scripts in the packages: %v", len(scripts), scripts)
 	}
 	args := append([]string{"-s", "sh", "-f", "gcc"}, scripts...)

@@ -89,3 +89,57 @@ func TestPostinstCreatesTheBackupDirOnlyWhenNothingIsThere(t *testing.T) {
 		}
 	}
 }
+
+// Releases before this one owned BACKUP_DIR, and the package manager unlinks
+// an operator's symlink found in that directory's place when the upgrade
+// takes the old release's directory away: dpkg while unpacking (between
+// preinst and postinst), rpm when it erases the old release's files (after
+// %post, before %posttrans). The preinst remembers the symlink and the
+// postinst (deb) or %posttrans (rpm) puts it back.
+func TestAnUpgradePutsBackTheSymlinkThePackageManagerRemoved(t *testing.T) {
+	steps := map[string][]struct {
+		script string
+		args   []string
+		unlink bool // the package manager removes the symlink after this step
+	}{
+		"deb": {{"deb/preinst", []string{"upgrade", "1.0.0-1"}, true}, {"deb/postinst", []string{"configure", "1.0.0-1"}, false}},
+		"rpm": {{"rpm/pre.sh", []string{"2"}, false}, {"rpm/post.sh", []string{"2"}, true}, {"rpm/posttrans.sh", []string{"0"}, false}},
+	}
+	for _, format := range []string{"deb", "rpm"} {
+		for _, shell := range shells {
+			t.Run(format+"/"+shellName(shell), func(t *testing.T) {
+				sb := newSandbox(t)
+				sb.answer(check, 0)
+				sb.answer(isActive, 3)
+				target := filepath.Join(sb.root, "bigdisk")
+				writeFile(t, filepath.Join(target, "openwatch_1_schema-1_20260101T000000Z.dump"), "x", 0o600)
+				link := sb.spec.Paths.BackupDir
+				if err := os.Remove(link); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(target, link); err != nil {
+					t.Fatal(err)
+				}
+				for _, st := range steps[format] {
+					if rc, out := sb.run(shell, st.script, nil, st.args...); rc != 0 {
+						t.Fatalf("%s %v: exit %d\n%s", st.script, st.args, rc, out)
+					}
+					if st.unlink {
+						if err := os.Remove(link); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				if l, err := os.Readlink(link); err != nil || l != target {
+					t.Errorf("BACKUP_DIR after the upgrade: %q, %v; want the symlink to %s", l, err, target)
+				}
+				if !sb.exists(filepath.Join(target, "openwatch_1_schema-1_20260101T000000Z.dump")) {
+					t.Error("the restore point behind the symlink is gone")
+				}
+				if sb.exists(filepath.Join(sb.spec.Paths.StateDir, "backup-dir.symlink")) {
+					t.Error("the remembered symlink was not forgotten at the end of the upgrade")
+				}
+			})
+		}
+	}
+}

@@ -46,6 +46,7 @@ func (s *Spec) outputs() []output {
 		{tmpl: "maint/postinst.tmpl", format: "rpm", dst: d("rpm/post.sh")},
 		{tmpl: "maint/prerm.tmpl", format: "rpm", dst: d("rpm/preun.sh")},
 		{tmpl: "maint/postrm.tmpl", format: "rpm", dst: d("rpm/postun.sh")},
+		{tmpl: "maint/posttrans.tmpl", format: "rpm", dst: d("rpm/posttrans.sh")},
 		{tmpl: "helper/openwatch-upgrade.sh.tmpl", dst: d("openwatch-upgrade.sh")},
 		{tmpl: "systemd/cleanup.service.tmpl", dst: d("systemd/" + s.CleanupService())},
 		{tmpl: "systemd/cleanup.timer.tmpl", dst: d("systemd/" + s.CleanupTimer())},

@@ -154,8 +154,8 @@ func TestScriptsPassShellcheck(t *testing.T) {
 			writeFile(t, p, string(b), 0o755)
 			scripts = append(scripts, p)
 		}
-		if len(scripts) != 9 {
-			t.Errorf("%d scripts rendered, want 9", len(scripts))
+		if len(scripts) != 10 {
+			t.Errorf("%d scripts rendered, want 10", len(scripts))
 		}
 		out, err := exec.Command("shellcheck", append([]string{"-s", "sh", "-S", "style"}, scripts...)...).CombinedOutput()
 		if err != nil {
@@ -240,6 +240,7 @@ func ExampleRender() {
 	// dist/lintian-overrides
 	// dist/openwatch-upgrade.sh
 	// dist/rpm/post.sh
+	// dist/rpm/posttrans.sh
 	// dist/rpm/postun.sh
 	// dist/rpm/pre.sh
 	// dist/rpm/preun.sh

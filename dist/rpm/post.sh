@@ -22,6 +22,7 @@ group='openwatch'
 app_unit='openwatch.service'
 journal='/var/lib/openwatch/upgrade.state'
 backup_dir='/var/backups/openwatch'
+backup_dir_link='/var/lib/openwatch/backup-dir.symlink'
 
 systemd_run_dir='/run/systemd/system'
 
@@ -48,18 +49,33 @@ case $action in
 		;;
 esac
 
-case $action in
-	install | upgrade)
-		# The restore points' directory is not the package's, so that removing
-		# the package never removes it, its files, or an operator's symlink to
-		# another disk in its place. Create it (root only) when nothing is
-		# there; an existing directory or symlink is left exactly as it is.
-		d="${DPKG_ROOT:-}$backup_dir"
-		if [ ! -e "$d" ] && [ ! -L "$d" ]; then
-			parent=${d%/*}
-			if [ -n "$parent" ]; then mkdir -p "$parent"; fi
+# Put back an operator's symlink at BACKUP_DIR that the package manager
+# removed while it took the directory of an older release away; else create
+# the directory, root only, when nothing is there. An existing directory or
+# symlink is never touched. $1: "forget" drops the remembered symlink, "keep"
+# keeps it for a later step of the same transaction.
+ensure_backup_dir() {
+	d="${DPKG_ROOT:-}$backup_dir"
+	saved="${DPKG_ROOT:-}$backup_dir_link"
+	if [ ! -e "$d" ] && [ ! -L "$d" ]; then
+		parent=${d%/*}
+		if [ -n "$parent" ]; then mkdir -p "$parent"; fi
+		if [ -s "$saved" ]; then
+			ln -s -- "$(cat "$saved")" "$d"
+			echo "openwatch: restored your symlink $backup_dir -> $(cat "$saved")" >&2
+		else
 			mkdir -m 0700 "$d" || [ -d "$d" ]
 		fi
+	fi
+	if [ "${1:-}" = forget ]; then
+		rm -f "$saved"
+	fi
+}
+
+case $action in
+	install | upgrade)
+		# rpm erases the old release's files after this: %posttrans forgets.
+		ensure_backup_dir keep
 		;;
 esac
 
