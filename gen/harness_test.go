@@ -97,7 +97,6 @@ func newSandbox(t *testing.T, mutate ...func(s *Spec, root string)) *sandbox {
 	sb := &sandbox{t: t, root: root, spec: s, files: files}
 	// Install the helpers where the spec says they are.
 	writeFile(t, s.UpgradeHelper(), string(sb.file("openwatch-upgrade.sh")), 0o755)
-	writeFile(t, s.CleanupScript(), string(sb.file("cleanup-backups.sh")), 0o755)
 	return sb
 }
 

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"go/format"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -117,7 +119,7 @@ func TestRenderIsReproducible(t *testing.T) {
 	}
 }
 
-var headerRE = regexp.MustCompile(`^# (Code generated|Generated) by gen from templates/[a-z]+/[a-z0-9.-]+\.tmpl`)
+var headerRE = regexp.MustCompile(`^(# (Code generated|Generated)|// Code generated) by gen from templates/[a-z]+/[a-z0-9._-]+\.tmpl`)
 
 func TestEveryFileSaysItIsGenerated(t *testing.T) {
 	files, err := Render(Default())
@@ -230,7 +232,6 @@ func ExampleRender() {
 		fmt.Println(name)
 	}
 	// Output:
-	// dist/cleanup-backups.sh
 	// dist/copyright
 	// dist/deb/postinst
 	// dist/deb/postrm
@@ -239,6 +240,7 @@ func ExampleRender() {
 	// dist/lintian-overrides
 	// dist/openwatch-upgrade.sh
 	// dist/rpm/post.sh
+	// dist/rpm/posttrans.sh
 	// dist/rpm/postun.sh
 	// dist/rpm/pre.sh
 	// dist/rpm/preun.sh
@@ -247,5 +249,43 @@ func ExampleRender() {
 	// dist/systemd/openwatch-backup-cleanup.service
 	// dist/systemd/openwatch-backup-cleanup.timer
 	// dist/upgrade.conf
+	// internal/defaults/defaults_gen.go
 	// nfpm.yaml
+}
+
+func listDir(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names // ReadDir sorts by name
+}
+
+// The binary's defaults are Go source that gofmt leaves alone, marked as
+// generated the way Go tools recognise, with every value quoted as Go data.
+func TestTheGoDefaultsAreGofmtCleanGeneratedCode(t *testing.T) {
+	hostile := Default()
+	hostile.Paths.Journal = "/var/lib/it's \"`$(x)\\n"
+	for _, spec := range []*Spec{Default(), goldenSpec(), hostile} {
+		files, err := Render(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := files[GoDefaults]
+		formatted, err := format.Source(b)
+		if err != nil || !bytes.Equal(formatted, b) {
+			t.Errorf("%s is not gofmt-clean (%v):\n%s", GoDefaults, err, b)
+		}
+		if !regexp.MustCompile(`(?m)^// Code generated .* DO NOT EDIT\.$`).Match(b) {
+			t.Errorf("%s lacks the generated-code marker", GoDefaults)
+		}
+		if want := "JournalPath   = " + strconv.Quote(spec.Paths.Journal) + "\n"; !strings.Contains(string(b), want) {
+			t.Errorf("%s lacks %q:\n%s", GoDefaults, want, b)
+		}
+	}
 }

@@ -90,9 +90,6 @@ type Backup struct {
 // UpgradeHelper is the installed path of openwatch-upgrade.sh.
 func (s *Spec) UpgradeHelper() string { return path.Join(s.Paths.LibDir, "openwatch-upgrade.sh") }
 
-// CleanupScript is the installed path of cleanup-backups.sh.
-func (s *Spec) CleanupScript() string { return path.Join(s.Paths.LibDir, "cleanup-backups.sh") }
-
 // CleanupService is the cleanup service unit name.
 func (s *Spec) CleanupService() string { return s.Units.Cleanup + ".service" }
 

@@ -2,7 +2,8 @@
 // shared by both package formats (maint/), the helpers installed under the
 // package's lib dir (helper/), systemd units (systemd/), upgrade.conf
 // (config/), nfpm.yaml (nfpm/), lintian overrides and rpmlint filters
-// (lintian/) and the Debian copyright file (doc/).
+// (lintian/), the Debian copyright file (doc/) and the binary's defaults
+// (go/).
 package templates
 
 import "embed"

@@ -15,6 +15,17 @@ esac
 user='openwatch'
 group='openwatch'
 home='/var/lib/openwatch'
+backup_dir='/var/backups/openwatch'
+backup_dir_link='/var/lib/openwatch/backup-dir.symlink'
+
+# Remember an operator's symlink at BACKUP_DIR (see backup_dir_ensure).
+remember_backup_dir() {
+	d="${DPKG_ROOT:-}$backup_dir"
+	saved="${DPKG_ROOT:-}$backup_dir_link"
+	if [ -L "$d" ] && [ -d "${saved%/*}" ]; then
+		readlink -- "$d" >"$saved"
+	fi
+}
 
 case $action in
 	install | upgrade)
@@ -39,5 +50,9 @@ case $action in
 		fi
 		;;
 esac
+
+if [ "$action" = upgrade ]; then
+	remember_backup_dir
+fi
 
 exit 0

@@ -72,7 +72,7 @@ restore points.
 
 Usage:
   openwatch migrate [--check | --preflight | --status [--json]] [--backup-dir DIR | --no-backup]
-  openwatch backup  [--dir DIR | --list]
+  openwatch backup  [--dir DIR | --list | --prune]
   openwatch restore [--yes] FILE
   openwatch --version
   openwatch COMMAND --help
@@ -105,13 +105,16 @@ stops it after the migration in progress (exit 15).
 
 ` + commonFlags + `
 ` + exitCodes,
-	"backup": `Usage: openwatch backup [--dir DIR | --list]
+	"backup": `Usage: openwatch backup [--dir DIR | --list | --prune]
 
 Write a restore point (a verified pg_dump archive) and print its path.
 
   --dir DIR   directory (default BACKUP_DIR from upgrade.conf)
   --list      list the restore points in BACKUP_DIR (or --dir), newest first;
               needs no database
+  --prune     remove the restore points in BACKUP_DIR (or --dir) older than
+              BACKUP_RETENTION_DAYS, always keeping the newest; needs no
+              database (the daily cleanup timer runs this)
 
 ` + commonFlags + `
 ` + exitCodes,

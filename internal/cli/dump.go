@@ -24,12 +24,16 @@ func (a *app) backup(ctx context.Context, args []string) int {
 	fl := a.flags("backup")
 	dir := fl.String("dir", "", "")
 	list := fl.Bool("list", false, "")
+	prune := fl.Bool("prune", false, "")
 	var extra []string
 	if code, ok := a.parse(fl, args, &extra, help["backup"]); !ok {
 		return code
 	}
 	if len(extra) > 0 {
 		return a.usageError("backup: unexpected argument %q", extra[0])
+	}
+	if *prune {
+		return a.pruneRestorePoints(*dir, *list)
 	}
 	if *list {
 		return a.listRestorePoints(*dir)

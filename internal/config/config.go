@@ -15,22 +15,25 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openwatch/openwatch/internal/defaults"
 	"github.com/openwatch/openwatch/internal/envfile"
 )
 
-// Default paths and values. DefaultBackupCompression is chosen by measurement
-// (docs/BENCHMARKS.md); gen's spec renders the same values into upgrade.conf.
+// Default paths and values, from gen's spec (rendered into package
+// defaults; the same values reach upgrade.conf and the units).
+// DefaultBackupCompression is chosen by measurement (docs/BENCHMARKS.md).
 const (
-	DefaultConfigPath         = "/etc/openwatch/upgrade.conf"
-	DefaultSecretsPath        = "/etc/openwatch/secrets.env"
-	DefaultBackupDir          = "/var/backups/openwatch"
-	DefaultRetentionDays      = 30
-	DefaultBackupCompression  = "1"
-	DefaultMigrateLockTimeout = 300 * time.Second
-	DefaultDatabaseWait       = 30 * time.Second
-	DefaultMigrationLockWait  = 30 * time.Second
-	DefaultJournalPath        = "/var/lib/openwatch/upgrade.state"
-	DefaultUpgradeHelper      = "/usr/lib/openwatch/openwatch-upgrade.sh"
+	DefaultConfigPath         = defaults.ConfigPath
+	DefaultSecretsPath        = defaults.SecretsPath
+	DefaultBackupDir          = defaults.BackupDir
+	DefaultAutoBackup         = defaults.AutoBackup
+	DefaultRetentionDays      = defaults.RetentionDays
+	DefaultBackupCompression  = defaults.BackupCompression
+	DefaultMigrateLockTimeout = defaults.MigrateLockTimeoutSeconds * time.Second
+	DefaultDatabaseWait       = defaults.DatabaseWaitSeconds * time.Second
+	DefaultMigrationLockWait  = defaults.MigrationLockWaitSeconds * time.Second
+	DefaultJournalPath        = defaults.JournalPath
+	DefaultUpgradeHelper      = defaults.UpgradeHelper
 	DSNVar                    = "OPENWATCH_DATABASE_DSN"
 )
 
@@ -68,7 +71,7 @@ type Config struct {
 // Defaults returns the configuration used when upgrade.conf is absent.
 func Defaults() Config {
 	return Config{
-		AutoBackup:         true,
+		AutoBackup:         DefaultAutoBackup,
 		BackupDir:          DefaultBackupDir,
 		RetentionDays:      DefaultRetentionDays,
 		BackupCompression:  DefaultBackupCompression,

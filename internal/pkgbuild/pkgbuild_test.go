@@ -56,9 +56,32 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// hostEnv is the environment for rpm, dpkg-deb, lintian and rpmlint with
+// every place they write for themselves moved into t's temporary directory:
+// rpm creates ~/.rpmdb (Debian's rpm keeps its database under HOME),
+// rpmlint's spell checker ~/.config/enchant, lintian /tmp/mldbm-elf-* files.
+func hostEnv(t *testing.T, extra ...string) []string {
+	t.Helper()
+	home := t.TempDir()
+	env := []string{"HOME=" + home, "TMPDIR=" + t.TempDir(),
+		"XDG_CACHE_HOME=" + filepath.Join(home, ".cache"), "XDG_CONFIG_HOME=" + filepath.Join(home, ".config"),
+		"XDG_DATA_HOME=" + filepath.Join(home, ".local", "share"), "XDG_STATE_HOME=" + filepath.Join(home, ".local", "state")}
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "HOME", "TMPDIR", "TMP", "TEMP", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
+}
+
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).Output()
+	cmd := exec.Command(name, args...)
+	cmd.Env = hostEnv(t)
+	out, err := cmd.Output()
 	if err != nil {
 		var stderr string
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -84,13 +107,11 @@ var payload = map[string]string{
 	"/etc/openwatch/upgrade.conf":                                      "-rw-r----- root openwatch",
 	"/usr/bin/openwatch":                                               "-rwxr-xr-x root root",
 	"/usr/lib/openwatch":                                               "drwxr-xr-x root root",
-	"/usr/lib/openwatch/cleanup-backups.sh":                            "-rwxr-xr-x root root",
 	"/usr/lib/openwatch/openwatch-upgrade.sh":                          "-rwxr-xr-x root root",
 	"/usr/lib/systemd/system/openwatch-backup-cleanup.service":         "-rw-r--r-- root root",
 	"/usr/lib/systemd/system/openwatch-backup-cleanup.timer":           "-rw-r--r-- root root",
 	"/usr/lib/systemd/system/openwatch.service.d":                      "drwxr-xr-x root root",
 	"/usr/lib/systemd/system/openwatch.service.d/50-schema-guard.conf": "-rw-r--r-- root root",
-	"/var/backups/openwatch":                                           "drwx------ root root",
 	"/var/lib/openwatch":                                               "drwxr-x--- openwatch openwatch",
 	"/usr/share/doc/openwatch/UPGRADING.md":                            "-rw-r--r-- root root",
 }
@@ -238,6 +259,7 @@ func TestLinters(t *testing.T) {
 	res := packages(t)
 	cmd := exec.Command("lintian", "--no-cfg", "--display-info", "--pedantic", "--display-experimental",
 		"--fail-on", "error,warning,info,pedantic", res.DEB)
+	cmd.Env = hostEnv(t)
 	out, err := cmd.CombinedOutput()
 	if err != nil || strings.Contains(string(out), ": ") {
 		t.Errorf("lintian: %v\n%s", err, out)
@@ -252,7 +274,7 @@ func TestLinters(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd = exec.Command("rpmlint", "-r", filepath.Join(repoRoot, "dist", "rpmlintrc"), res.RPM)
-	cmd.Env = append(os.Environ(), "PATH="+shim+":"+os.Getenv("PATH"))
+	cmd.Env = hostEnv(t, "PATH="+shim+":"+os.Getenv("PATH"))
 	out, err = cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "0 errors, 0 warnings") {
 		t.Errorf("rpmlint: %v\n%s", err, out)

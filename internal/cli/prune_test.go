@@ -1,0 +1,230 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// pruneEnv is an installation without any database: no secrets file, no
+// OPENWATCH_DATABASE_DSN. backup --prune must not need one.
+type pruneEnv struct {
+	t    *testing.T
+	root string
+	conf string
+}
+
+func newPruneEnv(t *testing.T) *pruneEnv {
+	root := t.TempDir()
+	return &pruneEnv{t: t, root: root, conf: filepath.Join(root, "upgrade.conf")}
+}
+
+func (p *pruneEnv) writeConf(s string) {
+	p.t.Helper()
+	if err := os.WriteFile(p.conf, []byte(s), 0o640); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// restorePoint writes a regular file named like a restore point taken age
+// ago and returns its base name.
+func (p *pruneEnv) restorePoint(dir string, age time.Duration) string {
+	p.t.Helper()
+	n := "openwatch_1.0.0-1_schema-20260101000003_" + time.Now().UTC().Add(-age).Format("20060102T150405Z") + ".dump"
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		p.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, n), []byte("dump"), 0o600); err != nil {
+		p.t.Fatal(err)
+	}
+	return n
+}
+
+func (p *pruneEnv) prune(args ...string) result {
+	p.t.Helper()
+	cmd := exec.Command(binary, append([]string{"--config", p.conf, "--secrets", filepath.Join(p.root, "no-secrets.env"), "backup", "--prune"}, args...)...)
+	cmd.Env = []string{"PATH=/nonexistent"} // no pg_dump, no psql, no DSN
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if err != nil && cmd.ProcessState == nil {
+		p.t.Fatal(err)
+	}
+	return result{cmd.ProcessState.ExitCode(), out.String(), errOut.String()}
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func sortedNames(s ...string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+const day = 24 * time.Hour
+
+func TestPruneReadsUpgradeConfAsDataAndNeedsNoDatabase(t *testing.T) {
+	p := newPruneEnv(t)
+	// A hostile directory name: a shell sourcing the config would create pwned.
+	dir := filepath.Join(p.root, "it's $(touch pwned) `touch pwned` \"x\"")
+	p.writeConf("# comment\n; comment\nAUTO_BACKUP=yes\nBACKUP_DIR=" + envQuote(dir) + "\nBACKUP_RETENTION_DAYS='5'\n")
+	old := p.restorePoint(dir, 6*day)
+	older := p.restorePoint(dir, 7*day)
+	recent := p.restorePoint(dir, 4*day)
+	newest := p.restorePoint(dir, day)
+
+	r := p.prune()
+	if r.code != ExitOK {
+		t.Fatalf("backup --prune: %s", r)
+	}
+	if got, want := dirNames(t, dir), sortedNames(recent, newest); !slices.Equal(got, want) {
+		t.Errorf("left %q, want %q\n%s", got, want, r)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "removed "+filepath.Join(dir, old)+" ") ||
+		!strings.HasPrefix(lines[1], "removed "+filepath.Join(dir, older)+" ") ||
+		lines[2] != "2 restore point(s) older than 5 days removed from "+dir+"; 2 kept (the newest is always kept)" {
+		t.Errorf("output:\n%s", r)
+	}
+	if _, err := os.Stat(filepath.Join(p.root, "pwned")); err == nil {
+		t.Error("the config was executed")
+	}
+}
+
+// The shell cleanup computed the retention with $(( )), which reads a
+// leading 0 as octal: 010 pruned after 8 days, and 08 or 09 failed every run.
+// The binary reads decimal.
+func TestPruneReadsARetentionWithALeadingZeroAsDecimal(t *testing.T) {
+	for _, tc := range []struct {
+		retention string
+		keep      time.Duration // kept: just inside the retention
+		remove    time.Duration // removed: just outside
+	}{
+		{"010", 9*day + 12*time.Hour, 10*day + 12*time.Hour},
+		{"08", 7*day + 12*time.Hour, 8*day + 12*time.Hour},
+		{"09", 8*day + 12*time.Hour, 9*day + 12*time.Hour},
+	} {
+		t.Run(tc.retention, func(t *testing.T) {
+			p := newPruneEnv(t)
+			dir := filepath.Join(p.root, "backups")
+			p.writeConf("BACKUP_DIR=" + dir + "\nBACKUP_RETENTION_DAYS=" + tc.retention + "\n")
+			newest := p.restorePoint(dir, time.Hour)
+			kept := p.restorePoint(dir, tc.keep)
+			p.restorePoint(dir, tc.remove)
+			r := p.prune()
+			if r.code != ExitOK {
+				t.Fatalf("%s", r)
+			}
+			if got, want := dirNames(t, dir), sortedNames(newest, kept); !slices.Equal(got, want) {
+				t.Errorf("BACKUP_RETENTION_DAYS=%s left %q, want %q\n%s", tc.retention, got, want, r)
+			}
+		})
+	}
+}
+
+func TestPruneRefusesAnInvalidConfigWithExitNineteenAndRemovesNothing(t *testing.T) {
+	for _, conf := range []string{
+		"BACKUP_RETENTION_DAYS=1; rm -rf /\n",
+		"BACKUP_RETENTION_DAYS=-3\n",
+		"BACKUP_RETENTON_DAYS=3\n", // a typo must not turn the retention back to the default
+	} {
+		p := newPruneEnv(t)
+		dir := filepath.Join(p.root, "backups")
+		p.writeConf("BACKUP_DIR=" + dir + "\n" + conf)
+		want := sortedNames(p.restorePoint(dir, day), p.restorePoint(dir, 400*day))
+		r := p.prune()
+		if r.code != ExitConfig || !strings.Contains(r.stderr, "openwatch backup --prune") {
+			t.Errorf("%q: want exit %d naming the command to rerun, got %s", conf, ExitConfig, r)
+		}
+		if got := dirNames(t, dir); !slices.Equal(got, want) {
+			t.Errorf("%q: left %q, want %q", conf, got, want)
+		}
+	}
+	p := newPruneEnv(t) // --config names a file that is not there
+	if r := p.prune(); r.code != ExitConfig {
+		t.Errorf("missing --config file: %s", r)
+	}
+}
+
+// An operator who moved the restore points to a bigger disk and left a
+// symlink at BACKUP_DIR keeps the retention: the binary follows BACKUP_DIR
+// for pruning as for writing and listing, and leaves the symlink.
+func TestPruneFollowsASymlinkedBackupDirButNoSymlinkInsideIt(t *testing.T) {
+	p := newPruneEnv(t)
+	target := filepath.Join(p.root, "bigdisk", "restore-points")
+	link := filepath.Join(p.root, "backups")
+	old := p.restorePoint(target, 90*day)
+	newest := p.restorePoint(target, day)
+	precious := filepath.Join(p.root, "precious")
+	if err := os.WriteFile(precious, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inside := "openwatch_0.9.0-1_schema-1_20200101T000000Z.dump"
+	if err := os.Symlink(precious, filepath.Join(target, inside)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	p.writeConf("BACKUP_DIR=" + link + "\nBACKUP_RETENTION_DAYS=30\n")
+	r := p.prune()
+	if r.code != ExitOK || !strings.Contains(r.stdout, "removed "+filepath.Join(link, old)) {
+		t.Fatalf("%s", r)
+	}
+	if got, want := dirNames(t, target), sortedNames(newest, inside); !slices.Equal(got, want) {
+		t.Errorf("left %q, want %q", got, want)
+	}
+	if b, err := os.ReadFile(precious); err != nil || string(b) != "keep" {
+		t.Errorf("the target of a symlink inside was touched: %q, %v", b, err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("BACKUP_DIR symlink: %v, %v", fi, err)
+	}
+
+	// --dir overrides BACKUP_DIR; the retention still comes from upgrade.conf.
+	other := filepath.Join(p.root, "other")
+	keep := []string{p.restorePoint(other, day), p.restorePoint(other, 29*day)}
+	p.restorePoint(other, 31*day)
+	if r := p.prune("--dir", other); r.code != ExitOK {
+		t.Fatalf("%s", r)
+	}
+	if got := dirNames(t, other); !slices.Equal(got, sortedNames(keep...)) {
+		t.Errorf("--dir: left %q, want %q", got, keep)
+	}
+}
+
+func TestPruneFailsWhenBackupDirIsASymlinkToNothing(t *testing.T) {
+	p := newPruneEnv(t)
+	link := filepath.Join(p.root, "backups")
+	if err := os.Symlink(filepath.Join(p.root, "unmounted"), link); err != nil {
+		t.Fatal(err)
+	}
+	p.writeConf("BACKUP_DIR=" + link + "\n")
+	if r := p.prune(); r.code != ExitError || !strings.Contains(r.stderr, link) || !strings.Contains(r.stderr, "openwatch backup --prune") {
+		t.Errorf("want exit %d naming %s and the command to rerun, got %s", ExitError, link, r)
+	}
+	p.writeConf("BACKUP_DIR=" + filepath.Join(p.root, "absent") + "\n")
+	if r := p.prune(); r.code != ExitOK {
+		t.Errorf("a missing BACKUP_DIR has nothing to prune: %s", r)
+	}
+	p.writeConf("")
+	if r := p.prune("--list"); r.code != ExitUsage {
+		t.Errorf("--list --prune: %s", r)
+	}
+}
