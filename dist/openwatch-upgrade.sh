@@ -158,6 +158,19 @@ fail() {
 	exit 1
 }
 
+# A clone restore point becomes a portable file once the service runs again,
+# without holding the package manager: in a transient unit where systemd
+# runs, else here.
+export_restore_point() {
+	if systemd_running && command -v systemd-run >/dev/null 2>&1 &&
+		systemd-run --quiet --no-block --collect --unit=openwatch-export "$bin" backup --export >/dev/null 2>&1; then
+		say "a clone restore point, if one was taken, is exported to a file in the background: journalctl -u openwatch-export"
+		return 0
+	fi
+	"$bin" backup --export >/dev/null ||
+		say "warning: the clone restore point could not be exported to a file (it is kept); run: $bin backup --export"
+}
+
 list_restore_points() {
 	say "Restore points (newest first; restore one with: $bin restore FILE):"
 	"$bin" backup --list >&2 || true
@@ -218,6 +231,7 @@ case $check in
 				stopped_at=''
 				journal_write succeeded finished
 				say "database schema migrated"
+				export_restore_point
 				exit 0
 				;;
 			13)

@@ -210,6 +210,10 @@ func (r *root) prepare() {
 		os.Remove(r.path(p))
 		r.writeFile(p, systemctlStub, 0o755)
 	}
+	// systemd-run must never reach a systemd outside the root: the stand-in
+	// records the call and runs the command at once, in the foreground.
+	os.Remove(r.path("/usr/bin/systemd-run"))
+	r.writeFile("/usr/bin/systemd-run", systemdRunStub, 0o755)
 	for _, tool := range []string{"pg_dump", "pg_restore", "psql"} {
 		p := "/usr/bin/" + tool
 		os.Remove(r.path(p))

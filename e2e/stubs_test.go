@@ -188,6 +188,20 @@ esac
 exit $rc
 `
 
+// systemdRunStub stands in for systemd-run: it logs the call, drops the
+// options and runs the command in the foreground.
+const systemdRunStub = `#!/bin/sh
+{ printf 'systemd-run'; for a in "$@"; do printf ' %s' "$a"; done; printf '\n'; } >>` + eventsLog + `
+while [ $# -gt 0 ]; do
+	case $1 in
+	--) shift; break ;;
+	-*) shift ;;
+	*) break ;;
+	esac
+done
+exec "$@"
+`
+
 // pgShim records a PostgreSQL client tool's argv and the names (never the
 // values) of its environment, then runs the real tool.
 func pgShim(tool, real string) string {

@@ -16,7 +16,7 @@ var shells = [][]string{{"dash"}, {"busybox", "sh"}, {"posh"}, {"bash", "--posix
 // stubbed are the commands the scripts may call that the tests replace.
 var stubbed = []string{
 	"openwatch", "systemctl", "deb-systemd-helper", "deb-systemd-invoke",
-	"getent", "groupadd", "useradd", "addgroup", "adduser", "dpkg-query",
+	"getent", "groupadd", "useradd", "addgroup", "adduser", "dpkg-query", "systemd-run",
 }
 
 // unlogged are read-only queries the helper makes that the expectations

@@ -16,6 +16,8 @@ const (
 	unitFileState = "systemctl show -p UnitFileState --value openwatch.service"
 	preflight     = "openwatch migrate --preflight"
 	list          = "openwatch backup --list"
+	exportBg      = "systemd-run --quiet --no-block --collect --unit=openwatch-export ROOT/bin/openwatch backup --export"
+	exportFg      = "openwatch backup --export"
 	stopApp       = "systemctl stop openwatch.service"
 	startApp      = "systemctl start openwatch.service"
 	reload        = "systemctl --system daemon-reload"
@@ -111,13 +113,13 @@ func TestUpgradeHelper(t *testing.T) {
 		{
 			name:  "pending migrations with the service running: preflight, stop, migrate, start",
 			setup: both(active, pending),
-			want:  []string{isActive, check, preflight, isActive, stopApp, migrate, startApp},
+			want:  []string{isActive, check, preflight, isActive, stopApp, migrate, startApp, exportBg},
 			check: journalSays("succeeded"),
 		},
 		{
 			name:  "pending migrations with the service stopped: preflight, migrate, service stays stopped",
 			setup: pending,
-			want:  []string{isActive, check, preflight, isActive, migrate},
+			want:  []string{isActive, check, preflight, isActive, migrate, exportBg},
 			check: journalSays("succeeded"),
 		},
 		{
@@ -151,7 +153,7 @@ func TestUpgradeHelper(t *testing.T) {
 			setup: both(afterFailure, pending, func(sb *sandbox) {
 				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "222")
 			}),
-			want:    []string{isActive, check, preflight, isActive, migrate},
+			want:    []string{isActive, check, preflight, isActive, migrate, exportBg},
 			wantOut: []string{"started or stopped after the earlier attempt stopped it: it stays stopped"},
 			check:   journalSays("succeeded"),
 		},
@@ -173,14 +175,14 @@ func TestUpgradeHelper(t *testing.T) {
 				sb.output("systemctl show -p ActiveState --value openwatch.service", "failed")
 				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "333")
 			}),
-			want:    []string{isActive, check, preflight, isActive, migrate},
+			want:    []string{isActive, check, preflight, isActive, migrate, exportBg},
 			wantOut: []string{"it stays stopped", "systemctl start openwatch.service"},
 			check:   journalSays("succeeded"),
 		},
 		{
 			name:  "rerun after a failed migration: migrate, then start the service that ran before",
 			setup: both(afterFailure, pending),
-			want:  []string{isActive, check, preflight, isActive, migrate, isActive, startApp},
+			want:  []string{isActive, check, preflight, isActive, migrate, isActive, startApp, exportBg},
 			check: journalSays("succeeded"),
 		},
 		{
@@ -252,13 +254,13 @@ func TestUpgradeHelper(t *testing.T) {
 			name:      "no systemd running (chroot): migrate, touch no unit",
 			noSystemd: true,
 			setup:     pending,
-			want:      []string{check, preflight, migrate},
+			want:      []string{check, preflight, migrate, exportFg},
 		},
 		{
 			name:  "DPKG_ROOT set: systemd is not ours to drive",
 			env:   []string{"DPKG_ROOT=/nonexistent"},
 			setup: both(active, pending),
-			want:  []string{check, preflight, migrate},
+			want:  []string{check, preflight, migrate, exportFg},
 		},
 	}
 	// Each outcome of `openwatch migrate` has its own message and journal entry.

@@ -30,7 +30,7 @@ func TestUpgradeSequences(t *testing.T) {
 			want: []string{
 				groupOK, userOK,
 				reload, "systemctl try-restart openwatch-backup-cleanup.timer",
-				isActive, check, preflight, isActive, stopApp, migrate, startApp,
+				isActive, check, preflight, isActive, stopApp, migrate, startApp, exportBg,
 				reload, "systemctl try-restart openwatch-backup-cleanup.timer",
 			},
 		},
@@ -46,7 +46,7 @@ func TestUpgradeSequences(t *testing.T) {
 			want: []string{
 				groupOK, userOK,
 				reload, wasEnabled, enableDeb, "deb-systemd-invoke restart openwatch-backup-cleanup.timer",
-				isActive, check, preflight, isActive, stopApp, migrate, startApp,
+				isActive, check, preflight, isActive, stopApp, migrate, startApp, exportBg,
 			},
 		},
 	}

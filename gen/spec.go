@@ -79,10 +79,11 @@ type Units struct {
 type Backup struct {
 	Auto          bool
 	RetentionDays int
-	Compression   int // pg_dump -Z level
-	LockTimeout   int // seconds
-	DatabaseWait  int // seconds to wait for an unreachable database
-	LockWait      int // seconds a migration waits for a table or row lock (MIGRATION_LOCK_WAIT)
+	Compression   int    // pg_dump -Z level
+	LockTimeout   int    // seconds
+	DatabaseWait  int    // seconds to wait for an unreachable database
+	LockWait      int    // seconds a migration waits for a table or row lock (MIGRATION_LOCK_WAIT)
+	RestorePoint  string // auto, clone or file (RESTORE_POINT)
 }
 
 // Derived names.
@@ -151,6 +152,7 @@ func Default() *Spec {
 			LockTimeout:   300,
 			DatabaseWait:  30,
 			LockWait:      30,
+			RestorePoint:  "auto",
 		},
 		DebDepends:    []string{"postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17"},
 		RPMRequires:   []string{"postgresql"},
@@ -279,6 +281,11 @@ func (s *Spec) Validate() error {
 	}
 	positive("Backup.LockTimeout", s.Backup.LockTimeout, 86400)
 	positive("Backup.LockWait", s.Backup.LockWait, 86400)
+	switch s.Backup.RestorePoint {
+	case "auto", "clone", "file":
+	default:
+		errs = append(errs, &FieldError{"Backup.RestorePoint", s.Backup.RestorePoint, ErrBadName})
+	}
 	if s.Backup.DatabaseWait < 0 || s.Backup.DatabaseWait > 3600 {
 		errs = append(errs, &FieldError{"Backup.DatabaseWait", fmt.Sprint(s.Backup.DatabaseWait), ErrOutOfRange})
 	}

@@ -72,8 +72,8 @@ restore points.
 
 Usage:
   openwatch migrate [--check | --preflight | --status [--json]] [--backup-dir DIR | --no-backup]
-  openwatch backup  [--dir DIR | --list | --prune]
-  openwatch restore [--yes] FILE
+  openwatch backup  [--dir DIR | --list | --prune | --export]
+  openwatch restore [--yes] FILE|CLONE
   openwatch --version
   openwatch COMMAND --help
 
@@ -105,7 +105,7 @@ stops it after the migration in progress (exit 15).
 
 ` + commonFlags + `
 ` + exitCodes,
-	"backup": `Usage: openwatch backup [--dir DIR | --list | --prune]
+	"backup": `Usage: openwatch backup [--dir DIR | --list | --prune | --export]
 
 Write a restore point (a verified pg_dump archive) and print its path.
 
@@ -115,13 +115,18 @@ Write a restore point (a verified pg_dump archive) and print its path.
   --prune     remove the restore points in BACKUP_DIR (or --dir) older than
               BACKUP_RETENTION_DAYS, always keeping the newest; needs no
               database (the daily cleanup timer runs this)
+  --export    write each clone restore point (RESTORE_POINT in upgrade.conf)
+              to a verified file in BACKUP_DIR (or --dir), then drop the clone
+              (the upgrade helper runs this once the service is back)
 
 ` + commonFlags + `
 ` + exitCodes,
-	"restore": `Usage: openwatch restore [--yes] FILE
+	"restore": `Usage: openwatch restore [--yes] FILE|CLONE
 
 Replace the database with the restore point FILE, in one transaction: it either
-completes or changes nothing. Stop the service first.
+completes or changes nothing. Stop the service first. A CLONE (a name
+openwatch_rp_..., listed by migrate --status) is swapped in by renaming, in
+seconds; the database it replaces is kept under a name the output gives.
 
   --yes   do not ask for confirmation (required when stdin is not a terminal)
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/openwatch/openwatch/internal/clone"
 	"github.com/openwatch/openwatch/internal/config"
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/dump"
@@ -25,6 +26,7 @@ func (a *app) backup(ctx context.Context, args []string) int {
 	dir := fl.String("dir", "", "")
 	list := fl.Bool("list", false, "")
 	prune := fl.Bool("prune", false, "")
+	export := fl.Bool("export", false, "")
 	var extra []string
 	if code, ok := a.parse(fl, args, &extra, help["backup"]); !ok {
 		return code
@@ -50,6 +52,9 @@ func (a *app) backup(ctx context.Context, args []string) int {
 		return code
 	}
 	conn.Close(context.Background())
+	if *export {
+		return a.exportClones(ctx, cfg, d, *dir)
+	}
 	path, err := dump.Backup(ctx, dump.BackupOptions{DSN: d, Dir: *dir, PackageVersion: version.Version,
 		Compression: cfg.BackupCompression, Progress: a.Stderr})
 	var unreachable *dsn.UnreachableError
@@ -97,14 +102,21 @@ func (a *app) restore(ctx context.Context, args []string) int {
 		return code
 	}
 	if len(files) != 1 {
-		return a.usageError("restore needs exactly one FILE, e.g. openwatch restore %s", filepath.Join("/var/backups/openwatch", "openwatch_*.dump"))
+		return a.usageError("restore needs exactly one restore point, a FILE or a clone's NAME (openwatch migrate --status lists them)")
+	}
+	if clone.IsName(files[0]) {
+		cfg, d, code := a.connection(true)
+		if d == nil {
+			return code
+		}
+		return a.restoreClone(ctx, cfg, d, files[0], *yes)
 	}
 	file, err := filepath.Abs(files[0])
 	if err != nil {
 		return a.usageError("restore: %v", err)
 	}
 	if _, err := os.Stat(file); err != nil {
-		a.errorf("%v\nList the restore points with: ls -l /var/backups/openwatch/", err)
+		a.errorf("%v\nList the restore points with: openwatch migrate --status", err)
 		return ExitError
 	}
 	cfg, d, code := a.connection(true)

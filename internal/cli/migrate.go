@@ -192,10 +192,7 @@ func (a *app) status(ctx context.Context, cfg config.Config, d *dsn.DSN, asJSON 
 	case len(s.Pending) > 0:
 		state = "pending"
 	}
-	rps, err := dump.List(cfg.BackupDir)
-	if err != nil {
-		fmt.Fprintf(a.Stderr, "openwatch: warning: cannot list restore points: %v\n", err)
-	}
+	rps := a.restorePoints(ctx, cfg, d)
 	last := a.lastUpgrade()
 	if asJSON {
 		enc := json.NewEncoder(a.Stdout)
@@ -212,7 +209,7 @@ func (a *app) status(ctx context.Context, cfg config.Config, d *dsn.DSN, asJSON 
 	fmt.Fprintf(a.Stdout, "pending:          %s\n", orNone(names(s.Pending)))
 	fmt.Fprintf(a.Stdout, "unknown applied:  %s\n", orNone(strings.Join(s.Unknown, ", ")))
 	fmt.Fprintf(a.Stdout, "last upgrade:     %s\n", last.describe())
-	fmt.Fprintf(a.Stdout, "restore points:   %s\n", orNone(fmt.Sprintf("%d in %s", len(rps), cfg.BackupDir)))
+	fmt.Fprintf(a.Stdout, "restore points:   %d (files in %s, clones on the server)\n", len(rps), cfg.BackupDir)
 	a.printRestorePoints(rps, "  ")
 	return ExitOK
 }
@@ -238,7 +235,11 @@ func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrat
 	if conn == nil {
 		return code
 	}
-	conn.Close(context.Background())
+	clonePoint, err := a.cloneRestorePoint(ctx, cfg, d, conn, f)
+	if err != nil {
+		a.errorf("could not take a restore point: %v\nNothing was applied. Fix the cause, then run: %s", d.Redactor.Error(err), a.next("openwatch migrate"))
+		return ExitBackupFailed
+	}
 	var restorePoint, noBackupReason string
 	res, err := migrate.Run(ctx, migrate.Options{
 		DSN: d, FS: a.migrations, Out: a.Stdout, LockTimeout: cfg.MigrateLockTimeout, LockWait: cfg.MigrationLockWait,
@@ -247,6 +248,10 @@ func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrat
 			noBackupReason = a.backupPolicy(cfg, f, hasData)
 			if noBackupReason != "" {
 				fmt.Fprintf(a.Stdout, "no restore point: %s\n", noBackupReason)
+				return nil
+			}
+			if clonePoint != "" {
+				restorePoint = clonePoint
 				return nil
 			}
 			dir := cfg.BackupDir

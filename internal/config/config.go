@@ -32,6 +32,7 @@ const (
 	DefaultMigrateLockTimeout = defaults.MigrateLockTimeoutSeconds * time.Second
 	DefaultDatabaseWait       = defaults.DatabaseWaitSeconds * time.Second
 	DefaultMigrationLockWait  = defaults.MigrationLockWaitSeconds * time.Second
+	DefaultRestorePoint       = defaults.RestorePoint
 	DefaultJournalPath        = defaults.JournalPath
 	DefaultUpgradeHelper      = defaults.UpgradeHelper
 	DSNVar                    = "OPENWATCH_DATABASE_DSN"
@@ -39,7 +40,7 @@ const (
 
 // Keys are the settings upgrade.conf may hold; anything else is refused as a
 // typo, naming the closest of these.
-var Keys = []string{"AUTO_BACKUP", "BACKUP_DIR", "BACKUP_RETENTION_DAYS", "BACKUP_COMPRESSION", "MIGRATE_LOCK_TIMEOUT", "DATABASE_WAIT_TIMEOUT", "MIGRATION_LOCK_WAIT"}
+var Keys = []string{"AUTO_BACKUP", "BACKUP_DIR", "BACKUP_RETENTION_DAYS", "BACKUP_COMPRESSION", "MIGRATE_LOCK_TIMEOUT", "DATABASE_WAIT_TIMEOUT", "MIGRATION_LOCK_WAIT", "RESTORE_POINT"}
 
 // SecretsError means secrets.env exists but cannot be read.
 type SecretsError struct{ Err error }
@@ -59,6 +60,9 @@ type Config struct {
 	// MigrationLockWait bounds each wait of a migration for a table or row
 	// lock another session holds (lock_timeout), not its run time.
 	MigrationLockWait time.Duration
+	// RestorePoint chooses the kind of restore point: auto (a clone of the
+	// database when that is safe, else a file), clone, or file.
+	RestorePoint string
 
 	DSN         string // empty when not configured
 	SecretsPath string // where the DSN was looked for, for messages
@@ -78,6 +82,7 @@ func Defaults() Config {
 		MigrateLockTimeout: DefaultMigrateLockTimeout,
 		DatabaseWait:       DefaultDatabaseWait,
 		MigrationLockWait:  DefaultMigrationLockWait,
+		RestorePoint:       DefaultRestorePoint,
 	}
 }
 
@@ -226,6 +231,14 @@ func (c *Config) apply(vars map[string]string) error {
 			return fmt.Errorf("MIGRATION_LOCK_WAIT=%q: %w (seconds)", v, err)
 		}
 		c.MigrationLockWait = time.Duration(secs) * time.Second
+	}
+	if v, ok := vars["RESTORE_POINT"]; ok && v != "" {
+		switch v {
+		case "auto", "clone", "file":
+			c.RestorePoint = v
+		default:
+			return fmt.Errorf("RESTORE_POINT=%q: want auto, clone or file", v)
+		}
 	}
 	return nil
 }

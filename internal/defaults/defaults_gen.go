@@ -32,4 +32,5 @@ const (
 	MigrateLockTimeoutSeconds = 300
 	DatabaseWaitSeconds       = 30
 	MigrationLockWaitSeconds  = 30
+	RestorePoint              = "auto"
 )

@@ -375,3 +375,20 @@ func sortedKeys(m map[string]string) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// WithDatabase returns a copy of d that connects to database db instead,
+// with every other setting unchanged (a clone restore point is exported
+// through it).
+func (d *DSN) WithDatabase(db string) *DSN {
+	c := *d
+	c.Config = d.Config.Copy()
+	c.Config.Database = db
+	c.params = make(map[string]string, len(d.params))
+	for k, v := range d.params {
+		c.params[k] = v
+	}
+	if _, ok := c.params["dbname"]; ok {
+		c.params["dbname"] = db
+	}
+	return &c
+}

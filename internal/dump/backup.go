@@ -27,6 +27,9 @@ type BackupOptions struct {
 	// LockTimeout bounds the wait for another backup into the same
 	// directory; 0 means DefaultBackupLockTimeout.
 	LockTimeout time.Duration
+	// Taken is the time the file is named for; zero means when the dump
+	// starts. A clone's export is named for when the clone was taken.
+	Taken time.Time
 }
 
 // Backup writes a restore point into o.Dir and returns its path. On any
@@ -67,6 +70,9 @@ func Backup(ctx context.Context, o BackupOptions) (string, error) {
 		return "", err
 	}
 	started := time.Now()
+	if !o.Taken.IsZero() {
+		started = o.Taken
+	}
 	partial, err := writePartial(ctx, o)
 	if err != nil {
 		return "", err

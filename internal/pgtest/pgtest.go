@@ -254,7 +254,9 @@ func (d *Database) Conn(t testing.TB) *pgx.Conn {
 func (d *Database) QueryString(t testing.TB, sql string) string {
 	t.Helper()
 	var s string
-	if err := d.Conn(t).QueryRow(context.Background(), sql).Scan(&s); err != nil {
+	c := d.Conn(t)
+	defer c.Close(context.Background()) // no session lingers until the test ends
+	if err := c.QueryRow(context.Background(), sql).Scan(&s); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
 	return s
@@ -263,7 +265,9 @@ func (d *Database) QueryString(t testing.TB, sql string) string {
 // MustExec runs sql as the database owner; any error fails the test.
 func (d *Database) MustExec(t testing.TB, sql string) {
 	t.Helper()
-	if _, err := d.Conn(t).Exec(context.Background(), sql); err != nil {
+	c := d.Conn(t)
+	defer c.Close(context.Background()) // no session lingers until the test ends
+	if _, err := c.Exec(context.Background(), sql); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
 }

@@ -32,4 +32,5 @@ const (
 	MigrateLockTimeoutSeconds = 60
 	DatabaseWaitSeconds       = 0
 	MigrationLockWaitSeconds  = 10
+	RestorePoint              = "file"
 )
