@@ -62,8 +62,12 @@ func (a *app) cloneRestorePoint(ctx context.Context, cfg config.Config, d *dsn.D
 		fmt.Fprintf(a.Stdout, "restore point: a file, the clone failed: %v\n", d.Redactor.Error(err))
 		return "", nil
 	}
-	fmt.Fprintf(a.Stdout, "restore point: %s, a clone of the database taken in %s (%s)\n",
-		p.Name, time.Since(started).Round(10*time.Millisecond), dec.Reason)
+	why := ""
+	if dec.Reason != "" {
+		why = " (" + dec.Reason + ")"
+	}
+	fmt.Fprintf(a.Stdout, "restore point: %s, a clone of the database taken in %s%s\n",
+		p.Name, time.Since(started).Round(10*time.Millisecond), why)
 	return p.Name, nil
 }
 
