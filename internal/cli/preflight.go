@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sys/unix"
@@ -175,7 +174,7 @@ func checkUnreadable(ctx context.Context, conn *pgx.Conn) string {
 // A symlink to a directory is followed (the operator's choice of where
 // restore points live), as Backup and the cleanup follow it.
 func checkBackupDir(dir string) string {
-	fi, err := os.Stat(dir)
+	_, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		parent := filepath.Dir(dir)
 		for {
@@ -192,15 +191,8 @@ func checkBackupDir(dir string) string {
 	if err != nil {
 		return fmt.Sprintf("backup directory: %v", err)
 	}
-	if !fi.IsDir() {
-		return fmt.Sprintf("backup directory %s is not a directory", dir)
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Sprintf("backup directory %s is group- or world-writable (mode %04o); fix it with: chmod 0700 %s", dir, fi.Mode().Perm(), dir)
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return fmt.Sprintf("backup directory %s is owned by uid %d, not by the user running openwatch (uid %d); fix it with: chown %d %s",
-			dir, st.Uid, os.Geteuid(), os.Geteuid(), dir)
+	if err := dump.CheckDir(dir); err != nil {
+		return err.Error()
 	}
 	if err := unix.Access(dir, unix.W_OK); err != nil {
 		return fmt.Sprintf("backup directory %s is not writable: %v", dir, err)

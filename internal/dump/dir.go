@@ -53,6 +53,21 @@ func PrepareDir(dir string) error {
 	if err != nil {
 		return fmt.Errorf("backup directory: %w", err)
 	}
+	return checkDir(dir, fi)
+}
+
+// CheckDir refuses an existing backup directory that is not a directory,
+// that others could write to, or that someone else owns; it creates nothing
+// (the preflight's check). A symlink to a directory is followed.
+func CheckDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("backup directory: %w", err)
+	}
+	return checkDir(dir, fi)
+}
+
+func checkDir(dir string, fi os.FileInfo) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("backup directory %s is not a directory", dir)
 	}
