@@ -15,6 +15,7 @@ import (
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/dump"
 	"github.com/openwatch/openwatch/internal/migrate"
+	"github.com/openwatch/openwatch/internal/progress"
 	"github.com/openwatch/openwatch/internal/version"
 )
 
@@ -53,6 +54,11 @@ func (a *app) cloneRestorePoint(ctx context.Context, cfg config.Config, d *dsn.D
 		return "", nil
 	}
 	conn.Close(context.Background())
+	if dec.SpaceChecked {
+		fmt.Fprintf(a.Stderr, "cloning the database (%s) as the restore point…\n", progress.Bytes(dec.Space.DBSize))
+	} else {
+		fmt.Fprintln(a.Stderr, "cloning the database as the restore point…")
+	}
 	started := time.Now()
 	p, err := clone.Create(ctx, d, "", clone.Meta{PackageVersion: version.Version, SchemaVersion: s.Current, Created: started.UTC()})
 	if err != nil {
