@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -275,54 +274,13 @@ func (m *machine) glob(pattern string) []string {
 // machine's systemd, network and processes) with an operator's environment.
 func (m *machine) run(timeout time.Duration, argv ...string) result {
 	m.path("/") // refuses when the machine is gone
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	args := append([]string{"-t", strconv.Itoa(m.init), "-a", "--", "env", "-i"}, baseEnv...)
-	args = append(args, argv...)
-	cmd := exec.CommandContext(ctx, "nsenter", args...)
-	var buf lockedBuffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	res := result{cmd: strings.Join(argv, " "), out: buf.String(), code: -1, err: err}
-	if cmd.ProcessState != nil {
-		res.code = cmd.ProcessState.ExitCode()
-	}
-	if ctx.Err() != nil {
-		res.err = fmt.Errorf("%s: timed out after %v", res.cmd, timeout)
-		res.code = -1
-	}
-	return res
+	return nsenter(timeout, []string{"-t", strconv.Itoa(m.init), "-a"}, argv, strings.Join(argv, " "))
 }
 
 // runWatched is run while every process's argv is read many times a second
 // (the machine's processes are the host's too), as root.runWatched.
 func (m *machine) runWatched(timeout time.Duration, argv ...string) result {
-	stop := make(chan struct{})
-	seen := make(chan []string)
-	go func() {
-		set := map[string]bool{}
-		for {
-			scanArgv(set)
-			select {
-			case <-stop:
-				scanArgv(set)
-				var out []string
-				for a := range set {
-					out = append(out, a)
-				}
-				seen <- out
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-	}()
-	res := m.run(timeout, argv...)
-	close(stop)
-	res.argv = <-seen
-	return res
+	return watchArgv(func() result { return m.run(timeout, argv...) })
 }
 
 // unitState is `systemctl is-active`'s answer: active, inactive, failed…

@@ -262,11 +262,16 @@ func (r *root) run(timeout time.Duration, argv ...string) result {
 
 func (r *root) runEnv(timeout time.Duration, env []string, argv ...string) result {
 	r.path("/") // refuses when the holder is gone
+	return nsenter(timeout, []string{"-t", fmt.Sprint(r.holder.Process.Pid), "-m", "-r", "-w"}, append(append([]string{}, env...), argv...), strings.Join(argv, " "))
+}
+
+// nsenter runs `nsenter NS… -- env -i baseEnv… cmdline…` with a bounded
+// time, in its own process group so a timeout kills the whole tree; name is
+// how the result names the command.
+func nsenter(timeout time.Duration, ns, cmdline []string, name string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	args := append([]string{"-t", fmt.Sprint(r.holder.Process.Pid), "-m", "-r", "-w", "--", "env", "-i"}, baseEnv...)
-	args = append(args, env...)
-	args = append(args, argv...)
+	args := append(append(append(append([]string{}, ns...), "--", "env", "-i"), baseEnv...), cmdline...)
 	cmd := exec.CommandContext(ctx, "nsenter", args...)
 	var buf lockedBuffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
@@ -274,7 +279,7 @@ func (r *root) runEnv(timeout time.Duration, env []string, argv ...string) resul
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
-	res := result{cmd: strings.Join(argv, " "), out: buf.String(), code: -1, err: err}
+	res := result{cmd: name, out: buf.String(), code: -1, err: err}
 	if cmd.ProcessState != nil {
 		res.code = cmd.ProcessState.ExitCode()
 	}
@@ -289,6 +294,12 @@ func (r *root) runEnv(timeout time.Duration, env []string, argv ...string) resul
 // /proc many times a second, so a password passed on any command line during
 // the run is caught even when the process lives briefly.
 func (r *root) runWatched(timeout time.Duration, argv ...string) result {
+	return watchArgv(func() result { return r.run(timeout, argv...) })
+}
+
+// watchArgv calls run while every process's argv is collected into the
+// result.
+func watchArgv(run func() result) result {
 	stop := make(chan struct{})
 	seen := make(chan []string)
 	go func() {
@@ -308,7 +319,7 @@ func (r *root) runWatched(timeout time.Duration, argv ...string) result {
 			}
 		}
 	}()
-	res := r.run(timeout, argv...)
+	res := run()
 	close(stop)
 	res.argv = <-seen
 	return res
