@@ -49,9 +49,9 @@ func targetAccounts(t *testing.T, target string, withOpenwatch bool) {
 
 // snapshot describes every file under sb.root except the target and the
 // harness's own bookkeeping (stub log and answers, the scripts it writes).
-func snapshot(t *testing.T, sb *sandbox) map[string]string {
+func snapshot(t *testing.T, sb *sandbox) string {
 	t.Helper()
-	m := map[string]string{}
+	var m []string
 	err := filepath.WalkDir(sb.root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -80,13 +80,13 @@ func snapshot(t *testing.T, sb *sandbox) map[string]string {
 			}
 			desc += fmt.Sprintf(" %x", sha256.Sum256(b))
 		}
-		m[rel] = desc
+		m = append(m, rel+" "+desc)
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m
+	return lines(m)
 }
 
 func (c rootCase) run(t *testing.T) {
@@ -122,7 +122,7 @@ func (c rootCase) run(t *testing.T) {
 					t.Errorf("output lacks %q:\n%s", s, out)
 				}
 			}
-			if d := Diff("before", "after", fmt.Sprint(before), fmt.Sprint(snapshot(t, sb))); d != "" {
+			if d := Diff("before", "after", before, snapshot(t, sb)); d != "" {
 				t.Errorf("touched something outside DPKG_ROOT (-before +after):\n%s", d)
 			}
 			if c.check != nil {
@@ -266,12 +266,12 @@ func TestPreinstUnderDpkgRootWithTheRealShadowTools(t *testing.T) {
 			sb := newSandbox(t)
 			target := filepath.Join(sb.root, "target")
 			targetAccounts(t, target, false)
+			// The real tool, but only with --prefix: a broken preinst must
+			// fail this test, not add the account to the host running it.
 			for _, tool := range []string{"groupadd", "useradd"} {
-				p := filepath.Join(sb.root, "bin", tool)
-				os.Remove(p)
-				if err := os.Symlink("/usr/sbin/"+tool, p); err != nil {
-					t.Fatal(err)
-				}
+				writeFile(t, filepath.Join(sb.root, "bin", tool), fmt.Sprintf(
+					"#!/bin/sh\n[ \"$1\" = --prefix ] || { echo \"%[1]s without --prefix: $*\" >&2; exit 99; }\nexec /usr/sbin/%[1]s \"$@\"\n",
+					tool), 0o755)
 			}
 			hostBefore := read(host)
 			rc, out := sb.run(shell, "deb/preinst", []string{"DPKG_ROOT=" + target}, "install")
