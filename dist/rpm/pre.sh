@@ -62,7 +62,7 @@ check_target_accounts() {
 	fi
 	printf '%s\n' \
 		"openwatch: cannot create the system group $group and user $user in $root: $why." \
-		"Create it inside the target, then install the package again:" \
+		"Create them inside the target, then install the package again:" \
 		"  $todo" >&2
 	exit 1
 }
