@@ -257,7 +257,10 @@ func TestUpgradeHelper(t *testing.T) {
 			want:      []string{check, preflight, migrate, exportFg},
 		},
 		{
-			name:  "DPKG_ROOT set: systemd is not ours to drive",
+			// The postinst never runs the helper under DPKG_ROOT (see
+			// dpkgroot_test.go); run by hand inside the target with
+			// DPKG_ROOT still exported, it leaves systemd alone.
+			name:  "DPKG_ROOT exported when run by hand: systemd is not ours to drive",
 			env:   []string{"DPKG_ROOT=/nonexistent"},
 			setup: both(active, pending),
 			want:  []string{check, preflight, migrate, exportFg},

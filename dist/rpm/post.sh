@@ -84,13 +84,22 @@ case $action in
 		# A journal left by an earlier installation says nothing about this one.
 		rm -f "${DPKG_ROOT:-}$journal"
 		printf '%s\n' \
-			"openwatch is installed. To initialise its database:" \
+			"openwatch is installed${DPKG_ROOT:+ in $DPKG_ROOT}. To initialise its database:" \
 			"  1. write OPENWATCH_DATABASE_DSN=postgres://USER:PASSWORD@HOST:5432/DBNAME" \
 			"     into $secrets (owner root, group $group, mode 0640)" \
 			"  2. run: $bin migrate" \
 			"  3. run: systemctl start $app_unit"
 		;;
 	upgrade)
+		if [ -n "${DPKG_ROOT:-}" ]; then
+			# `dpkg --root DIR --force-script-chrootless` runs this on the
+			# host: the helper here is the host's, acting on the host's
+			# database. The target's database is migrated from inside it.
+			printf '%s\n' \
+				"openwatch: upgraded in $DPKG_ROOT without backing up or migrating its database (these scripts ran outside it)." \
+				"  To do that now, run: chroot \"$DPKG_ROOT\" $helper" >&2
+			exit 0
+		fi
 		# Back up, migrate and restart: the helper decides from the schema
 		# state. Its failure must fail the package manager.
 		"$helper" || exit $?

@@ -18,6 +18,11 @@ home='/var/lib/acme'
 backup_dir='/srv/acme/restore-points'
 backup_dir_link='/var/lib/acme/backup-dir.symlink'
 
+# `dpkg --root DIR --force-script-chrootless` runs this on the host with
+# DPKG_ROOT=DIR: the accounts and files it makes are the target's, never the
+# host's.
+root=${DPKG_ROOT:-}
+
 # Remember an operator's symlink at BACKUP_DIR (see backup_dir_ensure).
 remember_backup_dir() {
 	d="${DPKG_ROOT:-}$backup_dir"
@@ -27,20 +32,63 @@ remember_backup_dir() {
 	fi
 }
 
+# has_account DB NAME: NAME is in the passwd or group database. getent only
+# knows the host's, so under DPKG_ROOT the target's file is read.
+has_account() {
+	if [ -n "$root" ]; then
+		[ -f "$root/etc/$1" ] && cut -d: -f1 <"$root/etc/$1" | grep -qxF -- "$2"
+	else
+		getent "$1" "$2" >/dev/null 2>&1
+	fi
+}
+
+# Under DPKG_ROOT only the shadow tools' --prefix can write the target's
+# account files from the host (adduser has no such option); when that cannot
+# work, say why and what to run inside the target.
+check_target_accounts() {
+	why=
+	if ! command -v groupadd >/dev/null 2>&1 || ! command -v useradd >/dev/null 2>&1; then
+		why="groupadd and useradd (package passwd) are not on this host, and adduser cannot write into another root"
+	elif [ ! -f "$root/etc/passwd" ] || [ ! -f "$root/etc/group" ]; then
+		why="$root/etc/passwd or $root/etc/group does not exist (base-passwd is not installed there yet)"
+	fi
+	if [ -z "$why" ]; then return 0; fi
+	todo=
+	if ! has_account group "$group"; then
+		todo="chroot \"$root\" groupadd --system $group"
+	fi
+	if ! has_account passwd "$user"; then
+		todo="${todo:+$todo && }chroot \"$root\" useradd --system --gid $group --home-dir $home --no-create-home --shell $nologin $user"
+	fi
+	printf '%s\n' \
+		"openwatch: cannot create the system group $group and user $user in $root: $why." \
+		"Create them inside the target, then install the package again:" \
+		"  $todo" >&2
+	exit 1
+}
+
 case $action in
 	install | upgrade)
 		# The package's files name this group and user: create them first.
-		if ! getent group "$group" >/dev/null 2>&1; then
-			if command -v groupadd >/dev/null 2>&1; then
+		nologin=/usr/sbin/nologin
+		[ -x "$root$nologin" ] || nologin=/sbin/nologin
+		if [ -n "$root" ] && { ! has_account group "$group" || ! has_account passwd "$user"; }; then
+			check_target_accounts
+		fi
+		if ! has_account group "$group"; then
+			if [ -n "$root" ]; then
+				groupadd --prefix "$root" --system "$group"
+			elif command -v groupadd >/dev/null 2>&1; then
 				groupadd --system "$group"
 			else
 				addgroup --system "$group"
 			fi
 		fi
-		if ! getent passwd "$user" >/dev/null 2>&1; then
-			nologin=/usr/sbin/nologin
-			[ -x "$nologin" ] || nologin=/sbin/nologin
-			if command -v useradd >/dev/null 2>&1; then
+		if ! has_account passwd "$user"; then
+			if [ -n "$root" ]; then
+				useradd --prefix "$root" --system --gid "$group" --home-dir "$home" --no-create-home \
+					--shell "$nologin" --comment 'openwatch appliance' "$user"
+			elif command -v useradd >/dev/null 2>&1; then
 				useradd --system --gid "$group" --home-dir "$home" --no-create-home \
 					--shell "$nologin" --comment 'openwatch appliance' "$user"
 			else
