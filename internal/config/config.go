@@ -55,7 +55,6 @@ type Config struct {
 	RetentionDays      int
 	BackupCompression  string // pg_dump --compress value: 0-9, or method[:level]
 	MigrateLockTimeout time.Duration
-	ConfRequired       bool          // a missing upgrade.conf is an error
 	DatabaseWait       time.Duration // how long to wait for an unreachable database
 	// MigrationLockWait bounds each wait of a migration for a table or row
 	// lock another session holds (lock_timeout), not its run time.
@@ -112,9 +111,8 @@ type LoadOptions struct {
 func (o LoadOptions) Load() (Config, error) {
 	confPath, secretsPath := o.ConfPath, o.SecretsPath
 	c := Defaults()
-	c.ConfRequired = o.ConfRequired
 	c.SecretsPath = secretsPath
-	confErr := c.loadConf(confPath)
+	confErr := c.loadConf(confPath, o.ConfRequired)
 	if o.NoDSN {
 		return c, confErr
 	}
@@ -127,10 +125,10 @@ func (o LoadOptions) Load() (Config, error) {
 // loadConf reads upgrade.conf. Lines systemd would ignore and unknown keys
 // are errors here: in this file they are always typos, and a typo must not
 // silently turn a setting back to its default.
-func (c *Config) loadConf(path string) error {
+func (c *Config) loadConf(path string, required bool) error {
 	vars, ignored, err := envfile.Read(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		if c.ConfRequired {
+		if required {
 			return &ConfError{Err: fmt.Errorf("%s does not exist", path)}
 		}
 		return nil

@@ -3,7 +3,6 @@ package dump
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/openwatch/openwatch/internal/dsn"
@@ -110,19 +109,12 @@ func (e *SpaceError) Error() string {
 // restorePointGlob matches restore points, never partial files.
 const restorePointGlob = "openwatch_*_schema-*_*.dump"
 
-// newestRestorePoint returns the most recently modified restore point in dir
-// and its size ("", 0 when there is none).
+// newestRestorePoint returns the newest restore point in dir (as List
+// orders them) and its size ("", 0 when there is none).
 func newestRestorePoint(dir string) (string, int64) {
-	files, _ := filepath.Glob(filepath.Join(dir, restorePointGlob))
-	var path string
-	var newest os.FileInfo
-	for _, f := range files {
-		if fi, err := os.Stat(f); err == nil && fi.Mode().IsRegular() && (newest == nil || fi.ModTime().After(newest.ModTime())) {
-			path, newest = f, fi
-		}
-	}
-	if newest == nil {
+	rps, _ := List(dir)
+	if len(rps) == 0 {
 		return "", 0
 	}
-	return path, newest.Size()
+	return rps[0].Name, rps[0].Size
 }
