@@ -100,6 +100,11 @@ func (s *Spec) CleanupTimer() string { return s.Units.Cleanup + ".timer" }
 // Runbook is the installed path of UPGRADING.md.
 func (s *Spec) Runbook() string { return path.Join(s.Paths.DocDir, path.Base(s.RunbookSource)) }
 
+// RestorePointFile is the name pattern of restore point files:
+// {package}, {schema} and {time} stand for the package version, the schema
+// version and the UTC time (docs/INTERFACES.md).
+func (s *Spec) RestorePointFile() string { return s.Name + "_{package}_schema-{schema}_{time}.dump" }
+
 // DropInPath is the installed path of the start guard drop-in.
 func (s *Spec) DropInPath() string {
 	return path.Join(s.Paths.UnitDir, s.Units.App+".d", s.Units.DropIn)

@@ -60,11 +60,11 @@ const exitCodes = `Exit codes:
 `
 
 const commonFlags = `Common flags:
-  --config FILE    upgrade settings (default /etc/openwatch/upgrade.conf; missing = defaults)
-  --secrets FILE   holds OPENWATCH_DATABASE_DSN (default /etc/openwatch/secrets.env);
+  --config FILE    upgrade settings (default ` + config.DefaultConfigPath + `; missing = defaults)
+  --secrets FILE   holds OPENWATCH_DATABASE_DSN (default ` + config.DefaultSecretsPath + `);
                    the OPENWATCH_DATABASE_DSN environment variable wins over the file
   --journal FILE   the upgrade journal the package's upgrade helper keeps
-                   (default /var/lib/openwatch/upgrade.state; shown by migrate --status)
+                   (default ` + config.DefaultJournalPath + `; shown by migrate --status)
 `
 
 const usage = `openwatch applies the appliance's database migrations and makes and restores

@@ -1,5 +1,6 @@
-// Package config loads /etc/openwatch/upgrade.conf and the database DSN
-// (OPENWATCH_DATABASE_DSN from the environment, else /etc/openwatch/secrets.env),
+// Package config loads upgrade.conf and the database DSN
+// (OPENWATCH_DATABASE_DSN from the environment, else secrets.env; their
+// installed paths are DefaultConfigPath and DefaultSecretsPath),
 // both with systemd EnvironmentFile= rules.
 package config
 

@@ -12,27 +12,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// FileName is the restore point name of docs/INTERFACES.md:
-// openwatch_<package-version>_schema-<version>_<UTC yyyymmddThhmmssZ>.dump.
-func FileName(pkgVersion, schemaVersion string, t time.Time) string {
-	if schemaVersion == "" {
-		schemaVersion = "none"
-	}
-	return fmt.Sprintf("openwatch_%s_schema-%s_%s.dump",
-		unsafeChars.ReplaceAllString(pkgVersion, "_"), schemaVersion, t.UTC().Format("20060102T150405Z"))
-}
-
-var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9.+~-]`)
-
-// PartialPattern is the os.CreateTemp pattern of files being written.
-const PartialPattern = ".openwatch-*.partial"
 
 // PrepareDir creates dir 0700 if it is missing and refuses a directory that
 // others could write to or that someone else owns.

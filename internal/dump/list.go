@@ -3,7 +3,6 @@ package dump
 import (
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"time"
 )
@@ -19,9 +18,6 @@ type RestorePoint struct {
 	Size           int64     `json:"size"`
 }
 
-// fileNameRE matches FileName's output.
-var fileNameRE = regexp.MustCompile(`^openwatch_(.+)_schema-([0-9]+|none)_([0-9]{8}T[0-9]{6}Z)\.dump$`)
-
 // List returns the restore points in dir, newest first. Only regular files
 // with a restore point's name count; a symlink inside dir is not followed.
 // A missing dir has none.
@@ -35,12 +31,8 @@ func List(dir string) ([]RestorePoint, error) {
 	}
 	var rps []RestorePoint
 	for _, e := range entries {
-		m := fileNameRE.FindStringSubmatch(e.Name())
-		if m == nil || !e.Type().IsRegular() {
-			continue
-		}
-		created, err := time.Parse("20060102T150405Z", m[3])
-		if err != nil {
+		pkgVersion, schema, created, ok := parseFileName(e.Name())
+		if !ok || !e.Type().IsRegular() {
 			continue
 		}
 		fi, err := e.Info()
@@ -48,7 +40,7 @@ func List(dir string) ([]RestorePoint, error) {
 			continue
 		}
 		rps = append(rps, RestorePoint{Name: filepath.Join(dir, e.Name()), Kind: "file", Created: created,
-			PackageVersion: m[1], SchemaVersion: m[2], Size: fi.Size()})
+			PackageVersion: pkgVersion, SchemaVersion: schema, Size: fi.Size()})
 	}
 	sort.SliceStable(rps, func(i, j int) bool { return rps[i].Created.After(rps[j].Created) })
 	return rps, nil

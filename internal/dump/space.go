@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/openwatch/openwatch/internal/defaults"
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/progress"
 )
@@ -102,12 +103,9 @@ func (e *SpaceError) Error() string {
 	} else if s.Previous != "" {
 		basis = "the database's size, less than the newest restore point plus a margin"
 	}
-	return fmt.Sprintf("not enough free space in %s: %s free, the restore point needs about %s (%s); free some space (old restore points: %s) or set BACKUP_DIR in /etc/openwatch/upgrade.conf to a larger file system",
-		s.Dir, progress.Bytes(s.Free), progress.Bytes(s.Need), basis, filepath.Join(s.Dir, restorePointGlob))
+	return fmt.Sprintf("not enough free space in %s: %s free, the restore point needs about %s (%s); free some space (old restore points: %s) or set BACKUP_DIR in %s to a larger file system",
+		s.Dir, progress.Bytes(s.Free), progress.Bytes(s.Need), basis, filepath.Join(s.Dir, FileGlob), defaults.ConfigPath)
 }
-
-// restorePointGlob matches restore points, never partial files.
-const restorePointGlob = "openwatch_*_schema-*_*.dump"
 
 // newestRestorePoint returns the newest restore point in dir (as List
 // orders them) and its size ("", 0 when there is none).

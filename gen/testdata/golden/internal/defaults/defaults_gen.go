@@ -24,6 +24,11 @@ const (
 	UpgradeHelper = "/opt/acme/lib/openwatch-upgrade.sh"
 )
 
+// RestorePointFile is the name of a restore point file in BACKUP_DIR:
+// {package}, {schema} and {time} stand for the package version, the schema
+// version and the UTC time (internal/dump derives its parser and glob).
+const RestorePointFile = "acme-watch_{package}_schema-{schema}_{time}.dump"
+
 // The defaults of upgrade.conf (the rendered file writes the same values).
 const (
 	AutoBackup                = false
