@@ -103,10 +103,6 @@ func TestTheShippedMigrationsApplyAndRollBack(t *testing.T) {
 	}
 }
 
-func joinVersions(ms []Migration) string {
-	return join(ms, func(m Migration) string { return m.Version })
-}
-
 func TestTwoConcurrentRunsApplyEachMigrationOnce(t *testing.T) {
 	db, d := setup(t)
 	var wg sync.WaitGroup
@@ -181,6 +177,10 @@ func TestAFailureInMigrationTwoOfThreeReportsWhatWasApplied(t *testing.T) {
 }
 
 func names(ms []Migration) string { return join(ms, func(m Migration) string { return m.Name }) }
+
+func joinVersions(ms []Migration) string {
+	return join(ms, func(m Migration) string { return m.Version })
+}
 
 // join joins field of each of ms with commas.
 func join(ms []Migration, field func(Migration) string) string {
