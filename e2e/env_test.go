@@ -45,20 +45,16 @@ func newEnv(t *testing.T, f format, shell string) *env {
 	return e
 }
 
-// pm runs a package manager command while watching every process's argv.
+// pm runs a package manager command as operator does (every process's argv
+// watched) and checks that the watcher saw it.
 func (e *env) pm(argv ...string) result {
 	e.t.Helper()
-	res := e.r.runWatched(pmTimeout, argv...)
-	e.runs = append(e.runs, res)
-	if res.code < 0 {
-		e.t.Fatalf("%s did not finish: %v\n%s", res.cmd, res.err, res.out)
-	}
+	res := e.operator(argv...)
 	// The watcher must at least have seen the package manager itself, or
 	// its silence proves nothing.
 	if !slices.ContainsFunc(res.argv, func(a string) bool { return strings.Contains(a, strings.Join(argv, " ")) }) {
 		e.t.Errorf("the argv watcher did not see %s running", res.cmd)
 	}
-	e.assertNoPassword(res)
 	return res
 }
 

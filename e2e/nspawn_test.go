@@ -245,29 +245,13 @@ func (m *machine) exists(p string) bool {
 
 func (m *machine) writeFile(p, data string, mode os.FileMode) {
 	m.t.Helper()
-	if err := os.MkdirAll(filepath.Dir(m.path(p)), 0o755); err != nil {
-		m.t.Fatal(err)
-	}
-	if err := os.WriteFile(m.path(p), []byte(data), mode); err != nil {
-		m.t.Fatal(err)
-	}
-	if err := os.Chmod(m.path(p), mode); err != nil {
-		m.t.Fatal(err)
-	}
+	writeInside(m.t, m.path, p, data, mode)
 }
 
 // glob matches a pattern inside the machine, returning paths as seen inside.
 func (m *machine) glob(pattern string) []string {
-	got, err := filepath.Glob(m.path(pattern))
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	prefix := m.path("/")
-	var out []string
-	for _, p := range got {
-		out = append(out, "/"+strings.TrimLeft(strings.TrimPrefix(p, prefix), "/"))
-	}
-	return out
+	m.t.Helper()
+	return globInside(m.t, m.path, pattern)
 }
 
 // run runs argv inside the machine (all its namespaces: it sees the

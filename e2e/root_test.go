@@ -132,14 +132,22 @@ func (r *root) path(p string) string {
 
 func (r *root) writeFile(p string, data string, mode os.FileMode) {
 	r.t.Helper()
-	if err := os.MkdirAll(filepath.Dir(r.path(p)), 0o755); err != nil {
-		r.t.Fatal(err)
+	writeInside(r.t, r.path, p, data, mode)
+}
+
+// writeInside writes data to p inside a sandbox (the disposable root or the
+// machine) whose path maps p to where the host sees it, creating p's
+// directory, with exactly mode (not masked by the umask).
+func writeInside(t *testing.T, path func(string) string, p, data string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path(p)), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	if err := os.WriteFile(r.path(p), []byte(data), mode); err != nil {
-		r.t.Fatal(err)
+	if err := os.WriteFile(path(p), []byte(data), mode); err != nil {
+		t.Fatal(err)
 	}
-	if err := os.Chmod(r.path(p), mode); err != nil {
-		r.t.Fatal(err)
+	if err := os.Chmod(path(p), mode); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -159,13 +167,21 @@ func (r *root) exists(p string) bool {
 
 // glob matches a pattern inside the root and returns paths as seen inside.
 func (r *root) glob(pattern string) []string {
-	m, err := filepath.Glob(r.path(pattern))
+	r.t.Helper()
+	return globInside(r.t, r.path, pattern)
+}
+
+// globInside matches a pattern inside a sandbox whose path maps a path
+// inside it to where the host sees it, and returns paths as seen inside.
+func globInside(t *testing.T, path func(string) string, pattern string) []string {
+	t.Helper()
+	got, err := filepath.Glob(path(pattern))
 	if err != nil {
-		r.t.Fatal(err)
+		t.Fatal(err)
 	}
-	prefix := r.path("/")
+	prefix := path("/")
 	var out []string
-	for _, p := range m {
+	for _, p := range got {
 		out = append(out, "/"+strings.TrimLeft(strings.TrimPrefix(p, prefix), "/"))
 	}
 	return out

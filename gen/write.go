@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/google/renameio/v2"
@@ -20,7 +21,7 @@ import (
 // the directory is fsynced so the rename survives a crash. Unchanged files
 // are not rewritten.
 func Write(root string, files map[string][]byte) error {
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		content := files[name]
 		dst := filepath.Join(root, filepath.FromSlash(name))
 		if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, content) {
@@ -63,7 +64,7 @@ var ErrDrift = errors.New("generated files are out of date; run `make generate` 
 // a stale file under the generated directories that nothing renders.
 func Check(root string, files map[string][]byte, w io.Writer, generatedDirs ...string) error {
 	drift := false
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		want := files[name]
 		got, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(name)))
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -127,13 +128,4 @@ func Stale(root string, files map[string][]byte, generatedDirs ...string) ([]str
 		}
 	}
 	return stale, nil
-}
-
-func sortedKeys(m map[string][]byte) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -60,17 +60,7 @@ func TestABlockedMigrationExitsEighteenNamingTheBlockerAndARetrySucceeds(t *test
 	e.downgradeOneStep()
 	// host_profiles references hosts: creating it waits for a writer of hosts.
 	ctx := context.Background()
-	blocker := e.db.Conn(t)
-	var pid int
-	if _, err := blocker.Exec(ctx, "set application_name = 'report job'"); err != nil {
-		t.Fatal(err)
-	}
-	if err := blocker.QueryRow(ctx, "select pg_backend_pid()").Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := blocker.Exec(ctx, "begin; insert into hosts (hostname, address) values ('a', '10.0.0.1')"); err != nil {
-		t.Fatal(err)
-	}
+	blocker, pid := e.db.IdleInTransaction(t, "report job", "insert into hosts (hostname, address) values ('a', '10.0.0.1')")
 	r := e.mustRun(ExitLockTimeout, "migrate", "--no-backup")
 	for _, w := range []string{"20260101000003_create_host_profiles.sql", "table public.hosts", "rolled back",
 		"pid " + strconv.Itoa(pid), `"report job"`, "idle in transaction", "Then run: openwatch migrate"} {

@@ -8,10 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -141,7 +141,7 @@ func (c *Config) loadConf(path string, required bool) error {
 	for _, ig := range ignored {
 		problems = append(problems, fmt.Errorf("%s:%d: %q: %s", path, ig.Line, ig.Key, ig.Reason))
 	}
-	for _, k := range sortedKeys(vars) {
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
 		if !slices.Contains(Keys, k) {
 			problems = append(problems, fmt.Errorf("%s: unknown setting %s (did you mean %s?)", path, k, closest(k, Keys)))
 		}
@@ -210,26 +210,22 @@ func (c *Config) apply(vars map[string]string) error {
 		}
 		c.BackupCompression = v
 	}
-	if v, ok := vars["MIGRATE_LOCK_TIMEOUT"]; ok && v != "" {
-		secs, err := parseInt(v, 1, 86400)
-		if err != nil {
-			return fmt.Errorf("MIGRATE_LOCK_TIMEOUT=%q: %w (seconds)", v, err)
+	for _, s := range []struct {
+		key      string
+		min, max int
+		dst      *time.Duration
+	}{
+		{"MIGRATE_LOCK_TIMEOUT", 1, 86400, &c.MigrateLockTimeout},
+		{"DATABASE_WAIT_TIMEOUT", 0, 3600, &c.DatabaseWait},
+		{"MIGRATION_LOCK_WAIT", 1, 86400, &c.MigrationLockWait},
+	} {
+		if v, ok := vars[s.key]; ok && v != "" {
+			secs, err := parseInt(v, s.min, s.max)
+			if err != nil {
+				return fmt.Errorf("%s=%q: %w (seconds)", s.key, v, err)
+			}
+			*s.dst = time.Duration(secs) * time.Second
 		}
-		c.MigrateLockTimeout = time.Duration(secs) * time.Second
-	}
-	if v, ok := vars["DATABASE_WAIT_TIMEOUT"]; ok && v != "" {
-		secs, err := parseInt(v, 0, 3600)
-		if err != nil {
-			return fmt.Errorf("DATABASE_WAIT_TIMEOUT=%q: %w (seconds)", v, err)
-		}
-		c.DatabaseWait = time.Duration(secs) * time.Second
-	}
-	if v, ok := vars["MIGRATION_LOCK_WAIT"]; ok && v != "" {
-		secs, err := parseInt(v, 1, 86400)
-		if err != nil {
-			return fmt.Errorf("MIGRATION_LOCK_WAIT=%q: %w (seconds)", v, err)
-		}
-		c.MigrationLockWait = time.Duration(secs) * time.Second
 	}
 	if v, ok := vars["RESTORE_POINT"]; ok && v != "" {
 		switch v {
@@ -258,15 +254,6 @@ func parseInt(v string, min, max int) (int, error) {
 		return 0, fmt.Errorf("want a whole number from %d to %d", min, max)
 	}
 	return n, nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // closest returns the candidate with the smallest edit distance to s.

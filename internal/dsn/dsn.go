@@ -10,11 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -164,7 +165,7 @@ func (d *DSN) ChildEnv() []string {
 	if d.Config.Password != "" {
 		env = append(env, "PGPASSWORD="+d.Config.Password)
 	}
-	for _, k := range sortedKeys(d.params) {
+	for _, k := range slices.Sorted(maps.Keys(d.params)) {
 		kw := keywords[k]
 		if v := d.params[k]; v != "" && kw.env != "" && !childSkip[k] {
 			env = append(env, kw.env+"="+v)
@@ -365,15 +366,6 @@ func (st *settings) describe(err error) error {
 		}
 	}
 	return errors.New("invalid database connection settings: the PostgreSQL driver refused them (its message is withheld because it may quote the password)")
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // WithDatabase returns a copy of d that connects to database db instead,

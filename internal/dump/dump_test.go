@@ -308,20 +308,14 @@ func TestRestoreGivesUpWhenASessionHoldsALockAndChangesNothing(t *testing.T) {
 	path := backup(t, d, filepath.Join(t.TempDir(), "b"))
 	execSQL(t, db, "delete from host_profiles")
 	want := fingerprint(t, db)
-	holder := db.Conn(t)
-	tx, err := holder.Begin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(context.Background(), "lock table hosts in access share mode"); err != nil {
-		t.Fatal(err)
-	}
-	err = Restore(context.Background(), RestoreOptions{DSN: d, File: path, LockTimeout: time.Second})
+	holder, _ := db.IdleInTransaction(t, "holder", "lock table hosts in access share mode")
+	err := Restore(context.Background(), RestoreOptions{DSN: d, File: path, LockTimeout: time.Second})
 	if err == nil || !strings.Contains(err.Error(), "lock timeout") {
 		t.Fatalf("err = %v, want a lock timeout", err)
 	}
-	tx.Rollback(context.Background())
+	if _, err := holder.Exec(context.Background(), "rollback"); err != nil {
+		t.Fatal(err)
+	}
 	if got := fingerprint(t, db); got != want {
 		t.Fatal("a restore that gave up changed the database")
 	}

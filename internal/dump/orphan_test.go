@@ -24,15 +24,7 @@ func TestKillNineOfOpenwatchTakesPgDumpWithIt(t *testing.T) {
 		t.Fatalf("build openwatch: %v\n%s", err, out)
 	}
 	// pg_dump takes ACCESS SHARE locks on every table first: it waits here.
-	holder := db.Conn(t)
-	tx, err := holder.Begin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(context.Background(), "lock table hosts in access exclusive mode"); err != nil {
-		t.Fatal(err)
-	}
+	holder, _ := db.IdleInTransaction(t, "holder", "lock table hosts in access exclusive mode")
 
 	dir := filepath.Join(t.TempDir(), "backups")
 	var stderr bytes.Buffer
@@ -59,7 +51,9 @@ func TestKillNineOfOpenwatchTakesPgDumpWithIt(t *testing.T) {
 	}
 	cmd.Wait()
 	waitUntil(t, "pg_dump (pid "+strconv.Itoa(pgDump)+") to die with openwatch", func() bool { return !alive(pgDump) })
-	tx.Rollback(context.Background())
+	if _, err := holder.Exec(context.Background(), "rollback"); err != nil {
+		t.Fatal(err)
+	}
 
 	partials, _ := filepath.Glob(filepath.Join(dir, PartialPattern))
 	if len(partials) != 1 {

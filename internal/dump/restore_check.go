@@ -171,7 +171,7 @@ func readServer(ctx context.Context, d *dsn.DSN) (*server, error) {
 		return nil, err
 	}
 	defer conn.Close(context.Background())
-	s := &server{roles: map[string]bool{}, installed: map[string]installedExtension{}, available: map[string]bool{}, extSchemas: map[string][]string{}, schemas: map[string]bool{}}
+	s := &server{installed: map[string]installedExtension{}, extSchemas: map[string][]string{}}
 	fail := func(what string, err error) error {
 		return d.Redactor.Error(fmt.Errorf("read %s before the restore: %w", what, err))
 	}
@@ -180,16 +180,11 @@ func readServer(ctx context.Context, d *dsn.DSN) (*server, error) {
 			has_database_privilege(current_database(), 'CREATE')`).Scan(&s.role, &s.database, &s.superuser, &s.createDB); err != nil {
 		return nil, fail("the role", err)
 	}
-	rows, _ := conn.Query(ctx, `select rolname from pg_roles`)
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	if s.roles, err = nameFlags(ctx, conn, `select rolname, true from pg_roles`); err != nil {
 		return nil, fail("the roles", err)
 	}
-	for _, n := range names {
-		s.roles[n] = true
-	}
 	type ext struct{ Name, Schema, Owner string }
-	rows, _ = conn.Query(ctx, `select e.extname, n.nspname, pg_get_userbyid(e.extowner)
+	rows, _ := conn.Query(ctx, `select e.extname, n.nspname, pg_get_userbyid(e.extowner)
 		from pg_extension e join pg_namespace n on n.oid = e.extnamespace`)
 	exts, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ext])
 	if err != nil {
@@ -211,31 +206,32 @@ func readServer(ctx context.Context, d *dsn.DSN) (*server, error) {
 	for _, m := range members {
 		s.extSchemas[m.Ext] = append(s.extSchemas[m.Ext], m.Schema)
 	}
-	rows, _ = conn.Query(ctx, `select nspname, pg_has_role(nspowner, 'MEMBER') from pg_namespace
-		where nspname not in ('pg_catalog', 'information_schema') and nspname not like 'pg\_toast%' and nspname not like 'pg\_temp\_%'`)
-	schemas, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
-		Name string
-		Mine bool
-	}])
-	if err != nil {
+	if s.schemas, err = nameFlags(ctx, conn, `select nspname, pg_has_role(nspowner, 'MEMBER') from pg_namespace
+		where nspname not in ('pg_catalog', 'information_schema') and nspname not like 'pg\_toast%' and nspname not like 'pg\_temp\_%'`); err != nil {
 		return nil, fail("the schemas", err)
 	}
-	for _, n := range schemas {
-		s.schemas[n.Name] = n.Mine
-	}
-	rows, _ = conn.Query(ctx, `select a.name, coalesce((select v.trusted from pg_available_extension_versions v
-		where v.name = a.name and v.version = a.default_version), false) from pg_available_extensions a`)
-	avail, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
-		Name    string
-		Trusted bool
-	}])
-	if err != nil {
+	if s.available, err = nameFlags(ctx, conn, `select a.name, coalesce((select v.trusted from pg_available_extension_versions v
+		where v.name = a.name and v.version = a.default_version), false) from pg_available_extensions a`); err != nil {
 		return nil, fail("the available extensions", err)
 	}
-	for _, a := range avail {
-		s.available[a.Name] = a.Trusted
-	}
 	return s, nil
+}
+
+// nameFlags reads the rows of sql, a name and a boolean each, into a map.
+func nameFlags(ctx context.Context, conn *pgx.Conn, sql string) (map[string]bool, error) {
+	rows, _ := conn.Query(ctx, sql)
+	pairs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
+		Name string
+		Flag bool
+	}])
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]bool, len(pairs))
+	for _, p := range pairs {
+		m[p.Name] = p.Flag
+	}
+	return m, nil
 }
 
 // roleAccess is whether the restoring role may act as a role (ALTER … OWNER

@@ -107,6 +107,21 @@ func extensions(t *testing.T, db *pgtest.Database) string {
 	return query(t, db, `select string_agg(extname || '@' || extnamespace::regnamespace || ' by ' || pg_get_userbyid(extowner), ',' order by extname) from pg_extension`)
 }
 
+// restoreAndCompare restores path and fails unless the state and the
+// extensions are want and wantExt again.
+func restoreAndCompare(t *testing.T, db *pgtest.Database, d *dsn.DSN, path, want, wantExt string) {
+	t.Helper()
+	if err := Restore(context.Background(), RestoreOptions{DSN: d, File: path}); err != nil {
+		t.Fatal(err)
+	}
+	if got := state(t, db); got != want {
+		t.Fatalf("after restore:\n got %s\nwant %s", got, want)
+	}
+	if got := extensions(t, db); got != wantExt {
+		t.Fatalf("extensions after restore %s, want %s", got, wantExt)
+	}
+}
+
 func TestADBAInstalledExtensionSurvivesARestoreAsTheAppRole(t *testing.T) {
 	db, d := setup(t)
 	addExtensions(t, db)
@@ -157,15 +172,7 @@ func TestAnExtensionInASchemaOfTheAppSurvivesWithTheSchema(t *testing.T) {
 	execSQL(t, db, `revoke usage on schema public from public; grant create on schema public to public;
 		grant usage on schema ext to public; comment on schema ext is 'changed';
 		create table ext.later (i int); create function ext.later() returns int language sql as 'select 1'; insert into ext.counters values (2)`)
-	if err := Restore(context.Background(), RestoreOptions{DSN: d, File: path}); err != nil {
-		t.Fatal(err)
-	}
-	if got := state(t, db); got != want {
-		t.Fatalf("after restore:\n got %s\nwant %s", got, want)
-	}
-	if got := extensions(t, db); got != wantExt {
-		t.Fatalf("extensions after restore %s, want %s", got, wantExt)
-	}
+	restoreAndCompare(t, db, d, path, want, wantExt)
 	if got := schemaPrivileges(t, db); got != wantPriv {
 		t.Fatalf("schemas after restore: %s, want %s", got, wantPriv)
 	}
@@ -185,15 +192,7 @@ func TestAnExtensionInASchemaOfTheDBASurvivesWithTheSchema(t *testing.T) {
 	want, wantExt, wantSchema := state(t, db), extensions(t, db), query(t, db, dbaSchema)
 	path := backup(t, d, filepath.Join(t.TempDir(), "b"))
 	changeEverything(t, db)
-	if err := Restore(context.Background(), RestoreOptions{DSN: d, File: path}); err != nil {
-		t.Fatal(err)
-	}
-	if got := state(t, db); got != want {
-		t.Fatalf("after restore:\n got %s\nwant %s", got, want)
-	}
-	if got := extensions(t, db); got != wantExt {
-		t.Fatalf("extensions after restore %s, want %s", got, wantExt)
-	}
+	restoreAndCompare(t, db, d, path, want, wantExt)
 	if got := query(t, db, dbaSchema); got != wantSchema {
 		t.Fatalf("the DBA's schema after restore: %s, want %s", got, wantSchema)
 	}
@@ -206,17 +205,37 @@ func TestTrustedExtensionsOfTheAppComeAndGoWithTheRestorePoint(t *testing.T) {
 	path := backup(t, d, filepath.Join(t.TempDir(), "b"))
 	execSQL(t, db, "drop extension citext cascade; create extension pg_trgm")
 	changeEverything(t, db)
-	if err := Restore(context.Background(), RestoreOptions{DSN: d, File: path}); err != nil {
-		t.Fatal(err)
-	}
-	if got := state(t, db); got != want {
-		t.Fatalf("after restore:\n got %s\nwant %s", got, want)
-	}
-	if got := extensions(t, db); got != wantExt {
-		t.Fatalf("extensions after restore %s, want %s", got, wantExt)
-	}
+	restoreAndCompare(t, db, d, path, want, wantExt)
 	if got := query(t, db, "select count(*)::text from words where w = 'hello'"); got != "1" {
 		t.Fatalf("citext does not compare case-insensitively after the restore: %s", got)
+	}
+}
+
+// restoreIsRefused restores path and fails unless the restore is refused
+// (wantRefused) and the database is as it was before. It returns the refusal.
+func restoreIsRefused(t *testing.T, db *pgtest.Database, d *dsn.DSN, path string, message ...string) error {
+	t.Helper()
+	want := state(t, db)
+	err := Restore(context.Background(), RestoreOptions{DSN: d, File: path})
+	if got := state(t, db); got != want {
+		t.Fatalf("a refused restore changed the database:\n got %s\nwant %s", got, want)
+	}
+	wantRefused(t, err, message...)
+	return err
+}
+
+// wantRefused fails unless err is a *RefusedError whose message holds each
+// of message.
+func wantRefused(t *testing.T, err error, message ...string) {
+	t.Helper()
+	var refused *RefusedError
+	if !errors.As(err, &refused) {
+		t.Fatalf("err = %v, want a *RefusedError", err)
+	}
+	for _, s := range message {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("message lacks %q:\n%v", s, err)
+		}
 	}
 }
 
@@ -227,21 +246,8 @@ func TestAnExtensionTheRoleCannotCreateIsRefusedBeforeAnythingChanges(t *testing
 	path := backup(t, d, filepath.Join(t.TempDir(), "b"))
 	superExec(t, db, "drop extension moddatetime cascade")
 	changeEverything(t, db)
-	want := state(t, db)
-	err := Restore(context.Background(), RestoreOptions{DSN: d, File: path})
-	if got := state(t, db); got != want {
-		t.Fatalf("a refused restore changed the database:\n got %s\nwant %s", got, want)
-	}
-	var refused *RefusedError
-	if !errors.As(err, &refused) {
-		t.Fatalf("err = %v, want a *RefusedError", err)
-	}
-	for _, s := range []string{"nothing was changed", "extension moddatetime is not installed", "not a trusted extension",
-		"as a superuser, run in database " + db.Name + ": CREATE EXTENSION IF NOT EXISTS moddatetime WITH SCHEMA public;"} {
-		if !strings.Contains(err.Error(), s) {
-			t.Errorf("message lacks %q:\n%v", s, err)
-		}
-	}
+	err := restoreIsRefused(t, db, d, path, "nothing was changed", "extension moddatetime is not installed", "not a trusted extension",
+		"as a superuser, run in database "+db.Name+": CREATE EXTENSION IF NOT EXISTS moddatetime WITH SCHEMA public;")
 	if strings.Contains(err.Error(), "citext") {
 		t.Errorf("message names citext, which is installed:\n%v", err)
 	}
@@ -263,20 +269,7 @@ func TestAGrantToARoleThatNoLongerExistsIsRefusedBeforeAnythingChanges(t *testin
 	path := backup(t, d, filepath.Join(t.TempDir(), "b"))
 	superExec(t, db, "drop owned by "+q+"; drop role "+q)
 	changeEverything(t, db)
-	want := state(t, db)
-	err := Restore(context.Background(), RestoreOptions{DSN: d, File: path})
-	if got := state(t, db); got != want {
-		t.Fatalf("a refused restore changed the database:\n got %s\nwant %s", got, want)
-	}
-	var refused *RefusedError
-	if !errors.As(err, &refused) {
-		t.Fatalf("err = %v, want a *RefusedError", err)
-	}
-	for _, s := range []string{"nothing was changed", "roles that do not exist on this server", "privileges in it): " + q + ";", "CREATE ROLE " + q + " NOLOGIN;"} {
-		if !strings.Contains(err.Error(), s) {
-			t.Errorf("message lacks %q:\n%v", s, err)
-		}
-	}
+	restoreIsRefused(t, db, d, path, "nothing was changed", "roles that do not exist on this server", "privileges in it): "+q+";", "CREATE ROLE "+q+" NOLOGIN;")
 	superExec(t, db, "CREATE ROLE "+q+" NOLOGIN;")
 	if err := Restore(context.Background(), RestoreOptions{DSN: d, File: path}); err != nil {
 		t.Fatalf("after CREATE ROLE: %v", err)
@@ -296,15 +289,7 @@ func TestARestoreAsARoleThatMayNotOwnTheArchivesObjectsIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = Restore(context.Background(), RestoreOptions{DSN: od, File: path})
-	var refused *RefusedError
-	if !errors.As(err, &refused) {
-		t.Fatalf("err = %v, want a *RefusedError", err)
-	}
-	for _, s := range []string{"nothing was changed", "owned by role " + db.User, "GRANT " + db.User + " TO " + other.User + ";"} {
-		if !strings.Contains(err.Error(), s) {
-			t.Errorf("message lacks %q:\n%v", s, err)
-		}
-	}
+	wantRefused(t, err, "nothing was changed", "owned by role "+db.User, "GRANT "+db.User+" TO "+other.User+";")
 	if got := query(t, other, "select string_agg(id::text, ',') from mine"); got != "1" {
 		t.Fatalf("the other database changed: %s", got)
 	}

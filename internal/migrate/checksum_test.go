@@ -25,8 +25,7 @@ func wantSums(fsys fstest.MapFS, names ...string) string {
 }
 
 func TestEveryAppliedMigrationRecordsTheChecksumOfItsFile(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	fsys := fstest.MapFS{
 		"001_t.sql": mig("create table t (n int)"), // no final ";"
 		"002_i.sql": {Data: []byte("-- migrate:up transaction:false\ncreate index concurrently t_n on t (n);\n-- migrate:down\ndrop index t_n;\n")},
@@ -45,8 +44,7 @@ func TestEveryAppliedMigrationRecordsTheChecksumOfItsFile(t *testing.T) {
 }
 
 func TestAFailedMigrationRecordsNoChecksum(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	fsys := fstest.MapFS{"001_t.sql": mig("create table t (n int);"), "002_bad.sql": mig("insert into t values (1/0);")}
 	var f *FailedError
 	if _, err := run(d, fsys, &bytes.Buffer{}); !errors.As(err, &f) {
@@ -58,8 +56,7 @@ func TestAFailedMigrationRecordsNoChecksum(t *testing.T) {
 }
 
 func TestAnEditedAppliedMigrationIsRefusedNamingItAndBothChecksums(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	fsys := fstest.MapFS{"001_t.sql": mig("create table t (n int);"), "002_u.sql": mig("insert into t values (2);")}
 	if _, err := run(d, fsys, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
@@ -94,8 +91,7 @@ func TestAnEditedAppliedMigrationIsRefusedNamingItAndBothChecksums(t *testing.T)
 }
 
 func TestADatabaseMigratedBeforeChecksumsGetsThemRecordedOnceByMigrateNotByCheck(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	fsys := fstest.MapFS{"001_t.sql": mig("create table t (n int);"), "002_u.sql": mig("insert into t values (2);")}
 	// What an openwatch without checksums did: dbmate alone.
 	if err := Apply(d, fsys, &bytes.Buffer{}); err != nil {

@@ -9,13 +9,10 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
-
-	"github.com/openwatch/openwatch/internal/pgtest"
 )
 
 func TestABlockedMigrationGivesUpNamingTheBlockerAndARetrySucceeds(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	fsys := fstest.MapFS{"001_t.sql": mig("create table t (n int);")}
 	if _, err := run(d, fsys, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
@@ -25,17 +22,7 @@ func TestABlockedMigrationGivesUpNamingTheBlockerAndARetrySucceeds(t *testing.T)
 
 	// A session that wrote to t and sits idle in its transaction.
 	ctx := context.Background()
-	blocker := db.Conn(t)
-	var pid int
-	if _, err := blocker.Exec(ctx, "set application_name = 'the blocker'"); err != nil {
-		t.Fatal(err)
-	}
-	if err := blocker.QueryRow(ctx, "select pg_backend_pid()").Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := blocker.Exec(ctx, "begin; insert into t values (1)"); err != nil {
-		t.Fatal(err)
-	}
+	blocker, pid := db.IdleInTransaction(t, "the blocker", "insert into t values (1)")
 
 	var out bytes.Buffer
 	_, err := Run(ctx, Options{DSN: d, FS: fsys, Out: &out, LockTimeout: time.Minute, LockWait: 500 * time.Millisecond})
@@ -77,8 +64,7 @@ func TestABlockedMigrationGivesUpNamingTheBlockerAndARetrySucceeds(t *testing.T)
 func TestALockTimeoutOfATransactionFalseMigrationStaysAFailureThatNamesLeftovers(t *testing.T) {
 	// lock_timeout ends CREATE INDEX CONCURRENTLY's wait too; what it left
 	// behind matters more than who blocked it.
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	fsys := fstest.MapFS{"001_t.sql": mig("create table t (n int);")}
 	if _, err := run(d, fsys, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)

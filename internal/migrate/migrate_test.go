@@ -46,13 +46,15 @@ func mig(up string) *fstest.MapFile {
 	return &fstest.MapFile{Data: []byte("-- migrate:up\n" + up + "\n-- migrate:down\nselect 1;\n")}
 }
 
-func parse(t *testing.T, db *pgtest.Database) *dsn.DSN {
+// setup gives the test a fresh database and its parsed DSN.
+func setup(t *testing.T) (*pgtest.Database, *dsn.DSN) {
 	t.Helper()
+	db := pgtest.Shared(t).NewDatabase(t)
 	d, err := dsn.Parse(db.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d
+	return db, d
 }
 
 func query(t *testing.T, db *pgtest.Database, sql string) string {
@@ -75,8 +77,7 @@ var logFS = fstest.MapFS{
 }
 
 func TestTheShippedMigrationsApplyAndRollBack(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	var out bytes.Buffer
 	if _, err := Run(context.Background(), Options{DSN: d, FS: migrations.FS, Out: &out, LockTimeout: time.Minute}); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -102,17 +103,8 @@ func TestTheShippedMigrationsApplyAndRollBack(t *testing.T) {
 	}
 }
 
-func joinVersions(ms []Migration) string {
-	var v []string
-	for _, m := range ms {
-		v = append(v, m.Version)
-	}
-	return strings.Join(v, ",")
-}
-
 func TestTwoConcurrentRunsApplyEachMigrationOnce(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	var wg sync.WaitGroup
 	outs, errs := make([]bytes.Buffer, 2), make([]error, 2)
 	for i := range 2 {
@@ -138,8 +130,7 @@ func TestTwoConcurrentRunsApplyEachMigrationOnce(t *testing.T) {
 }
 
 func TestASecondRunWaitsBoundedForTheLock(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	holder := db.Conn(t)
 	if _, err := holder.Exec(context.Background(), "select pg_advisory_lock($1)", LockKey); err != nil {
 		t.Fatal(err)
@@ -159,8 +150,7 @@ func TestASecondRunWaitsBoundedForTheLock(t *testing.T) {
 }
 
 func TestAFailureInMigrationTwoOfThreeReportsWhatWasApplied(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	fsys := fstest.MapFS{
 		"001_a.sql": mig("create table a (n int);"),
 		"002_b.sql": mig("create table b (n int); select 1/0;"),
@@ -186,17 +176,23 @@ func TestAFailureInMigrationTwoOfThreeReportsWhatWasApplied(t *testing.T) {
 	}
 }
 
-func names(ms []Migration) string {
-	var n []string
+func names(ms []Migration) string { return join(ms, func(m Migration) string { return m.Name }) }
+
+func joinVersions(ms []Migration) string {
+	return join(ms, func(m Migration) string { return m.Version })
+}
+
+// join joins field of each of ms with commas.
+func join(ms []Migration, field func(Migration) string) string {
+	var s []string
 	for _, m := range ms {
-		n = append(n, m.Name)
+		s = append(s, field(m))
 	}
-	return strings.Join(n, ",")
+	return strings.Join(s, ",")
 }
 
 func TestANewerSchemaIsRefusedAndNothingApplied(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	var out bytes.Buffer
 	if _, err := run(d, fstest.MapFS{"001_a.sql": mig("create table a (n int);"), "003_c.sql": mig("create table c (n int);")}, &out); err != nil {
 		t.Fatal(err)
@@ -213,8 +209,7 @@ func TestANewerSchemaIsRefusedAndNothingApplied(t *testing.T) {
 }
 
 func TestAFailedBackupAppliesNothing(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	var sawData []bool
 	backup := func(_ context.Context, s State, hasData bool) error {
 		sawData = append(sawData, hasData)
@@ -239,7 +234,7 @@ func TestAFailedBackupAppliesNothing(t *testing.T) {
 }
 
 func TestKillNineDuringAMigrationLeavesASchemaARerunCompletes(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
+	db, d := setup(t)
 	dir := t.TempDir()
 	files := map[string]string{
 		"001_a.sql": "create table a (n int);",
@@ -262,7 +257,7 @@ func TestKillNineDuringAMigrationLeavesASchemaARerunCompletes(t *testing.T) {
 		t.Fatalf("after kill -9: applied %q, want 001", got)
 	}
 	var out bytes.Buffer
-	if _, err := Run(context.Background(), Options{DSN: parse(t, db), FS: os.DirFS(dir), Out: &out, LockTimeout: time.Minute}); err != nil {
+	if _, err := Run(context.Background(), Options{DSN: d, FS: os.DirFS(dir), Out: &out, LockTimeout: time.Minute}); err != nil {
 		t.Fatalf("rerun: %v\n%s", err, out.String())
 	}
 	if got := applied(t, db); got != "001,002,003" || query(t, db, "select count(*)::text from b") != "1" {

@@ -9,13 +9,10 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
-
-	"github.com/openwatch/openwatch/internal/pgtest"
 )
 
 func TestACanceledRunFinishesTheMigrationInProgressAndStartsNoOther(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	fsys := fstest.MapFS{
 		"001_a.sql": mig("create table a (n int);"),
 		"002_b.sql": mig("create table b (n int); select pg_sleep(2); insert into b values (2);"),
@@ -57,8 +54,7 @@ func TestACanceledRunFinishesTheMigrationInProgressAndStartsNoOther(t *testing.T
 }
 
 func TestAFailedNonTransactionalMigrationNamesWhatItLeftBehind(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	fsys := fstest.MapFS{
 		"001_a.sql": mig("create table t (x int); insert into t values (1), (1);"),
 		"002_b.sql": &fstest.MapFile{Data: []byte("-- migrate:up transaction:false\ncreate unique index concurrently t_x_key on t (x);\n-- migrate:down\ndrop index t_x_key;\n")},
@@ -96,8 +92,7 @@ func TestAFailedNonTransactionalMigrationNamesWhatItLeftBehind(t *testing.T) {
 }
 
 func TestAFailedTransactionalMigrationIsNotCalledNonTransactional(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	// An invalid index from elsewhere is not this migration's leftover.
 	db.MustExec(t, "create table t (x int); insert into t values (1), (1)")
 	if _, err := db.Conn(t).Exec(context.Background(), "create unique index concurrently t_x_key on t (x)"); err == nil {
@@ -111,8 +106,7 @@ func TestAFailedTransactionalMigrationIsNotCalledNonTransactional(t *testing.T) 
 }
 
 func TestALockTimeoutIsTypedAndTrue(t *testing.T) {
-	db := pgtest.Shared(t).NewDatabase(t)
-	d := parse(t, db)
+	db, d := setup(t)
 	holder := db.Conn(t)
 	if _, err := holder.Exec(context.Background(), "select pg_advisory_lock($1)", LockKey); err != nil {
 		t.Fatal(err)

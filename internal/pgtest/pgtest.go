@@ -249,6 +249,29 @@ func (d *Database) Conn(t testing.TB) *pgx.Conn {
 	return c
 }
 
+// IdleInTransaction opens a session named app (its application_name) that
+// runs sql in a transaction it leaves open, holding sql's locks, as a report
+// job or a forgotten psql session would. It returns the session, on which
+// "rollback" releases them, and its backend pid. The session is closed at
+// test end.
+func (d *Database) IdleInTransaction(t testing.TB, app, sql string) (*pgx.Conn, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := d.Conn(t)
+	var pid int
+	if _, err := c.Exec(ctx, "set application_name = "+quoteLiteral(app)); err != nil {
+		t.Fatalf("set application_name: %v", err)
+	}
+	if err := c.QueryRow(ctx, "select pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatalf("pg_backend_pid: %v", err)
+	}
+	if _, err := c.Exec(ctx, "begin; "+sql); err != nil {
+		t.Fatalf("begin; %s: %v", sql, err)
+	}
+	return c, pid
+}
+
 // QueryString runs sql as the database owner and returns its single value as
 // text; any error fails the test.
 func (d *Database) QueryString(t testing.TB, sql string) string {

@@ -3,6 +3,7 @@ package pgtest
 import (
 	"context"
 	"os"
+	"strconv"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -31,5 +32,25 @@ func TestWrongPasswordIsRefused(t *testing.T) {
 	if c, err := pgx.Connect(context.Background(), db.URL()); err == nil {
 		c.Close(context.Background())
 		t.Fatal("connected with a wrong password: password authentication is not enforced")
+	}
+}
+
+func TestIdleInTransactionHoldsItsLocksUntilRollback(t *testing.T) {
+	db := Shared(t).NewDatabase(t)
+	db.MustExec(t, "create table t (n int)")
+	holder, pid := db.IdleInTransaction(t, "the holder's job", "lock table t in access exclusive mode")
+	session := `select application_name || ' ' || state from pg_stat_activity where pid = ` + strconv.Itoa(pid)
+	if got := db.QueryString(t, session); got != "the holder's job idle in transaction" {
+		t.Fatalf("session %d: %q, want the holder's job idle in transaction", pid, got)
+	}
+	locked := `select count(*)::text from pg_locks where relation = 't'::regclass and mode = 'AccessExclusiveLock' and pid = ` + strconv.Itoa(pid)
+	if got := db.QueryString(t, locked); got != "1" {
+		t.Fatalf("%s locks held by the holder, want 1", got)
+	}
+	if _, err := holder.Exec(context.Background(), "rollback"); err != nil {
+		t.Fatal(err)
+	}
+	if got := db.QueryString(t, locked); got != "0" {
+		t.Fatalf("%s locks held after rollback, want 0", got)
 	}
 }
