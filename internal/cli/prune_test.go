@@ -361,7 +361,20 @@ func TestMigrateTakingACloneDropsTheOlderClones(t *testing.T) {
 	older := e.takeClone(time.Now().UTC().Truncate(time.Second).Add(-time.Hour))
 	e.downgradeOneStep()
 	e.exec("insert into hosts (hostname, address) values ('a', '10.0.0.1')")
-	r := e.mustRun(0, "migrate")
+	// The previous clone's timing gives the new one a time estimate.
+	journal := filepath.Join(t.TempDir(), "upgrade.state")
+	timing := filepath.Join(filepath.Dir(journal), clone.TimingFile)
+	if err := clone.WriteTiming(timing, clone.Timing{Bytes: 1 << 20, Duration: time.Second, Method: clone.CopyPlain}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.mustRun(0, "migrate", "--journal", journal)
+	if !strings.Contains(r.stderr, "clone: started, ") || !strings.Contains(r.stderr, "; estimated time: about ") ||
+		!strings.Contains(r.stderr, "(estimated from the previous clone: 1.0 MiB in 1s)") || !strings.Contains(r.stderr, "clone: done in ") {
+		t.Errorf("no clone progress with an estimate: %s", r)
+	}
+	if tm, ok := clone.ReadTiming(timing); !ok || tm.Bytes == 1<<20 || tm.Method != clone.CopyPlain {
+		t.Errorf("the clone's timing was not recorded: %+v, %v", tm, ok)
+	}
 	name := cloneNameRE.FindString(r.stdout)
 	if name == "" || name == older.Name {
 		t.Fatalf("no new clone: %s", r)

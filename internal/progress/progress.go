@@ -133,6 +133,9 @@ func (r *Reporter) end(n int64, ok bool) time.Duration {
 		return elapsed
 	}
 	r.ended = true
+	if ok && n == 0 && r.s.Timed {
+		n = r.s.Size // a timed step copied what it was to copy
+	}
 	verb := "done in"
 	if !ok {
 		verb = "failed after"
