@@ -112,9 +112,12 @@ Write a restore point (a verified pg_dump archive) and print its path.
   --dir DIR   directory (default BACKUP_DIR from upgrade.conf)
   --list      list the restore points in BACKUP_DIR (or --dir), newest first;
               needs no database
-  --prune     remove the restore points in BACKUP_DIR (or --dir) older than
-              BACKUP_RETENTION_DAYS, always keeping the newest; needs no
-              database (the daily cleanup timer runs this)
+  --prune     remove the restore point files in BACKUP_DIR (or --dir) older
+              than BACKUP_RETENTION_DAYS, always keeping the newest, and drop
+              every clone restore point but the newest, and that one too once
+              its file exists (the daily cleanup timer runs this). Without a
+              reachable database the files are pruned, the clones are not
+              checked, and the exit code is 12
   --export    write each clone restore point (RESTORE_POINT in upgrade.conf)
               to a verified file in BACKUP_DIR (or --dir), then drop the clone
               (the upgrade helper runs this once the service is back)

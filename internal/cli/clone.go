@@ -53,14 +53,21 @@ func (a *app) cloneRestorePoint(ctx context.Context, cfg config.Config, d *dsn.D
 		fmt.Fprintf(a.Stdout, "restore point: a file, not a clone: %s\n", dec.Reason)
 		return "", nil
 	}
-	conn.Close(context.Background())
-	if dec.SpaceChecked {
-		fmt.Fprintf(a.Stderr, "cloning the database (%s) as the restore point…\n", progress.Bytes(dec.Space.DBSize))
-	} else {
-		fmt.Fprintln(a.Stderr, "cloning the database as the restore point…")
+	size := dec.Space.DBSize
+	if !dec.SpaceChecked {
+		conn.QueryRow(ctx, "select pg_database_size(current_database())").Scan(&size)
 	}
+	method := clone.CopyPlain
+	var serverVersion int
+	if conn.QueryRow(ctx, "select current_setting('server_version_num')::int").Scan(&serverVersion) == nil && clone.FileCloneAvailable(serverVersion) {
+		method = clone.CopyClone
+	}
+	conn.Close(context.Background())
+	fmt.Fprintf(a.Stderr, "cloning the database (%s) as the restore point…\n", progress.Bytes(size))
 	started := time.Now()
+	stop := progress.Watch(progress.Start(a.Stderr, a.cloneStep(size, method)), nil)
 	p, err := clone.Create(ctx, d, "", clone.Meta{PackageVersion: version.Version, SchemaVersion: s.Current, Created: started.UTC()})
+	stop(err == nil)
 	if err != nil {
 		if mode == clone.ModeClone {
 			return "", err
@@ -68,13 +75,94 @@ func (a *app) cloneRestorePoint(ctx context.Context, cfg config.Config, d *dsn.D
 		fmt.Fprintf(a.Stdout, "restore point: a file, the clone failed: %v\n", d.Redactor.Error(err))
 		return "", nil
 	}
+	took := time.Since(started)
+	if p.CopyFallback != "" {
+		fmt.Fprintf(a.Stdout, "clone: PostgreSQL 18's file cloning was not used: %s\n", d.Redactor.String(p.CopyFallback))
+	}
+	if size > 0 {
+		// Best effort: without it the next clone has no time estimate.
+		clone.WriteTiming(a.timingPath(), clone.Timing{Bytes: size, Duration: took, Method: p.CopyMethod})
+	}
 	why := ""
 	if dec.Reason != "" {
 		why = " (" + dec.Reason + ")"
 	}
 	fmt.Fprintf(a.Stdout, "restore point: %s, a clone of the database taken in %s%s\n",
-		p.Name, time.Since(started).Round(10*time.Millisecond), why)
+		p.Name, took.Round(10*time.Millisecond), why)
+	// At most the newest clone is kept: the older ones go now, before the
+	// migration, which needs the room (a table rewrite, WAL).
+	a.retainClones(ctx, cfg.BackupDir, d, p.Name, false)
 	return p.Name, nil
+}
+
+// timingPath is where the last clone's timing is kept: next to the journal.
+func (a *app) timingPath() string {
+	return filepath.Join(filepath.Dir(a.journalPath), clone.TimingFile)
+}
+
+// cloneStep describes a clone of size bytes for the progress lines:
+// CREATE DATABASE reports no progress, so the time it takes is estimated
+// from the previous clone's rate (recorded in timingPath), when there is one.
+func (a *app) cloneStep(size int64, method string) progress.Step {
+	step := progress.Step{Label: "clone", Timed: true, Size: size, Basis: "no earlier clone was timed"}
+	if t, ok := clone.ReadTiming(a.timingPath()); ok {
+		if step.Expected = t.Estimate(size, method); step.Expected > 0 {
+			step.Basis = fmt.Sprintf("estimated from the previous clone: %s in %s", progress.Bytes(t.Bytes), progress.Duration(t.Duration))
+		} else {
+			step.Basis = "the previous clone copied its files another way"
+		}
+	}
+	return step
+}
+
+// retainClones applies the retention of clones (clone.Retain) to the
+// clones of d's database, with the exported files in dir: a line for each
+// clone dropped, and, when sayKept, one for the newest clone kept without a
+// file. keep, when not "", is never dropped (the clone just taken). It
+// returns the errors of the drops that failed, each already printed.
+func (a *app) retainClones(ctx context.Context, dir string, d *dsn.DSN, keep string, sayKept bool) (dropErrs []error, err error) {
+	conn, err := d.Connect(ctx)
+	if err != nil {
+		fmt.Fprintf(a.Stderr, "openwatch: warning: could not list the older clone restore points to drop them: %v\nDrop them later with: openwatch backup --prune\n", err)
+		return nil, err
+	}
+	points, err := clone.List(ctx, conn)
+	conn.Close(context.Background())
+	if err != nil {
+		err = d.Redactor.Error(err)
+		fmt.Fprintf(a.Stderr, "openwatch: warning: could not list the clone restore points: %v\nThen run: openwatch backup --prune\n", err)
+		return nil, err
+	}
+	mine := points[:0]
+	for _, p := range points {
+		if p.Source == d.Config.Database {
+			mine = append(mine, p)
+		}
+	}
+	files, _ := dump.List(dir)
+	for _, v := range clone.Retain(mine, func(p clone.Point) string { return exported(files, p) }) {
+		p := v.Point
+		taken := p.Created.Format(time.RFC3339)
+		if !v.Drop || p.Name == keep {
+			if sayKept && p.Name != keep {
+				fmt.Fprintf(a.Stdout, "kept the clone restore point %s (taken %s, %s on the database server): the newest clone, and it has no file yet; write it with: openwatch backup --export\n",
+					p.Name, taken, progress.Bytes(p.Size))
+			}
+			continue
+		}
+		if err := clone.Drop(ctx, d, p.Name); err != nil {
+			err = d.Redactor.Error(err)
+			fmt.Fprintf(a.Stderr, "openwatch: warning: could not drop the clone restore point %s: %v\nThen run: openwatch backup --prune\n", p.Name, err)
+			dropErrs = append(dropErrs, err)
+			continue
+		}
+		if v.File != "" {
+			fmt.Fprintf(a.Stdout, "dropped the clone restore point %s (taken %s): its file %s exists\n", p.Name, taken, v.File)
+		} else {
+			fmt.Fprintf(a.Stdout, "dropped the clone restore point %s (taken %s, never exported): the newer clone %s supersedes it\n", p.Name, taken, v.Newer)
+		}
+	}
+	return dropErrs, nil
 }
 
 // exportClones writes each clone restore point to the usual verified file in
@@ -101,7 +189,7 @@ func (a *app) exportClones(ctx context.Context, cfg config.Config, d *dsn.DSN, d
 		if path == "" {
 			fmt.Fprintf(a.Stderr, "exporting the clone restore point %s to %s…\n", p.Name, dir)
 			path, err = dump.Backup(ctx, dump.BackupOptions{DSN: d.WithDatabase(p.Name), Dir: dir, PackageVersion: p.PackageVersion,
-				Compression: cfg.BackupCompression, Progress: a.Stderr, LockTimeout: cfg.MigrateLockTimeout, Taken: p.Created})
+				Compression: cfg.BackupCompression, Progress: a.Stderr, ProgressLabel: "export", LockTimeout: cfg.MigrateLockTimeout, Taken: p.Created})
 			if err != nil {
 				a.errorf("could not export the clone restore point %s: %v\nIt is kept. Fix the cause, then run: openwatch backup --export", p.Name, err)
 				return ExitBackupFailed
@@ -158,7 +246,9 @@ func (a *app) restoreClone(ctx context.Context, cfg config.Config, d *dsn.DSN, n
 		}
 	}
 	fmt.Fprintf(a.Stderr, "restoring the clone %s into %s…\n", name, d.Describe())
+	stop := progress.Watch(progress.Start(a.Stderr, progress.Step{Label: "restore", Timed: true, Basis: "a swap by renaming: no data is copied"}), nil)
 	res, err := clone.Restore(ctx, d, name)
+	stop(err == nil)
 	var busy *clone.BusyError
 	switch {
 	case errors.As(err, &busy):

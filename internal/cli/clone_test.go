@@ -41,6 +41,9 @@ func TestACloneRestorePointIsTakenListedSwappedBackAndExported(t *testing.T) {
 
 	// Swap it back: the schema and rows as before the migration.
 	r = e.mustRun(0, "restore", "--yes", name)
+	if !strings.Contains(r.stderr, "restore: started; no time estimate (a swap by renaming: no data is copied)\n") || !strings.Contains(r.stderr, "restore: done in ") {
+		t.Errorf("the swap shows no start and end lines: %s", r)
+	}
 	if !strings.Contains(r.stdout, "DROP DATABASE") {
 		t.Errorf("the restore does not name the command that drops the kept database: %s", r)
 	}
@@ -55,6 +58,9 @@ func TestACloneRestorePointIsTakenListedSwappedBackAndExported(t *testing.T) {
 	r = e.mustRun(0, "migrate")
 	name = cloneNameRE.FindString(r.stdout)
 	r = e.mustRun(0, "backup", "--export")
+	if !strings.Contains(r.stderr, "export: started") || !strings.Contains(r.stderr, "export: done in ") {
+		t.Errorf("the export shows no start and end lines: %s", r)
+	}
 	if files := e.dumps(); len(files) != 1 || strings.TrimSpace(r.stdout) != files[0] || !strings.Contains(files[0], "_schema-20260101000002_") {
 		t.Fatalf("export: %s\nfiles %v", r, e.dumps())
 	}

@@ -35,7 +35,7 @@ func (a *app) backup(ctx context.Context, args []string) int {
 		return a.usageError("backup: unexpected argument %q", extra[0])
 	}
 	if *prune {
-		return a.pruneRestorePoints(*dir, *list)
+		return a.pruneRestorePoints(ctx, *dir, *list)
 	}
 	if *list {
 		return a.listRestorePoints(*dir)

@@ -1,19 +1,32 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/openwatch/openwatch/internal/config"
+	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/dump"
 )
 
 // pruneRestorePoints is `openwatch backup --prune`, which the daily cleanup
-// unit runs: it removes the restore points in dir (default BACKUP_DIR) older
-// than BACKUP_RETENTION_DAYS, always keeping the newest. It reads upgrade.conf
-// with the one parser every command uses and needs no database. Each removed
-// file gets a line on stdout, then a summary.
-func (a *app) pruneRestorePoints(dir string, list bool) int {
+// unit runs. Retention covers clones and files:
+//
+//   - clones (on the database server): at most the newest clone is kept, and
+//     only until its exported file exists (clone.Retain); a line for each
+//     clone dropped, and one for the newest kept without a file;
+//   - files in dir (default BACKUP_DIR): those older than
+//     BACKUP_RETENTION_DAYS go, the newest always stays; a line for each
+//     file removed, then a summary.
+//
+// Clones go first: whether a clone's file exists is read before the files
+// are pruned. Files need upgrade.conf only; clones need the database. When
+// it is unreachable or not configured, the files are pruned all the same and
+// one line says that the clones were not checked and why.
+func (a *app) pruneRestorePoints(ctx context.Context, dir string, list bool) int {
 	if list {
 		return a.usageError("backup: --list and --prune do not go together")
 	}
@@ -25,6 +38,7 @@ func (a *app) pruneRestorePoints(dir string, list bool) int {
 	if dir == "" {
 		dir = cfg.BackupDir
 	}
+	cloneCode, notChecked, next := a.pruneClones(ctx, cfg, dir)
 	res, err := dump.Prune(dir, cfg.RetentionDays, time.Now(), func(rp dump.RestorePoint) {
 		fmt.Fprintf(a.Stdout, "removed %s (taken %s)\n", rp.Name, rp.Created.Format(time.RFC3339))
 	})
@@ -34,5 +48,65 @@ func (a *app) pruneRestorePoints(dir string, list bool) int {
 	}
 	fmt.Fprintf(a.Stdout, "%d restore point(s) older than %d days removed from %s; %d kept (the newest is always kept)\n",
 		len(res.Removed), cfg.RetentionDays, dir, res.Kept)
-	return ExitOK
+	if notChecked != "" {
+		// One line, after the files' summary, so that it is the last word.
+		fmt.Fprintf(a.Stderr, "openwatch: warning: clone restore points were not checked: %s; the files were pruned. %s, run: openwatch backup --prune\n", notChecked, next)
+	}
+	return cloneCode
+}
+
+// pruneClones applies the retention of clones. It returns the exit code of
+// this part and, when the clones could not be checked, why and what to do
+// before running it again.
+//
+// The database unreachable or not configured gives ExitUnreachable (12), as
+// for every other command, and the cleanup unit lists 12 in
+// SuccessExitStatus=: the daily timer does not turn failed every day on a
+// machine whose database is down or not set up yet (the files, which need no
+// database, were pruned), while the exit code stays true for anyone else
+// running the command, and the journal shows the warning line on every run.
+// Clones take no new room while the server is down. A DSN that is set but
+// invalid is a configuration error (ExitConfig) like everywhere else: it
+// breaks upgrades too, and the unit fails until it is fixed.
+func (a *app) pruneClones(ctx context.Context, cfg config.Config, dir string) (code int, notChecked, next string) {
+	full, err := config.LoadOptions{ConfPath: a.configPath, SecretsPath: a.secretsPath, ConfRequired: a.configGiven}.Load()
+	var secretsErr *config.SecretsError
+	switch {
+	case errors.As(err, &secretsErr):
+		return ExitUnreachable, fmt.Sprintf("the database is not configured for this user (%v)", oneLine(err.Error())), "As root"
+	case err != nil:
+		a.errorf("invalid configuration, no clone restore point was checked: %v\nFix it, then run: openwatch backup --prune", err)
+		return ExitConfig, "", ""
+	}
+	for _, w := range full.Warnings {
+		fmt.Fprintln(a.Stderr, "openwatch: warning:", w)
+	}
+	if full.DSN == "" {
+		return ExitUnreachable, fmt.Sprintf("no database is configured (%s is not set in the environment or in %s)", config.DSNVar, full.SecretsPath),
+			"Once it is"
+	}
+	d, err := dsn.Parse(full.DSN)
+	if err != nil {
+		a.errorf("no clone restore point was checked: %v\nFix it (OPENWATCH_DATABASE_DSN is in %s), then run: openwatch backup --prune", err, full.DSNSource)
+		return ExitConfig, "", ""
+	}
+	clearLibpqEnv()
+	conn, err := d.ConnectWait(ctx, cfg.DatabaseWait, func(err error) {
+		fmt.Fprintf(a.Stderr, "openwatch: the database is not reachable yet (%v); waiting up to %s for it (DATABASE_WAIT_TIMEOUT in %s)…\n",
+			oneLine(err.Error()), cfg.DatabaseWait, a.configPath)
+	})
+	if err != nil {
+		return ExitUnreachable, oneLine(err.Error()), "Once PostgreSQL is reachable"
+	}
+	conn.Close(context.Background())
+	dropErrs, err := a.retainClones(ctx, dir, d, "", true)
+	if err != nil || len(dropErrs) > 0 {
+		return ExitError, "", ""
+	}
+	return ExitOK, "", ""
+}
+
+// oneLine joins a multi-line message (a driver's one line per attempt).
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(dedupLines(s), "\n", "; ")), " ")
 }

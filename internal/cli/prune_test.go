@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,10 +11,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openwatch/openwatch/internal/clone"
+	"github.com/openwatch/openwatch/internal/dsn"
+	"github.com/openwatch/openwatch/internal/dump"
+	"github.com/openwatch/openwatch/internal/pgtest"
 )
 
 // pruneEnv is an installation without any database: no secrets file, no
-// OPENWATCH_DATABASE_DSN. backup --prune must not need one.
+// OPENWATCH_DATABASE_DSN. backup --prune prunes the files all the same and
+// exits 12, saying that the clones were not checked.
 type pruneEnv struct {
 	t    *testing.T
 	root string
@@ -90,8 +98,12 @@ func TestPruneReadsUpgradeConfAsDataAndNeedsNoDatabase(t *testing.T) {
 	newest := p.restorePoint(dir, day)
 
 	r := p.prune()
-	if r.code != ExitOK {
+	if r.code != ExitUnreachable {
 		t.Fatalf("backup --prune: %s", r)
+	}
+	if want := "openwatch: warning: clone restore points were not checked: no database is configured (OPENWATCH_DATABASE_DSN is not set in the environment or in " +
+		filepath.Join(p.root, "no-secrets.env") + "); the files were pruned. Once it is, run: openwatch backup --prune\n"; r.stderr != want {
+		t.Errorf("stderr %q, want %q", r.stderr, want)
 	}
 	if got, want := dirNames(t, dir), sortedNames(recent, newest); !slices.Equal(got, want) {
 		t.Errorf("left %q, want %q\n%s", got, want, r)
@@ -128,7 +140,7 @@ func TestPruneReadsARetentionWithALeadingZeroAsDecimal(t *testing.T) {
 			kept := p.restorePoint(dir, tc.keep)
 			p.restorePoint(dir, tc.remove)
 			r := p.prune()
-			if r.code != ExitOK {
+			if r.code != ExitUnreachable {
 				t.Fatalf("%s", r)
 			}
 			if got, want := dirNames(t, dir), sortedNames(newest, kept); !slices.Equal(got, want) {
@@ -184,7 +196,7 @@ func TestPruneFollowsASymlinkedBackupDirButNoSymlinkInsideIt(t *testing.T) {
 	}
 	p.writeConf("BACKUP_DIR=" + link + "\nBACKUP_RETENTION_DAYS=30\n")
 	r := p.prune()
-	if r.code != ExitOK || !strings.Contains(r.stdout, "removed "+filepath.Join(link, old)) {
+	if r.code != ExitUnreachable || !strings.Contains(r.stdout, "removed "+filepath.Join(link, old)) {
 		t.Fatalf("%s", r)
 	}
 	if got, want := dirNames(t, target), sortedNames(newest, inside); !slices.Equal(got, want) {
@@ -201,7 +213,7 @@ func TestPruneFollowsASymlinkedBackupDirButNoSymlinkInsideIt(t *testing.T) {
 	other := filepath.Join(p.root, "other")
 	keep := []string{p.restorePoint(other, day), p.restorePoint(other, 29*day)}
 	p.restorePoint(other, 31*day)
-	if r := p.prune("--dir", other); r.code != ExitOK {
+	if r := p.prune("--dir", other); r.code != ExitUnreachable {
 		t.Fatalf("%s", r)
 	}
 	if got := dirNames(t, other); !slices.Equal(got, sortedNames(keep...)) {
@@ -220,11 +232,160 @@ func TestPruneFailsWhenBackupDirIsASymlinkToNothing(t *testing.T) {
 		t.Errorf("want exit %d naming %s and the command to rerun, got %s", ExitError, link, r)
 	}
 	p.writeConf("BACKUP_DIR=" + filepath.Join(p.root, "absent") + "\n")
-	if r := p.prune(); r.code != ExitOK {
+	if r := p.prune(); r.code != ExitUnreachable || strings.Contains(r.stdout, "removed /") {
 		t.Errorf("a missing BACKUP_DIR has nothing to prune: %s", r)
 	}
 	p.writeConf("")
 	if r := p.prune("--list"); r.code != ExitUsage {
 		t.Errorf("--list --prune: %s", r)
 	}
+}
+
+// takeClone takes a clone restore point of e's database as if taken at
+// created, with schema version head; it is dropped at the end of the test
+// if still there.
+func (e *env) takeClone(created time.Time) clone.Point {
+	e.t.Helper()
+	d, err := dsn.Parse(e.db.URL())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p, err := clone.Create(context.Background(), d, "", clone.Meta{PackageVersion: pkgVersion, SchemaVersion: head, Created: created})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		pgtest.Shared(e.t).Exec(context.Background(), "postgres", "drop database if exists "+quoteIdent(p.Name)+" with (force)")
+	})
+	return p
+}
+
+// allowClones gives e's role CREATEDB (it owns its database).
+func (e *env) allowClones() {
+	e.t.Helper()
+	if err := pgtest.Shared(e.t).Exec(context.Background(), "postgres", "alter role "+quoteIdent(e.db.User)+" createdb"); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// clones lists the clones of e's database on the server, oldest first.
+func (e *env) clones() string {
+	return e.query("select coalesce(string_agg(datname, ',' order by datname), '') from pg_database where datname like 'openwatch\\_rp\\_%' and shobj_description(oid, 'pg_database') like '%\"source\":\"" + e.db.Name + "\"%'")
+}
+
+// exportedFile writes a file named as p's export would be.
+func (e *env) exportedFile(p clone.Point) string {
+	e.t.Helper()
+	path := filepath.Join(e.backups, dump.FileName(p.PackageVersion, p.SchemaVersion, p.Created))
+	if err := os.MkdirAll(e.backups, 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("dump"), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return path
+}
+
+func TestPruneKeepsAtMostTheNewestCloneUntilItsFileExists(t *testing.T) {
+	e := newEnv(t)
+	e.mustRun(0, "migrate")
+	e.allowClones()
+	now := time.Now().UTC().Truncate(time.Second)
+	exportedOld := e.takeClone(now.Add(-3 * time.Hour))
+	older := e.takeClone(now.Add(-2 * time.Hour))
+	newest := e.takeClone(now.Add(-time.Hour))
+	file := e.exportedFile(exportedOld)
+
+	r := e.mustRun(0, "backup", "--prune")
+	for _, want := range []string{
+		fmt.Sprintf("dropped the clone restore point %s (taken %s): its file %s exists\n", exportedOld.Name, exportedOld.Created.Format(time.RFC3339), file),
+		fmt.Sprintf("dropped the clone restore point %s (taken %s, never exported): the newer clone %s supersedes it\n", older.Name, older.Created.Format(time.RFC3339), newest.Name),
+		fmt.Sprintf("kept the clone restore point %s (taken %s, ", newest.Name, newest.Created.Format(time.RFC3339)),
+		"the newest clone, and it has no file yet; write it with: openwatch backup --export\n",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q\n%s", want, r)
+		}
+	}
+	if got := e.clones(); got != newest.Name {
+		t.Fatalf("clones left: %q, want only %s", got, newest.Name)
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Errorf("the exported file within the retention is gone: %v", err)
+	}
+
+	// Once the newest clone's file exists, the clone goes too.
+	file = e.exportedFile(newest)
+	r = e.mustRun(0, "backup", "--prune")
+	if want := fmt.Sprintf("dropped the clone restore point %s (taken %s): its file %s exists\n", newest.Name, newest.Created.Format(time.RFC3339), file); !strings.Contains(r.stdout, want) {
+		t.Errorf("stdout lacks %q\n%s", want, r)
+	}
+	if got := e.clones(); got != "" {
+		t.Fatalf("clones left: %q", got)
+	}
+}
+
+func TestPruneWithoutTheDatabasePrunesTheFilesAndSaysTheClonesWereNotChecked(t *testing.T) {
+	p := newPruneEnv(t)
+	dir := filepath.Join(p.root, "backups")
+	p.writeConf("BACKUP_DIR=" + dir + "\nBACKUP_RETENTION_DAYS=5\nDATABASE_WAIT_TIMEOUT=0\n")
+	newest := p.restorePoint(dir, day)
+	p.restorePoint(dir, 6*day)
+	secrets := filepath.Join(p.root, "secrets.env")
+	if err := os.WriteFile(secrets, []byte("OPENWATCH_DATABASE_DSN='host=127.0.0.1 port=1 dbname=x user=y password=sekr1t sslmode=disable'\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "--config", p.conf, "--secrets", secrets, "backup", "--prune")
+	cmd.Env = []string{"PATH=/nonexistent"}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.Run()
+	r := result{cmd.ProcessState.ExitCode(), out.String(), errOut.String()}
+	if r.code != ExitUnreachable {
+		t.Fatalf("want exit %d, got %s", ExitUnreachable, r)
+	}
+	if got := dirNames(t, dir); !slices.Equal(got, []string{newest}) {
+		t.Errorf("left %q, want only %s\n%s", got, newest, r)
+	}
+	if !strings.HasPrefix(r.stderr, "openwatch: warning: clone restore points were not checked: cannot connect to ") ||
+		!strings.HasSuffix(r.stderr, "; the files were pruned. Once PostgreSQL is reachable, run: openwatch backup --prune\n") ||
+		strings.Count(r.stderr, "\n") != 1 || strings.Contains(r.stderr, "sekr1t") {
+		t.Errorf("want one line saying the clones were not checked and why:\n%s", r)
+	}
+}
+
+func TestMigrateTakingACloneDropsTheOlderClones(t *testing.T) {
+	e := newEnv(t)
+	e.mustRun(0, "migrate")
+	e.allowClones()
+	older := e.takeClone(time.Now().UTC().Truncate(time.Second).Add(-time.Hour))
+	e.downgradeOneStep()
+	e.exec("insert into hosts (hostname, address) values ('a', '10.0.0.1')")
+	// The previous clone's timing gives the new one a time estimate.
+	journal := filepath.Join(t.TempDir(), "upgrade.state")
+	timing := filepath.Join(filepath.Dir(journal), clone.TimingFile)
+	if err := clone.WriteTiming(timing, clone.Timing{Bytes: 1 << 20, Duration: time.Second, Method: clone.CopyPlain}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.mustRun(0, "migrate", "--journal", journal)
+	if !strings.Contains(r.stderr, "clone: started, ") || !strings.Contains(r.stderr, "; estimated time: about ") ||
+		!strings.Contains(r.stderr, "(estimated from the previous clone: 1.0 MiB in 1s)") || !strings.Contains(r.stderr, "clone: done in ") {
+		t.Errorf("no clone progress with an estimate: %s", r)
+	}
+	if tm, ok := clone.ReadTiming(timing); !ok || tm.Bytes == 1<<20 || tm.Method != clone.CopyPlain {
+		t.Errorf("the clone's timing was not recorded: %+v, %v", tm, ok)
+	}
+	name := cloneNameRE.FindString(r.stdout)
+	if name == "" || name == older.Name {
+		t.Fatalf("no new clone: %s", r)
+	}
+	if want := fmt.Sprintf("dropped the clone restore point %s (taken %s, never exported): the newer clone %s supersedes it\n", older.Name, older.Created.Format(time.RFC3339), name); !strings.Contains(r.stdout, want) {
+		t.Errorf("stdout lacks %q\n%s", want, r)
+	}
+	if got := e.clones(); got != name {
+		t.Fatalf("clones left: %q, want only the new %s", got, name)
+	}
+	t.Cleanup(func() {
+		pgtest.Shared(t).Exec(context.Background(), "postgres", "drop database if exists "+quoteIdent(name)+" with (force)")
+	})
 }

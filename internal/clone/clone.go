@@ -72,6 +72,30 @@ type Point struct {
 	SchemaVersion  string    `json:"schema_version"`
 	Size           int64     `json:"size"`   // pg_database_size; -1 when this role may not connect to it
 	Source         string    `json:"source"` // the database it is a copy of
+	// What Create did (empty in List's points): CopyMethod is CopyClone or
+	// CopyPlain; CopyFallback says why the files were copied although
+	// PostgreSQL 18's file cloning was tried ("" otherwise).
+	CopyMethod   string `json:"-"`
+	CopyFallback string `json:"-"`
+}
+
+// How Create copied the files.
+const (
+	CopyPlain = "copy"  // PostgreSQL copies each file
+	CopyClone = "clone" // file_copy_method = clone (PostgreSQL 18): reflinks
+)
+
+// FileCloneAvailable reports whether a server of version serverVersionNum
+// (server_version_num) has file_copy_method = clone: PostgreSQL 18 added it.
+func FileCloneAvailable(serverVersionNum int) bool { return serverVersionNum >= 180000 }
+
+// createStatement is the CREATE DATABASE that copies src into name.
+func createStatement(name, owner, src string, serverVersionNum int) string {
+	create := fmt.Sprintf("CREATE DATABASE %s OWNER %s TEMPLATE %s", ident(name), ident(owner), ident(src))
+	if serverVersionNum >= 150000 {
+		create += " STRATEGY FILE_COPY" // before 15, copying files is the only strategy
+	}
+	return create
 }
 
 // marker identifies a clone's comment as openwatch's.
@@ -242,28 +266,27 @@ func Create(ctx context.Context, d *dsn.DSN, name string, meta Meta) (Point, err
 		return Point{}, err
 	}
 	var version int
-	var clonable bool
-	if err := conn.QueryRow(ctx, `select current_setting('server_version_num')::int,
-		exists (select from pg_settings where name = 'file_copy_method' and 'clone' = any(enumvals))`).Scan(&version, &clonable); err != nil {
+	if err := conn.QueryRow(ctx, `select current_setting('server_version_num')::int`).Scan(&version); err != nil {
 		return Point{}, fmt.Errorf("read the server's version: %w", err)
 	}
-	create := fmt.Sprintf("CREATE DATABASE %s OWNER %s TEMPLATE %s", ident(name), ident(props.Owner), ident(src))
-	if version >= 150000 {
-		create += " STRATEGY FILE_COPY" // before 15, copying files is the only strategy
-	}
-	// PostgreSQL 18 can clone the files (a reflink on XFS, btrfs, ZFS). Where
-	// the file system cannot, the attempt fails and the plain copy runs.
-	cloned := false
-	if clonable {
-		if _, err := conn.Exec(ctx, "SET file_copy_method = clone"); err == nil {
-			if _, err := conn.Exec(ctx, create); err == nil {
-				cloned = true
-			} else if _, err := conn.Exec(ctx, "RESET file_copy_method"); err != nil {
+	create := createStatement(name, props.Owner, src, version)
+	method, fallback := CopyPlain, ""
+	if FileCloneAvailable(version) {
+		// PostgreSQL 18 can clone the files (a reflink on XFS, btrfs, ZFS).
+		// Where the server refuses the setting or the file system cannot,
+		// the plain copy runs. Untested against a real PostgreSQL 18.
+		if _, err := conn.Exec(ctx, "SET file_copy_method = clone"); err != nil {
+			fallback = fmt.Sprintf("the server refused file_copy_method = clone (%v); the files were copied instead", err)
+		} else if _, err := conn.Exec(ctx, create); err != nil {
+			fallback = fmt.Sprintf("cloning the files failed (%v); they were copied instead", err)
+			if _, err := conn.Exec(ctx, "RESET file_copy_method"); err != nil {
 				return Point{}, fmt.Errorf("RESET file_copy_method: %w", err)
 			}
+		} else {
+			method = CopyClone
 		}
 	}
-	if !cloned {
+	if method == CopyPlain {
 		if _, err := conn.Exec(ctx, create); err != nil {
 			return Point{}, fmt.Errorf("copy database %q into %q (CREATE DATABASE … TEMPLATE): %w; nothing was changed", src, name, err)
 		}
@@ -276,7 +299,7 @@ func Create(ctx context.Context, d *dsn.DSN, name string, meta Meta) (Point, err
 		return Point{}, fmt.Errorf("%w; the incomplete clone was dropped", err)
 	}
 	p := Point{Name: name, Kind: "clone", Created: meta.Created, PackageVersion: meta.PackageVersion,
-		SchemaVersion: meta.SchemaVersion, Source: src, Size: -1}
+		SchemaVersion: meta.SchemaVersion, Source: src, Size: -1, CopyMethod: method, CopyFallback: fallback}
 	conn.QueryRow(ctx, "select pg_database_size($1::text)", name).Scan(&p.Size)
 	return p, nil
 }

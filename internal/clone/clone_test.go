@@ -355,6 +355,11 @@ func TestCreateAndRestoreBySwap(t *testing.T) {
 	if !IsName(p.Name) || p.Source != db.Name || p.Size <= 0 || p.SchemaVersion != "20240601120000" {
 		t.Fatalf("Create = %+v", p)
 	}
+	// PostgreSQL 15 here: no file cloning tried, nothing to report.
+	if p.CopyMethod != CopyPlain || p.CopyFallback != "" {
+		t.Fatalf("Create on PostgreSQL 15: method %q, fallback %q", p.CopyMethod, p.CopyFallback)
+	}
+	p.CopyMethod = "" // what Create did; List does not know
 	if got := fingerprint(t, p.Name); got != before {
 		t.Fatalf("the clone's content %s differs from the database's %s", got, before)
 	}
@@ -579,4 +584,68 @@ func TestCreateAsSuperuserKeepsTheOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	appExec(t, db, "create table public.after_restore (id int)")
+}
+
+// PostgreSQL 18 added file_copy_method = clone; before it, setting it fails.
+// Untested against a real PostgreSQL 18 (none runs here).
+func TestFileCloneIsAskedForFromPostgreSQL18(t *testing.T) {
+	for v, want := range map[int]bool{150004: false, 170005: false, 179999: false, 180000: true, 180001: true, 190000: true} {
+		if got := FileCloneAvailable(v); got != want {
+			t.Errorf("FileCloneAvailable(%d) = %v, want %v", v, got, want)
+		}
+	}
+	if got, want := createStatement("rp", "app", "db", 150000), `CREATE DATABASE "rp" OWNER "app" TEMPLATE "db" STRATEGY FILE_COPY`; got != want {
+		t.Errorf("PG 15: %s, want %s", got, want)
+	}
+	if got, want := createStatement("rp", "app", "db", 140000), `CREATE DATABASE "rp" OWNER "app" TEMPLATE "db"`; got != want {
+		t.Errorf("PG 14: %s, want %s", got, want)
+	}
+}
+
+func TestRetainKeepsAtMostTheNewestCloneUntilItsFileExists(t *testing.T) {
+	pts := []Point{{Name: "c3"}, {Name: "c2"}, {Name: "c1"}} // newest first
+	files := map[string]string{}
+	file := func(p Point) string { return files[p.Name] }
+	describe := func(vs []Verdict) string {
+		var s []string
+		for _, v := range vs {
+			s = append(s, fmt.Sprintf("%s:%v:%s:%s", v.Point.Name, v.Drop, v.File, v.Newer))
+		}
+		return strings.Join(s, " ")
+	}
+	if got, want := describe(Retain(pts, file)), "c3:false:: c2:true::c3 c1:true::c3"; got != want {
+		t.Errorf("no files: %s, want %s", got, want)
+	}
+	files["c3"], files["c1"] = "/b/f3", "/b/f1"
+	if got, want := describe(Retain(pts, file)), "c3:true:/b/f3: c2:true::c3 c1:true:/b/f1:"; got != want {
+		t.Errorf("files for c3 and c1: %s, want %s", got, want)
+	}
+	if got := Retain(nil, file); len(got) != 0 {
+		t.Errorf("no clones: %v", got)
+	}
+}
+
+func TestTimingRoundTripAndEstimate(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, TimingFile)
+	if _, ok := ReadTiming(path); ok {
+		t.Fatal("a timing read from nothing")
+	}
+	want := Timing{Bytes: 1 << 30, Duration: 2500 * time.Millisecond, Method: CopyPlain}
+	if err := WriteTiming(path, want); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := ReadTiming(path)
+	if !ok || got != want {
+		t.Fatalf("ReadTiming = %+v, %v; want %+v", got, ok, want)
+	}
+	if e := got.Estimate(2<<30, CopyPlain); e != 5*time.Second {
+		t.Errorf("Estimate(2 GiB) = %s, want 5s", e)
+	}
+	if e := got.Estimate(2<<30, CopyClone); e != 0 {
+		t.Errorf("a plain copy's rate estimated a reflink clone: %s", e)
+	}
+	if err := WriteTiming(filepath.Join(dir, "absent", TimingFile), want); err == nil {
+		t.Error("WriteTiming created a directory")
+	}
 }

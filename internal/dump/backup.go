@@ -24,6 +24,7 @@ type BackupOptions struct {
 	PackageVersion string
 	Compression    string    // pg_dump --compress value
 	Progress       io.Writer // progress lines; nil for none
+	ProgressLabel  string    // names the step in them; "" is "backup"
 	// LockTimeout bounds the wait for another backup into the same
 	// directory; 0 means DefaultBackupLockTimeout.
 	LockTimeout time.Duration
@@ -157,9 +158,13 @@ func writePartial(ctx context.Context, o BackupOptions) (_ string, err error) {
 	if err != nil {
 		return "", err
 	}
-	stop := watchSize(o.Progress, "backup", path, previousSize(o.Dir))
+	label := o.ProgressLabel
+	if label == "" {
+		label = "backup"
+	}
+	stop := watchSize(o.Progress, label, path, previousSize(o.Dir))
 	runErr := runChild(cmd)
-	stop()
+	stop(runErr == nil)
 	if runErr != nil {
 		return "", childError(o.DSN, "pg_dump", runErr, stderr)
 	}
@@ -177,41 +182,17 @@ func previousSize(dir string) int64 {
 }
 
 // watchSize reports the growing size of path until stop is called; estimate
-// is the expected final size, 0 if unknown.
-func watchSize(w io.Writer, label, path string, estimate int64) (stop func()) {
-	return watch(w, label, estimate, func() int64 {
+// is the expected final size, the previous restore point's (0 if unknown).
+func watchSize(w io.Writer, label, path string, estimate int64) (stop func(ok bool)) {
+	step := progress.Step{Label: label, Total: estimate, TotalIsEstimate: true, Basis: "the previous restore point's size"}
+	if estimate == 0 {
+		step.Basis = "no earlier restore point in this directory"
+	}
+	return progress.Watch(progress.Start(w, step), func() int64 {
 		fi, err := os.Stat(path)
 		if err != nil {
 			return 0
 		}
 		return fi.Size()
 	})
-}
-
-// watch polls done() and reports it until stop is called; total 0 means unknown.
-func watch(w io.Writer, label string, total int64, done func() int64) (stop func()) {
-	if w == nil {
-		return func() {}
-	}
-	r := progress.New(w, label, total)
-	quit := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-t.C:
-				r.Update(done())
-			}
-		}
-	}()
-	return func() {
-		close(quit)
-		<-finished
-		r.Done(done())
-	}
 }

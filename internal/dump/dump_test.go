@@ -89,7 +89,7 @@ func TestABackupRestoreRoundTripGivesBackIdenticalData(t *testing.T) {
 	if got := fingerprint(t, db); got != want {
 		t.Fatalf("after restore:\n got %s\nwant %s", got, want)
 	}
-	if !strings.Contains(progressOut.String(), "100% restore: ") {
+	if !strings.Contains(progressOut.String(), "restore: done in ") {
 		t.Errorf("no progress line: %q", progressOut.String())
 	}
 	execSQL(t, db, "insert into hosts (hostname, address) values ('after-restore', '10.9.9.9')")

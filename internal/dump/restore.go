@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/openwatch/openwatch/internal/dsn"
+	"github.com/openwatch/openwatch/internal/progress"
 )
 
 // preludeTemplate empties the database inside the restore's transaction
@@ -227,7 +228,12 @@ func startPipeline(ctx context.Context, o RestoreOptions, list string) (*pipelin
 func (p *pipeline) finish(o RestoreOptions, prelude string) error {
 	var complete atomic.Bool
 	offset, total := readOffset(p.restore.Process.Pid, o.File), FileSize(o.File)
-	stop := watch(o.Progress, "restore", total, func() int64 {
+	// pg_restore reports no progress of its own; its read position in the
+	// archive is the measure (see readOffset), and the time left is
+	// extrapolated from it. Index builds come last in the archive but take
+	// long for little of it: the estimate does not foresee them.
+	stop := progress.Watch(progress.Start(o.Progress, progress.Step{Label: "restore", Total: total,
+		Basis: "measured by pg_restore's position in the archive; index builds at the end are not foreseen"}), func() int64 {
 		if complete.Load() {
 			return total
 		}
@@ -238,7 +244,6 @@ func (p *pipeline) finish(o RestoreOptions, prelude string) error {
 		copyErr = copyHoldingFinalCommit(p.psqlIn, p.sql)
 	}
 	complete.Store(copyErr == nil)
-	stop()
 	if copyErr != nil {
 		p.restore.Process.Kill() // psql has stopped reading
 	}
@@ -250,6 +255,7 @@ func (p *pipeline) finish(o RestoreOptions, prelude string) error {
 	// rolls the transaction back.
 	p.psqlIn.Close()
 	psqlErr := p.psql.Wait()
+	stop(copyErr == nil && restoreErr == nil && psqlErr == nil)
 	switch {
 	case psqlErr != nil:
 		return fmt.Errorf("nothing was changed: %w", childError(o.DSN, "psql", psqlErr, p.psqlErr))

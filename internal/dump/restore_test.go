@@ -146,7 +146,7 @@ func TestADBAInstalledExtensionSurvivesARestoreAsTheAppRole(t *testing.T) {
 	if got := query(t, db, "update notes set body = 'HELLO!' where body = 'hello' returning (updated_at is not null)::text"); got != "true" {
 		t.Fatalf("the trigger did not set updated_at: %s", got)
 	}
-	if !strings.Contains(out.String(), "100% restore: ") {
+	if !strings.Contains(out.String(), "restore: done in ") {
 		t.Errorf("no progress line: %q", out.String())
 	}
 }

@@ -6,34 +6,175 @@ import (
 	"time"
 )
 
-func TestANonTerminalGetsAPlainLineEveryInterval(t *testing.T) {
+// clock is a time the test moves by hand.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time          { return c.t }
+func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func lines(s string) []string { return strings.Split(strings.TrimSuffix(s, "\n"), "\n") }
+
+func TestANonTerminalGetsAStartLineAPlainLineEveryIntervalAndAnEndLine(t *testing.T) {
 	var sb strings.Builder
-	clock := time.Unix(0, 0)
-	r := New(&sb, "backup", 0)
-	r.now = func() time.Time { return clock }
-	r.start, r.last = clock, clock
+	c := &clock{time.Unix(0, 0)}
+	r := start(&sb, Step{Label: "backup"}, false, c.now)
 	r.Update(1 << 20) // not due yet
-	clock = clock.Add(LogInterval)
+	c.advance(LogInterval)
 	r.Update(10 << 20)
-	r.Done(20 << 20)
-	lines := strings.Split(strings.TrimSpace(sb.String()), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "backup: 10.0 MiB, 2.0 MiB/s") || strings.Contains(sb.String(), "\r") {
+	c.advance(5 * time.Second)
+	if got := r.Done(20 << 20); got != 10*time.Second {
+		t.Errorf("Done returned %s, want 10s", got)
+	}
+	want := []string{
+		"backup: started",
+		"backup: 10.0 MiB, 2.0 MiB/s, 5s elapsed",
+		"backup: done in 10s, 20.0 MiB, 2.0 MiB/s",
+	}
+	if got := lines(sb.String()); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("output:\n%s\nwant:\n%s", sb.String(), strings.Join(want, "\n"))
+	}
+	r.Fail(0) // a second end prints nothing
+	if strings.Contains(sb.String(), "\r") || len(lines(sb.String())) != 3 {
 		t.Fatalf("output %q", sb.String())
 	}
 }
 
-func TestAKnownTotalDrawsABar(t *testing.T) {
+func TestAKnownTotalDrawsABarWithTheTimeLeft(t *testing.T) {
 	var sb strings.Builder
-	New(&sb, "restore", 100).Done(50)
-	if !strings.Contains(sb.String(), "[============            ]  50%") {
-		t.Fatalf("output %q", sb.String())
+	c := &clock{time.Unix(0, 0)}
+	r := start(&sb, Step{Label: "restore", Total: 100 << 20}, true, c.now)
+	if sb.Len() != 0 {
+		t.Fatalf("a terminal got a start line: %q", sb.String())
 	}
+	c.advance(20 * time.Second)
+	r.Update(25 << 20) // a quarter in 20s: 60s left at that rate
+	if want := "\r\033[Krestore: [======                  ]  25%, 25.0 MiB, 1.2 MiB/s, 20s elapsed, about 1m0s left"; sb.String() != want {
+		t.Fatalf("got  %q\nwant %q", sb.String(), want)
+	}
+	sb.Reset()
+	c.advance(time.Second)
+	r.Fail(30 << 20)
+	if want := "\r\033[Krestore: failed after 21s, 30.0 MiB, 1.4 MiB/s\n"; sb.String() != want {
+		t.Fatalf("got  %q\nwant %q", sb.String(), want)
+	}
+}
+
+// The previous restore point's size is a guess: the output marks it, and
+// says so instead of a time left once the guess is exceeded.
+func TestAnEstimatedTotalIsMarkedAsOne(t *testing.T) {
+	var sb strings.Builder
+	c := &clock{time.Unix(0, 0)}
+	r := start(&sb, Step{Label: "backup", Total: 40 << 20, TotalIsEstimate: true, Basis: "the previous restore point's size"}, false, c.now)
+	c.advance(LogInterval)
+	r.Update(10 << 20)
+	c.advance(LogInterval)
+	r.Update(50 << 20)
+	want := []string{
+		"backup: started, about 40.0 MiB expected (the previous restore point's size)",
+		"backup: [======                  ] ~ 25% of ~40.0 MiB, 10.0 MiB, 2.0 MiB/s, 5s elapsed, about 15s left",
+		"backup: [========================] ~100% of ~40.0 MiB, 50.0 MiB, 5.0 MiB/s, 10s elapsed, more than estimated",
+	}
+	if got := lines(sb.String()); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("output:\n%s\nwant:\n%s", sb.String(), strings.Join(want, "\n"))
+	}
+}
+
+// A clone reports no bytes: its bar is the time against the estimate from
+// the previous clone's rate, or the elapsed time alone without one.
+func TestATimedStepEstimatesFromThePreviousRate(t *testing.T) {
+	var sb strings.Builder
+	c := &clock{time.Unix(0, 0)}
+	expected := Estimate(1<<30, 512<<20, 2*time.Second) // twice the bytes of a clone that took 2s
+	if expected != 4*time.Second {
+		t.Fatalf("Estimate = %s, want 4s", expected)
+	}
+	r := start(&sb, Step{Label: "clone", Timed: true, Size: 1 << 30, Expected: expected, Basis: "the previous clone: 512.0 MiB in 2s"}, false, c.now)
+	r.interval = time.Second
+	c.advance(time.Second)
+	r.Update(0)
+	c.advance(4 * time.Second)
+	r.Update(0)
+	r.Done(0)
+	want := []string{
+		"clone: started, 1.0 GiB; estimated time: about 4s (the previous clone: 512.0 MiB in 2s)",
+		"clone: [======                  ] ~ 25%, 1s elapsed, about 3s left",
+		"clone: [========================] ~100%, 5s elapsed, longer than the 4s estimated",
+		"clone: done in 5s, 1.0 GiB, 204.8 MiB/s",
+	}
+	if got := lines(sb.String()); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("output:\n%s\nwant:\n%s", sb.String(), strings.Join(want, "\n"))
+	}
+
+	sb.Reset()
+	r = start(&sb, Step{Label: "clone", Timed: true, Size: 1 << 30, Basis: "no earlier clone was timed"}, false, c.now)
+	c.advance(LogInterval)
+	r.Update(0)
+	want = []string{
+		"clone: started, 1.0 GiB; no time estimate (no earlier clone was timed)",
+		"clone: 5s elapsed",
+	}
+	if got := lines(sb.String()); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("output:\n%s\nwant:\n%s", sb.String(), strings.Join(want, "\n"))
+	}
+}
+
+func TestETAArithmetic(t *testing.T) {
+	for _, tc := range []struct {
+		n, total int64
+		elapsed  time.Duration
+		left     time.Duration
+		ok       bool
+	}{
+		{25, 100, 20 * time.Second, 60 * time.Second, true},
+		{50, 100, 3 * time.Second, 3 * time.Second, true},
+		{99, 100, 99 * time.Second, time.Second, true},
+		{0, 100, 5 * time.Second, 0, false},   // nothing done: no rate yet
+		{100, 100, 5 * time.Second, 0, false}, // done
+		{150, 100, 5 * time.Second, 0, false}, // past an estimated total
+		{10, 0, 5 * time.Second, 0, false},    // no total
+		{10, 100, 0, 0, false},
+	} {
+		left, ok := ETA(tc.n, tc.total, tc.elapsed)
+		if left != tc.left || ok != tc.ok {
+			t.Errorf("ETA(%d, %d, %s) = %s, %v; want %s, %v", tc.n, tc.total, tc.elapsed, left, ok, tc.left, tc.ok)
+		}
+	}
+	if left, ok := TimedLeft(10*time.Second, 4*time.Second); left != 6*time.Second || !ok {
+		t.Errorf("TimedLeft(10s, 4s) = %s, %v", left, ok)
+	}
+	if _, ok := TimedLeft(10*time.Second, 11*time.Second); ok {
+		t.Error("TimedLeft past the estimate")
+	}
+	if _, ok := TimedLeft(0, time.Second); ok {
+		t.Error("TimedLeft without an estimate")
+	}
+	if got := Estimate(3<<30, 1<<30, 2*time.Second); got != 6*time.Second {
+		t.Errorf("Estimate = %s", got)
+	}
+	if got := Estimate(3<<30, 0, 2*time.Second); got != 0 {
+		t.Errorf("Estimate without a previous size = %s", got)
+	}
+}
+
+func TestANilReporterDoesNothing(t *testing.T) {
+	r := Start(nil, Step{Label: "x"})
+	r.Update(1)
+	r.Done(1)
+	Watch(r, nil)(true)
 }
 
 func TestBytesUsesBinaryUnits(t *testing.T) {
 	for n, want := range map[int64]string{512: "512 B", 1536: "1.5 KiB", 5 << 30: "5.0 GiB"} {
 		if got := Bytes(n); got != want {
 			t.Errorf("Bytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{2345 * time.Millisecond: "2.3s", 83 * time.Second: "1m23s", 0: "0s"} {
+		if got := Duration(d); got != want {
+			t.Errorf("Duration(%s) = %q, want %q", d, got, want)
 		}
 	}
 }
