@@ -105,6 +105,13 @@ func (s *Spec) Runbook() string { return path.Join(s.Paths.DocDir, path.Base(s.R
 // version and the UTC time (docs/INTERFACES.md).
 func (s *Spec) RestorePointFile() string { return s.Name + "_{package}_schema-{schema}_{time}.dump" }
 
+// RestorePointClone is the name pattern of clone restore points (databases):
+// a plain lower-case identifier, so the package name's "-" becomes "_";
+// {schema} and {time} as in RestorePointFile.
+func (s *Spec) RestorePointClone() string {
+	return strings.ReplaceAll(s.Name, "-", "_") + "_rp_{schema}_{time}"
+}
+
 // DropInPath is the installed path of the start guard drop-in.
 func (s *Spec) DropInPath() string {
 	return path.Join(s.Paths.UnitDir, s.Units.App+".d", s.Units.DropIn)
@@ -192,16 +199,18 @@ func (e *FieldError) Error() string {
 func (e *FieldError) Unwrap() error { return e.Err }
 
 var (
-	pkgNameRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
-	userRE     = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
-	versionRE  = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
-	releaseRE  = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
-	unitRE     = regexp.MustCompile(`^[A-Za-z0-9:_.@\\-]+\.(service|socket|target|timer|mount|path)$`)
-	unitBaseRE = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+$`)
-	dropInRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+\.conf$`)
-	calendarRE = regexp.MustCompile(`^[A-Za-z0-9 :*,./~-]+$`)
-	timespanRE = regexp.MustCompile(`^[0-9]+ ?(us|ms|s|sec|m|min|h|hr|d|day|w)?$`)
-	relRE      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 |().,:=<>+~-]*$`)
+	pkgNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	// A clone restore point's name: a plain lower-case SQL identifier.
+	cloneNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*_rp_\{schema\}_\{time\}$`)
+	userRE      = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	versionRE   = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
+	releaseRE   = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
+	unitRE      = regexp.MustCompile(`^[A-Za-z0-9:_.@\\-]+\.(service|socket|target|timer|mount|path)$`)
+	unitBaseRE  = regexp.MustCompile(`^[A-Za-z0-9:_.\\-]+$`)
+	dropInRE    = regexp.MustCompile(`^[A-Za-z0-9_.-]+\.conf$`)
+	calendarRE  = regexp.MustCompile(`^[A-Za-z0-9 :*,./~-]+$`)
+	timespanRE  = regexp.MustCompile(`^[0-9]+ ?(us|ms|s|sec|m|min|h|hr|d|day|w)?$`)
+	relRE       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 |().,:=<>+~-]*$`)
 )
 
 // Validate checks every field. Each problem is a *FieldError wrapping one of
@@ -243,6 +252,10 @@ func (s *Spec) Validate() error {
 	}
 
 	match("Name", s.Name, pkgNameRE, ErrBadName)
+	if !cloneNameRE.MatchString(s.RestorePointClone()) {
+		// The clone restore point is a database an operator names unquoted.
+		errs = append(errs, &FieldError{"Name", s.Name, ErrBadName})
+	}
 	match("Version", s.Version, versionRE, ErrBadName)
 	match("Release", s.Release, releaseRE, ErrBadName)
 	text("Maintainer", s.Maintainer)

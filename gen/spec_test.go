@@ -22,6 +22,7 @@ func TestValidateRejects(t *testing.T) {
 		want   error
 	}{
 		{"an empty package name", func(s *Spec) { s.Name = "" }, "Name", ErrEmpty},
+		{"a package name that cannot name a clone database", func(s *Spec) { s.Name = "acme.watch" }, "Name", ErrBadName},
 		{"an empty maintainer", func(s *Spec) { s.Maintainer = "" }, "Maintainer", ErrEmpty},
 		{"an empty backup dir", func(s *Spec) { s.Paths.BackupDir = "" }, "Paths.BackupDir", ErrEmpty},
 		{"a newline in a path", func(s *Spec) { s.Paths.Journal = "/var/lib/openwatch/x\nrm -rf /" }, "Paths.Journal", ErrControlChar},

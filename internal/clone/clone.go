@@ -25,18 +25,26 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/openwatch/openwatch/internal/defaults"
 	"github.com/openwatch/openwatch/internal/dsn"
 )
 
-// Prefix starts every clone's name; no other database of openwatch's uses it.
-const Prefix = "openwatch_rp_"
+// A clone's name is defaults.RestorePointClone, the spec's pattern
+// (docs/INTERFACES.md): Prefix, the schema version, "_", the UTC time.
+var (
+	// Prefix starts every clone's name; no other database of openwatch's uses it.
+	Prefix = strings.Split(defaults.RestorePointClone, "{schema}")[0]
+	// nameRE matches Name's output and nothing else.
+	nameRE = regexp.MustCompile("^" + strings.NewReplacer(
+		`\{schema\}`, `([0-9]{1,30}|none)`,
+		`\{time\}`, `([0-9]{8}t[0-9]{6}z)`,
+	).Replace(regexp.QuoteMeta(defaults.RestorePointClone)) + "$")
+	namer = strings.NewReplacer("{schema}", "%[1]s", "{time}", "%[2]s").Replace(defaults.RestorePointClone)
+)
 
 // timeFormat is the UTC time in a clone's name, lower case so that the name
 // is a valid unquoted identifier an operator can type.
 const timeFormat = "20060102t150405z"
-
-// nameRE matches Name's output and nothing else.
-var nameRE = regexp.MustCompile(`^openwatch_rp_([0-9]{1,30}|none)_([0-9]{8}t[0-9]{6}z)$`)
 
 // Name is the clone name for a restore point of schema version schema taken
 // at t: openwatch_rp_<schema>_<UTC yyyymmddthhmmssz>, e.g.
@@ -46,7 +54,7 @@ func Name(schema string, t time.Time) (string, error) {
 	if schema == "" {
 		schema = "none"
 	}
-	n := Prefix + schema + "_" + t.UTC().Format(timeFormat)
+	n := fmt.Sprintf(namer, schema, t.UTC().Format(timeFormat))
 	if !nameRE.MatchString(n) {
 		return "", fmt.Errorf("schema version %q cannot name a clone: it must be up to 30 digits", schema)
 	}

@@ -29,6 +29,10 @@ const (
 // version and the UTC time (internal/dump derives its parser and glob).
 const RestorePointFile = "acme-watch_{package}_schema-{schema}_{time}.dump"
 
+// RestorePointClone is the name of a clone restore point (a database):
+// {schema} and {time} as above (internal/clone derives its parser).
+const RestorePointClone = "acme_watch_rp_{schema}_{time}"
+
 // The defaults of upgrade.conf (the rendered file writes the same values).
 const (
 	AutoBackup                = false
