@@ -6,7 +6,7 @@ set -e
 # Each block below comes from one snippet (see its "openwatch:" marker).
 
 # openwatch: arguments -- templates/maint/args.rpm.tmpl; spec: none
-[ "$1" -ge 0 ] 2>/dev/null || { echo "${0##*/}: unexpected package count '$1'" >&2; exit 1; }
+case "$1" in '' | *[!0-9]*) echo "${0##*/}: unexpected package count '$1'" >&2; exit 1 ;; esac
 # openwatch: end arguments
 
 # openwatch: systemd units -- templates/maint/systemd.rpm-post.tmpl; spec: CleanupTimer(), Paths.SystemdRunDir
