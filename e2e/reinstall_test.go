@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Where the real deb-systemd-helper keeps its state, inside the root.
@@ -17,7 +18,8 @@ const (
 // package again must leave the timer enabled, unmasked and running: a timer
 // left masked never prunes, and restore points pile up until an upgrade
 // fails for lack of space. The root has the host's real deb-systemd-helper,
-// so the assertions read the files it and systemd go by.
+// so the assertions read the files it and systemd go by. A timer that an
+// older release masked on remove is unmasked by the next install.
 func TestReinstallAfterRemoveKeepsTheCleanupTimerEnabled(t *testing.T) {
 	e := newEnv(t, formats[0], "dash")
 	nw := e.vs["new"]
@@ -40,6 +42,27 @@ func TestReinstallAfterRemoveKeepsTheCleanupTimerEnabled(t *testing.T) {
 	e.timerEnabledAndUnmasked("after dpkg -r and dpkg -i")
 	if !e.r.active(cleanupTimer) {
 		t.Errorf("%s is not running after dpkg -r and dpkg -i", cleanupTimer)
+	}
+
+	// Releases before this one masked the timer on remove, as debhelper
+	// before 13.10 did: installing this one over that must unmask it.
+	if res := e.pm(e.f.remove...); res.code != 0 {
+		t.Fatalf("second dpkg -r: exit %d\n%s", res.code, res.out)
+	}
+	// What such a postrm ran: deb-systemd-helper insists on being run by dpkg.
+	olderPostrm := []string{"DPKG_MAINTSCRIPT_PACKAGE=openwatch", "DPKG_MAINTSCRIPT_NAME=postrm"}
+	if res := e.r.runEnv(30*time.Second, olderPostrm, "deb-systemd-helper", "mask", cleanupTimer); res.code != 0 {
+		t.Fatalf("deb-systemd-helper mask: %s", res.out)
+	}
+	if masked, _ := e.timerMasked(); !masked {
+		t.Fatalf("deb-systemd-helper mask did not mask %s: this case proves nothing", cleanupTimer)
+	}
+	if res := e.pm(e.f.install(e.f.pkg(nw))...); res.code != 0 {
+		t.Fatalf("dpkg -i after an older release's remove: exit %d\n%s", res.code, res.out)
+	}
+	e.timerEnabledAndUnmasked("after an older release's remove (which masked the timer) and dpkg -i")
+	if !e.r.active(cleanupTimer) {
+		t.Errorf("%s is not running after an older release's remove and dpkg -i", cleanupTimer)
 	}
 }
 
