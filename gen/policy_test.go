@@ -297,6 +297,7 @@ func TestEverySnippetLineIsMarked(t *testing.T) {
 	startRE := regexp.MustCompile(`^# openwatch: (.+) -- templates/(maint/[a-z0-9.-]+\.tmpl); spec: (.+)$`)
 	endRE := regexp.MustCompile(`^# openwatch: end (.+)$`)
 	scripts := 0
+	used := map[string]bool{}
 	for name, b := range files {
 		if !strings.HasPrefix(name, "dist/deb/") && !strings.HasPrefix(name, "dist/rpm/") {
 			continue
@@ -318,6 +319,7 @@ func TestEverySnippetLineIsMarked(t *testing.T) {
 				}
 				open = m[1]
 				snippets++
+				used[m[2]] = true
 				if _, err := os.Stat(filepath.Join("..", "templates", m[2])); err != nil {
 					t.Errorf("%s: the marker names %s: %v", where(), m[2], err)
 				}
@@ -342,6 +344,16 @@ func TestEverySnippetLineIsMarked(t *testing.T) {
 	}
 	if scripts != 9 {
 		t.Errorf("%d maintainer scripts, want 9", scripts)
+	}
+	// Every template under maint/ is a skeleton or a snippet some script uses.
+	for _, o := range Default().outputs() {
+		used[o.tmpl] = true
+	}
+	all, _ := filepath.Glob(filepath.Join("..", "templates", "maint", "*.tmpl"))
+	for _, p := range all {
+		if rel := "maint/" + filepath.Base(p); !used[rel] {
+			t.Errorf("templates/%s is neither a skeleton nor a snippet any script uses", rel)
+		}
 	}
 }
 

@@ -164,9 +164,9 @@ func parse(spec *Spec) (*template.Template, error) {
 // added by" lines: from any generated line, its marker above is one hop to
 // the snippet and the spec field. The fields are read from the template
 // itself, so the marker cannot drift from it.
-func snippet(set *template.Template, path, concern, name string, d data) (string, error) {
+func snippet(set *template.Template, file, concern, name string, d data) (string, error) {
 	t := set.Lookup(name)
-	if t == nil || path == "" || t.Tree == nil {
+	if t == nil || file == "" || t.Tree == nil {
 		return "", fmt.Errorf("snippet %q: no such template", name)
 	}
 	var b strings.Builder
@@ -178,15 +178,15 @@ func snippet(set *template.Template, path, concern, name string, d data) (string
 		fields = []string{"none"}
 	}
 	return fmt.Sprintf("%s %s -- templates/%s; spec: %s\n%s\n%s %s\n",
-		SnippetMarker, concern, path, strings.Join(fields, ", "),
-		strings.Trim(b.String(), "\n"), SnippetEndMarker, concern), nil
+		snippetMarker, concern, file, strings.Join(fields, ", "),
+		strings.Trim(b.String(), "\n"), snippetEndMarker, concern), nil
 }
 
-// SnippetMarker starts, and SnippetEndMarker ends, each snippet of a
+// snippetMarker starts, and snippetEndMarker ends, each snippet of a
 // generated maintainer script.
 const (
-	SnippetMarker    = "# openwatch:"
-	SnippetEndMarker = "# openwatch: end"
+	snippetMarker    = "# openwatch:"
+	snippetEndMarker = "# openwatch: end"
 )
 
 // specFields lists, sorted, the Spec fields a template tree reads (.S.X.Y
