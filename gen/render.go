@@ -6,10 +6,12 @@ import (
 	"go/format"
 	"io/fs"
 	"path"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"text/template"
+	tparse "text/template/parse"
 
 	"github.com/openwatch/openwatch/templates"
 )
@@ -24,29 +26,29 @@ const GoDefaults = "internal/defaults/defaults_gen.go"
 // output is one rendered file: which template, with which data, to where.
 type output struct {
 	tmpl   string // path under templates/
-	format string // "deb" or "rpm" for maintainer scripts
 	dst    string // path relative to the output root
 	header string // header style: "" generated, "config" installed config file, "go" Go source
 }
 
 // data is what every template sees.
 type data struct {
-	S      *Spec
-	Format string
+	S *Spec
 }
 
 func (s *Spec) outputs() []output {
 	d := func(p string) string { return path.Join(s.DistDir, p) }
 	return []output{
-		{tmpl: "maint/preinst.tmpl", format: "deb", dst: d("deb/preinst")},
-		{tmpl: "maint/postinst.tmpl", format: "deb", dst: d("deb/postinst")},
-		{tmpl: "maint/prerm.tmpl", format: "deb", dst: d("deb/prerm")},
-		{tmpl: "maint/postrm.tmpl", format: "deb", dst: d("deb/postrm")},
-		{tmpl: "maint/preinst.tmpl", format: "rpm", dst: d("rpm/pre.sh")},
-		{tmpl: "maint/postinst.tmpl", format: "rpm", dst: d("rpm/post.sh")},
-		{tmpl: "maint/prerm.tmpl", format: "rpm", dst: d("rpm/preun.sh")},
-		{tmpl: "maint/postrm.tmpl", format: "rpm", dst: d("rpm/postun.sh")},
-		{tmpl: "maint/posttrans.tmpl", format: "rpm", dst: d("rpm/posttrans.sh")},
+		// Maintainer scripts: one skeleton per format and script, which
+		// assembles that format's snippets (templates/maint/<concern>.<format>-<script>.tmpl).
+		{tmpl: "maint/deb-preinst.tmpl", dst: d("deb/preinst")},
+		{tmpl: "maint/deb-postinst.tmpl", dst: d("deb/postinst")},
+		{tmpl: "maint/deb-prerm.tmpl", dst: d("deb/prerm")},
+		{tmpl: "maint/deb-postrm.tmpl", dst: d("deb/postrm")},
+		{tmpl: "maint/rpm-pre.tmpl", dst: d("rpm/pre.sh")},
+		{tmpl: "maint/rpm-post.tmpl", dst: d("rpm/post.sh")},
+		{tmpl: "maint/rpm-preun.tmpl", dst: d("rpm/preun.sh")},
+		{tmpl: "maint/rpm-postun.tmpl", dst: d("rpm/postun.sh")},
+		{tmpl: "maint/rpm-posttrans.tmpl", dst: d("rpm/posttrans.sh")},
 		{tmpl: "helper/openwatch-upgrade.sh.tmpl", dst: d("openwatch-upgrade.sh")},
 		{tmpl: "systemd/cleanup.service.tmpl", dst: d("systemd/" + s.CleanupService())},
 		{tmpl: "systemd/cleanup.timer.tmpl", dst: d("systemd/" + s.CleanupTimer())},
@@ -73,7 +75,7 @@ func Render(spec *Spec) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	for _, o := range spec.outputs() {
 		var buf bytes.Buffer
-		if err := t.ExecuteTemplate(&buf, path.Base(o.tmpl), data{S: spec, Format: o.format}); err != nil {
+		if err := t.ExecuteTemplate(&buf, path.Base(o.tmpl), data{S: spec}); err != nil {
 			return nil, fmt.Errorf("render %s from templates/%s: %w", o.dst, o.tmpl, err)
 		}
 		if _, dup := out[o.dst]; dup {
@@ -123,7 +125,12 @@ func parse(spec *Spec) (*template.Template, error) {
 		"trimSlash": func(p string) string { return strings.TrimPrefix(p, "/") },
 		"wrap":      wrap,
 	}
-	root := template.New("").Option("missingkey=error").Funcs(funcs)
+	var root *template.Template
+	seen := map[string]string{} // base name → path under templates/
+	funcs["snippet"] = func(concern, name string, d data) (string, error) {
+		return snippet(root, seen[name], concern, name, d)
+	}
+	root = template.New("").Option("missingkey=error").Funcs(funcs)
 	var names []string
 	if err := fs.WalkDir(templates.FS, ".", func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".tmpl") {
@@ -134,7 +141,6 @@ func parse(spec *Spec) (*template.Template, error) {
 		return nil, err
 	}
 	sort.Strings(names)
-	seen := map[string]string{}
 	for _, p := range names {
 		base := path.Base(p)
 		if other, ok := seen[base]; ok {
@@ -150,6 +156,97 @@ func parse(spec *Spec) (*template.Template, error) {
 		}
 	}
 	return root, nil
+}
+
+// snippet renders the template name (one concern of one maintainer script of
+// one format) between markers that name the concern, the template's path and
+// the spec fields it reads, in the manner of debhelper's "# Automatically
+// added by" lines: from any generated line, its marker above is one hop to
+// the snippet and the spec field. The fields are read from the template
+// itself, so the marker cannot drift from it.
+func snippet(set *template.Template, file, concern, name string, d data) (string, error) {
+	t := set.Lookup(name)
+	if t == nil || file == "" || t.Tree == nil {
+		return "", fmt.Errorf("snippet %q: no such template", name)
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, d); err != nil {
+		return "", err
+	}
+	fields := specFields(t.Tree.Root)
+	if len(fields) == 0 {
+		fields = []string{"none"}
+	}
+	return fmt.Sprintf("%s %s -- templates/%s; spec: %s\n%s\n%s %s\n",
+		snippetMarker, concern, file, strings.Join(fields, ", "),
+		strings.Trim(b.String(), "\n"), snippetEndMarker, concern), nil
+}
+
+// snippetMarker starts, and snippetEndMarker ends, each snippet of a
+// generated maintainer script.
+const (
+	snippetMarker    = "# openwatch:"
+	snippetEndMarker = "# openwatch: end"
+)
+
+// specFields lists, sorted, the Spec fields a template tree reads (.S.X.Y
+// as "X.Y"); a derived name, a Spec method, is written "Name()".
+func specFields(root tparse.Node) []string {
+	set := map[string]bool{}
+	var walk func(n tparse.Node)
+	walk = func(n tparse.Node) {
+		switch n := n.(type) {
+		case *tparse.ListNode:
+			if n != nil {
+				for _, c := range n.Nodes {
+					walk(c)
+				}
+			}
+		case *tparse.ActionNode:
+			walk(n.Pipe)
+		case *tparse.PipeNode:
+			if n != nil {
+				for _, c := range n.Cmds {
+					walk(c)
+				}
+			}
+		case *tparse.CommandNode:
+			for _, a := range n.Args {
+				walk(a)
+			}
+		case *tparse.ChainNode:
+			walk(n.Node)
+		case *tparse.IfNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *tparse.RangeNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *tparse.WithNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *tparse.TemplateNode:
+			walk(n.Pipe)
+		case *tparse.FieldNode:
+			if len(n.Ident) > 1 && n.Ident[0] == "S" {
+				name := strings.Join(n.Ident[1:], ".")
+				if _, ok := reflect.TypeOf(&Spec{}).MethodByName(n.Ident[1]); ok {
+					name += "()"
+				}
+				set[name] = true
+			}
+		}
+	}
+	walk(root)
+	var out []string
+	for f := range set {
+		out = append(out, f)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // wrap breaks text into lines of at most width characters at spaces.

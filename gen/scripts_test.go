@@ -2,7 +2,6 @@ package gen
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -290,142 +289,9 @@ func TestUpgradeHelper(t *testing.T) {
 	}
 }
 
-func TestDebMaintainerScripts(t *testing.T) {
-	const (
-		timerRestart = "deb-systemd-invoke restart openwatch-backup-cleanup.timer"
-		timerStart   = "deb-systemd-invoke start openwatch-backup-cleanup.timer"
-	)
-	noUser := func(sb *sandbox) {
-		sb.answer(groupOK, 2)
-		sb.answer(userOK, 2)
-	}
-	withRestorePoint := func(sb *sandbox) {
-		writeFile(sb.t, filepath.Join(sb.spec.Paths.BackupDir, "openwatch_1.0.0-1_schema-1_20260101T000000Z.dump"), "x", 0o600)
-		afterFailure(sb)
-	}
-	cases := []scriptCase{
-		{name: "preinst install creates the group and user", script: "deb/preinst", args: []string{"install"}, setup: noUser,
-			want: []string{groupOK, "groupadd --system openwatch", userOK,
-				"useradd --system --gid openwatch --home-dir ROOT/var/lib/openwatch --no-create-home --shell /usr/sbin/nologin --comment openwatch appliance openwatch"}},
-		{name: "preinst install without useradd falls back to adduser", script: "deb/preinst", args: []string{"install"},
-			setup: func(sb *sandbox) {
-				noUser(sb)
-				os.Remove(filepath.Join(sb.root, "bin/groupadd"))
-				os.Remove(filepath.Join(sb.root, "bin/useradd"))
-			},
-			want: []string{groupOK, "addgroup --system openwatch", userOK,
-				"adduser --system --ingroup openwatch --home ROOT/var/lib/openwatch --no-create-home --shell /usr/sbin/nologin --gecos openwatch appliance openwatch"}},
-		{name: "preinst install keeps an existing user", script: "deb/preinst", args: []string{"install"}, want: []string{groupOK, userOK}},
-		{name: "preinst upgrade keeps an existing user", script: "deb/preinst", args: []string{"upgrade", "1.0.0-1"}, want: []string{groupOK, userOK}},
-		{name: "preinst abort-upgrade does nothing", script: "deb/preinst", args: []string{"abort-upgrade", "1.1.0-1"}},
-
-		{name: "postinst configure on a fresh install enables the timer, prints setup, no helper", script: "deb/postinst", args: []string{"configure", ""},
-			setup:   afterFailure,
-			want:    []string{reload, wasEnabled, enableDeb, timerStart},
-			wantOut: []string{"OPENWATCH_DATABASE_DSN=", "ROOT/etc/openwatch/secrets.env", "ROOT/bin/openwatch migrate"},
-			check:   journalSays("")},
-		{name: "postinst configure without systemd enables the timer offline", script: "deb/postinst", args: []string{"configure"}, noSystemd: true,
-			want: []string{wasEnabled, enableDeb}},
-		{name: "postinst configure on upgrade runs the helper", script: "deb/postinst", args: []string{"configure", "1.0.0-1"},
-			want: []string{reload, wasEnabled, enableDeb, timerRestart, isActive, check}},
-		{name: "postinst configure on upgrade keeps an administrator's disabled timer", script: "deb/postinst", args: []string{"configure", "1.0.0-1"},
-			setup: func(sb *sandbox) { sb.answer(wasEnabled, 1) },
-			want:  []string{reload, wasEnabled, "deb-systemd-helper update-state openwatch-backup-cleanup.timer", timerRestart, isActive, check}},
-		{name: "postinst configure fails when the migration fails", script: "deb/postinst", args: []string{"configure", "1.0.0-1"},
-			env: []string{"DPKG_MAINTSCRIPT_PACKAGE=openwatch"},
-			setup: func(sb *sandbox) {
-				sb.answer(check, 10)
-				sb.answer(isActive, 0)
-				sb.answer(migrate, 16)
-			},
-			wantRC:  1,
-			want:    []string{reload, wasEnabled, enableDeb, timerRestart, isActive, check, preflight, isActive, stopApp, migrate, list, isActive},
-			wantOut: []string{"dpkg --configure -a"}},
-		{name: "postinst abort-upgrade does nothing", script: "deb/postinst", args: []string{"abort-upgrade", "1.1.0-1"}},
-		{name: "postinst abort-remove does nothing", script: "deb/postinst", args: []string{"abort-remove"}},
-		{name: "postinst rejects an unknown argument", script: "deb/postinst", args: []string{"bogus"}, wantRC: 1},
-
-		{name: "prerm remove stops the timer and its service", script: "deb/prerm", args: []string{"remove"},
-			want: []string{"deb-systemd-invoke stop openwatch-backup-cleanup.timer openwatch-backup-cleanup.service"}},
-		{name: "prerm upgrade stops nothing", script: "deb/prerm", args: []string{"upgrade", "1.1.0-1"}},
-		{name: "prerm failed-upgrade stops nothing", script: "deb/prerm", args: []string{"failed-upgrade", "1.0.0-1"}},
-
-		{name: "postrm remove reloads and masks the timer, forgets the journal, keeps restore points", script: "deb/postrm", args: []string{"remove"},
-			setup: withRestorePoint,
-			want:  []string{reload, "deb-systemd-helper mask openwatch-backup-cleanup.timer"},
-			check: func(t *testing.T, sb *sandbox) {
-				restorePointKept(t, sb)
-				journalSays("")(t, sb)
-			}},
-		{name: "postrm purge forgets the timer and the journal, keeps restore points", script: "deb/postrm", args: []string{"purge"},
-			setup: withRestorePoint,
-			want: []string{reload, "deb-systemd-helper purge openwatch-backup-cleanup.timer",
-				"deb-systemd-helper unmask openwatch-backup-cleanup.timer"},
-			wantOut: []string{"restore points in ROOT/var/backups/openwatch"},
-			check: func(t *testing.T, sb *sandbox) {
-				restorePointKept(t, sb)
-				journalSays("")(t, sb)
-			}},
-		{name: "postrm upgrade does nothing", script: "deb/postrm", args: []string{"upgrade", "1.1.0-1"}},
-		{name: "postrm abort-upgrade does nothing", script: "deb/postrm", args: []string{"abort-upgrade", "1.0.0-1"}},
-		{name: "postrm abort-install does nothing", script: "deb/postrm", args: []string{"abort-install"}},
-		{name: "postrm failed-upgrade does nothing", script: "deb/postrm", args: []string{"failed-upgrade", "1.0.0-1"}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, c.run)
-	}
-}
-
 func restorePointKept(t *testing.T, sb *sandbox) {
 	t.Helper()
 	if !sb.exists(filepath.Join(sb.spec.Paths.BackupDir, "openwatch_1.0.0-1_schema-1_20260101T000000Z.dump")) {
 		t.Error("restore point deleted")
-	}
-}
-
-func TestRPMScriptlets(t *testing.T) {
-	const (
-		timerTryRestart = "systemctl try-restart openwatch-backup-cleanup.timer"
-	)
-	noUser := func(sb *sandbox) {
-		sb.answer(groupOK, 2)
-		sb.answer(userOK, 2)
-	}
-	cases := []scriptCase{
-		{name: "pre 1 creates the group and user", script: "rpm/pre.sh", args: []string{"1"}, setup: noUser,
-			want: []string{groupOK, "groupadd --system openwatch", userOK,
-				"useradd --system --gid openwatch --home-dir ROOT/var/lib/openwatch --no-create-home --shell /usr/sbin/nologin --comment openwatch appliance openwatch"}},
-		{name: "pre 2 keeps an existing user", script: "rpm/pre.sh", args: []string{"2"}, want: []string{groupOK, userOK}},
-
-		{name: "post 1 enables and starts the timer, prints setup, no helper, forgets an old journal", script: "rpm/post.sh", args: []string{"1"},
-			setup:   afterFailure,
-			want:    []string{reload, "systemctl --no-reload enable openwatch-backup-cleanup.timer", "systemctl start openwatch-backup-cleanup.timer"},
-			wantOut: []string{"OPENWATCH_DATABASE_DSN="},
-			check:   journalSays("")},
-		{name: "post 1 without systemd enables the timer offline", script: "rpm/post.sh", args: []string{"1"}, noSystemd: true,
-			want: []string{"systemctl --no-reload enable openwatch-backup-cleanup.timer"}},
-		{name: "post 2 runs the helper", script: "rpm/post.sh", args: []string{"2"},
-			want: []string{reload, timerTryRestart, isActive, check}},
-		{name: "post 2 fails when the migration fails", script: "rpm/post.sh", args: []string{"2"},
-			setup: func(sb *sandbox) {
-				sb.answer(check, 10)
-				sb.answer(migrate, 16)
-			},
-			wantRC:  1,
-			want:    []string{reload, timerTryRestart, isActive, check, preflight, isActive, migrate, list, isActive},
-			wantOut: []string{"ROOT/usr/lib/openwatch/openwatch-upgrade.sh"}},
-		{name: "post rejects a non-count", script: "rpm/post.sh", args: []string{"configure"}, wantRC: 1},
-
-		{name: "preun 0 stops and disables the timer", script: "rpm/preun.sh", args: []string{"0"},
-			want: []string{"systemctl stop openwatch-backup-cleanup.timer openwatch-backup-cleanup.service",
-				"systemctl --no-reload disable openwatch-backup-cleanup.timer"}},
-		{name: "preun 1 (old package during upgrade) does nothing", script: "rpm/preun.sh", args: []string{"1"}},
-		{name: "postun 0 reloads systemd and forgets the journal", script: "rpm/postun.sh", args: []string{"0"}, want: []string{reload},
-			setup: afterFailure, check: journalSays("")},
-		{name: "postun 1 (old package during upgrade) only try-restarts the timer", script: "rpm/postun.sh", args: []string{"1"},
-			want: []string{reload, timerTryRestart}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, c.run)
 	}
 }

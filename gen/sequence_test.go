@@ -29,9 +29,8 @@ func TestUpgradeSequences(t *testing.T) {
 			},
 			want: []string{
 				groupOK, userOK,
-				reload, "systemctl try-restart openwatch-backup-cleanup.timer",
-				isActive, check, preflight, isActive, stopApp, migrate, startApp, exportBg,
-				reload, "systemctl try-restart openwatch-backup-cleanup.timer",
+				reload, isActive, check, preflight, isActive, stopApp, migrate, startApp, exportBg,
+				reload, tryRestartRPM,
 			},
 		},
 		{
@@ -45,7 +44,27 @@ func TestUpgradeSequences(t *testing.T) {
 			},
 			want: []string{
 				groupOK, userOK,
-				reload, wasEnabled, enableDeb, "deb-systemd-invoke restart openwatch-backup-cleanup.timer",
+				unmaskDeb, wasEnabled, enableDeb, reload, invokeRestart,
+				isActive, check, preflight, isActive, stopApp, migrate, startApp, exportBg,
+			},
+		},
+		{
+			// dpkg passes the version last configured: the package is in
+			// config-files state. The timer must come back enabled and
+			// unmasked (debhelper 13.10 and later never mask on remove, and
+			// the postinst unmasks what older releases masked).
+			name: "dpkg -r, then dpkg -i: prerm remove, postrm remove, preinst install old, postinst configure old",
+			env:  []string{"DPKG_MAINTSCRIPT_PACKAGE=openwatch"},
+			steps: []step{
+				{"deb/prerm", []string{"remove"}},
+				{"deb/postrm", []string{"remove"}},
+				{"deb/preinst", []string{"install", "1.0.0-1"}},
+				{"deb/postinst", []string{"configure", "1.0.0-1"}},
+			},
+			want: []string{
+				invokeStop, reload,
+				groupOK, userOK,
+				unmaskDeb, wasEnabled, enableDeb, reload, invokeRestart,
 				isActive, check, preflight, isActive, stopApp, migrate, startApp, exportBg,
 			},
 		},
