@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/google/renameio/v2"
+
+	"github.com/openwatch/openwatch/internal/fsync"
 )
 
 // Write writes files under root atomically: each goes to a temporary file in
@@ -40,20 +42,11 @@ func Write(root string, files map[string][]byte) error {
 		if err := os.Chmod(dst, Mode(content)); err != nil {
 			return err
 		}
-		if err := syncDir(dir); err != nil {
+		if err := fsync.Dir(dir); err != nil {
 			return fmt.Errorf("fsync %s: %w", dir, err)
 		}
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // ErrDrift is returned by Check when the files on disk differ from the render.

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/openwatch/openwatch/internal/dsn"
+	"github.com/openwatch/openwatch/internal/fsync"
 	"github.com/openwatch/openwatch/internal/migrate"
 	"github.com/openwatch/openwatch/internal/progress"
 )
@@ -86,7 +87,7 @@ func Backup(ctx context.Context, o BackupOptions) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("move the restore point into place: %w", err)
 	}
-	if err := syncDir(o.Dir); err != nil {
+	if err := fsync.Dir(o.Dir); err != nil {
 		return "", fmt.Errorf("sync %s: %w", o.Dir, err)
 	}
 	return final, nil

@@ -86,15 +86,6 @@ func renameNoReplace(from, to string) error {
 	return nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // freeBytes is the space available to us in dir, or, while dir does not
 // exist yet, in the nearest directory above it that does.
 func freeBytes(dir string) (int64, error) {

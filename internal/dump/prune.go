@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"time"
+
+	"github.com/openwatch/openwatch/internal/fsync"
 )
 
 // PruneResult says what Prune did.
@@ -73,7 +75,7 @@ func Prune(dir string, retentionDays int, now time.Time, removed func(RestorePoi
 		return res, errors.Join(errs...)
 	}
 	if len(res.Removed) > 0 {
-		if err := syncDir(dir); err != nil {
+		if err := fsync.Dir(dir); err != nil {
 			return res, fmt.Errorf("fsync %s: %w", dir, err)
 		}
 	}
