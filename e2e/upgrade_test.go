@@ -585,8 +585,9 @@ func removalAndPurge(e *env) {
 	if e.r.active(cleanupTimer) {
 		e.t.Errorf("%s is still active after removal", cleanupTimer)
 	}
-	// dh_installsystemd's convention, which the DEB scripts follow: `remove`
-	// masks and keeps the enablement for a reinstall, `purge` removes it.
+	// dh_installsystemd's convention (debhelper 13.11.4), which the DEB
+	// scripts follow: `remove` keeps the enablement for a reinstall (and no
+	// longer masks), `purge` removes it.
 	if e.f.purge == nil && e.r.enabled(cleanupTimer) {
 		e.t.Errorf("%s is still enabled after removal", cleanupTimer)
 	}
