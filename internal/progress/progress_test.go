@@ -14,6 +14,14 @@ func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 func lines(s string) []string { return strings.Split(strings.TrimSuffix(s, "\n"), "\n") }
 
+// wantLines fails the test unless out is exactly the lines of want.
+func wantLines(t *testing.T, out string, want []string) {
+	t.Helper()
+	if strings.Join(lines(out), "\n") != strings.Join(want, "\n") {
+		t.Fatalf("output:\n%s\nwant:\n%s", out, strings.Join(want, "\n"))
+	}
+}
+
 func TestANonTerminalGetsAStartLineAPlainLineEveryIntervalAndAnEndLine(t *testing.T) {
 	var sb strings.Builder
 	c := &clock{time.Unix(0, 0)}
@@ -30,9 +38,7 @@ func TestANonTerminalGetsAStartLineAPlainLineEveryIntervalAndAnEndLine(t *testin
 		"backup: 10.0 MiB, 2.0 MiB/s, 5s elapsed",
 		"backup: done in 10s, 20.0 MiB, 2.0 MiB/s",
 	}
-	if got := lines(sb.String()); strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("output:\n%s\nwant:\n%s", sb.String(), strings.Join(want, "\n"))
-	}
+	wantLines(t, sb.String(), want)
 	r.Fail(0) // a second end prints nothing
 	if strings.Contains(sb.String(), "\r") || len(lines(sb.String())) != 3 {
 		t.Fatalf("output %q", sb.String())
@@ -74,9 +80,7 @@ func TestAnEstimatedTotalIsMarkedAsOne(t *testing.T) {
 		"backup: [======                  ] ~ 25% of ~40.0 MiB, 10.0 MiB, 2.0 MiB/s, 5s elapsed, about 15s left",
 		"backup: [========================] ~100% of ~40.0 MiB, 50.0 MiB, 5.0 MiB/s, 10s elapsed, more than estimated",
 	}
-	if got := lines(sb.String()); strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("output:\n%s\nwant:\n%s", sb.String(), strings.Join(want, "\n"))
-	}
+	wantLines(t, sb.String(), want)
 }
 
 // A clone reports no bytes: its bar is the time against the estimate from
@@ -101,9 +105,7 @@ func TestATimedStepEstimatesFromThePreviousRate(t *testing.T) {
 		"clone: [========================] ~100%, 5s elapsed, longer than the 4s estimated",
 		"clone: done in 5s, 1.0 GiB, 204.8 MiB/s",
 	}
-	if got := lines(sb.String()); strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("output:\n%s\nwant:\n%s", sb.String(), strings.Join(want, "\n"))
-	}
+	wantLines(t, sb.String(), want)
 
 	sb.Reset()
 	r = start(&sb, Step{Label: "clone", Timed: true, Size: 1 << 30, Basis: "no earlier clone was timed"}, false, c.now)
@@ -113,9 +115,7 @@ func TestATimedStepEstimatesFromThePreviousRate(t *testing.T) {
 		"clone: started, 1.0 GiB; no time estimate (no earlier clone was timed)",
 		"clone: 5s elapsed",
 	}
-	if got := lines(sb.String()); strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("output:\n%s\nwant:\n%s", sb.String(), strings.Join(want, "\n"))
-	}
+	wantLines(t, sb.String(), want)
 }
 
 func TestETAArithmetic(t *testing.T) {
