@@ -166,7 +166,10 @@ func Default() *Spec {
 			LockWait:      30,
 			RestorePoint:  "auto",
 		},
-		DebDepends:    []string{"postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17"},
+		// init-system-helpers: deb-systemd-helper and deb-systemd-invoke,
+		// which the DEB systemd snippets call (dh_installsystemd adds the
+		// same dependency through ${misc:Depends}).
+		DebDepends:    []string{"postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17", "init-system-helpers (>= 1.54~)"},
 		RPMRequires:   []string{"postgresql"},
 		BinarySource:  "build/openwatch",
 		DistDir:       "dist",
