@@ -3,20 +3,24 @@ package e2e
 import (
 	"fmt"
 	"strings"
+
+	"github.com/openwatch/openwatch/internal/defaults"
 )
 
 // Paths inside a disposable root where the stand-ins keep what they saw.
 const (
-	eventsLog       = "/var/log/e2e-events.log" // systemctl calls and pg_* shim calls, in order
-	systemctlState  = "/var/lib/e2e-systemctl"  // <unit>.active files
-	applianceUnit   = "openwatch.service"
-	cleanupTimer    = "openwatch-backup-cleanup.timer"
-	cleanupService  = "openwatch-backup-cleanup.service"
-	secretsPath     = "/etc/openwatch/secrets.env"
-	upgradeConfPath = "/etc/openwatch/upgrade.conf"
-	backupDir       = "/var/backups/openwatch"
-	journalPath     = "/var/lib/openwatch/upgrade.state"
-	helperPath      = "/usr/lib/openwatch/openwatch-upgrade.sh"
+	eventsLog      = "/var/log/e2e-events.log" // systemctl calls and pg_* shim calls, in order
+	systemctlState = "/var/lib/e2e-systemctl"  // <unit>.active files
+	// The installed names and paths, as the spec names them.
+	applianceUnit   = defaults.AppUnit
+	cleanupTimer    = defaults.CleanupTimer
+	cleanupService  = defaults.CleanupService
+	secretsPath     = defaults.SecretsPath
+	upgradeConfPath = defaults.ConfigPath
+	backupDir       = defaults.BackupDir
+	journalPath     = defaults.JournalPath
+	helperPath      = defaults.UpgradeHelper
+	binaryPath      = defaults.Binary
 	dropInDir       = "/usr/lib/systemd/system/openwatch.service.d"
 )
 

@@ -88,7 +88,7 @@ func freshInstall(e *env) {
 	if e.r.exists(journalPath) {
 		e.t.Errorf("an upgrade journal exists after a fresh install")
 	}
-	for p, want := range map[string]uint32{"/usr/bin/openwatch": 0o755, helperPath: 0o755, backupDir: 0o700, upgradeConfPath: 0o640} {
+	for p, want := range map[string]uint32{binaryPath: 0o755, helperPath: 0o755, backupDir: 0o700, upgradeConfPath: 0o640} {
 		if got := e.r.mode(p); uint32(got) != want {
 			e.t.Errorf("%s: mode %o, want %o", p, got, want)
 		}
@@ -573,8 +573,8 @@ func removalAndPurge(e *env) {
 	if res.code != 0 {
 		e.t.Fatalf("removal: exit %d", res.code)
 	}
-	if e.r.exists("/usr/bin/openwatch") {
-		e.t.Errorf("/usr/bin/openwatch is still there after removal")
+	if e.r.exists(binaryPath) {
+		e.t.Errorf("%s is still there after removal", binaryPath)
 	}
 	ev := lines(e.r.events())
 	if eventIndex(ev, 0, func(l string) bool {

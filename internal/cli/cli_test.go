@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/openwatch/openwatch/internal/dump"
 	"github.com/openwatch/openwatch/internal/pgtest"
 )
 
@@ -143,7 +144,7 @@ func (e *env) applied() string {
 }
 
 func (e *env) dumps() []string {
-	files, _ := filepath.Glob(filepath.Join(e.backups, "openwatch_*_schema-*_*.dump"))
+	files, _ := filepath.Glob(filepath.Join(e.backups, dump.FileGlob))
 	sort.Strings(files)
 	return files
 }

@@ -7,10 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/openwatch/openwatch/internal/clone"
 	"github.com/openwatch/openwatch/internal/pgtest"
 )
 
-var cloneNameRE = regexp.MustCompile(`openwatch_rp_[0-9]+_[0-9]{8}t[0-9]{6}z`)
+// cloneNameRE finds a clone's name in output (clone.IsName checks it whole).
+var cloneNameRE = regexp.MustCompile(regexp.QuoteMeta(clone.Prefix) + `[0-9]+_[0-9]{8}t[0-9]{6}z`)
 
 // With CREATEDB and nothing else connected, the restore point is a clone:
 // listed, swapped back in seconds, and exported to the usual file.
