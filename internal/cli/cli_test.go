@@ -352,7 +352,7 @@ func TestADowngradeIsRefusedNamingBothVersionsAndTheRestorePoint(t *testing.T) {
 	if e.applied() != "20260101000001,20260101000002,20260101000003,20991231000000" {
 		t.Fatalf("applied changed: %s", e.applied())
 	}
-	if !strings.Contains(r.stderr, "(no restore point with schema "+head+" in "+e.backups+")") {
+	if !strings.Contains(r.stderr, "(no restore point with schema "+head+" in "+e.backups+" or on the database server)") {
 		t.Errorf("the message does not say that no restore point matches: %s", r.stderr)
 	}
 

@@ -89,8 +89,10 @@ func (a *app) cloneRestorePoint(ctx context.Context, cfg config.Config, d *dsn.D
 	}
 	fmt.Fprintf(a.Stdout, "restore point: %s, a clone of the database taken in %s%s\n",
 		p.Name, took.Round(10*time.Millisecond), why)
-	// At most the newest clone is kept: the older ones go now, before the
-	// migration, which needs the room (a table rewrite, WAL).
+	// Older clones whose files exist go now, before the migration, which
+	// needs the room (a table rewrite, WAL). One without a file stays: after
+	// a failed migration it is the only copy of the database from before the
+	// upgrade, which this retry's clone no longer holds.
 	a.retainClones(ctx, cfg.BackupDir, d, p.Name, false)
 	return p.Name, nil
 }
@@ -117,7 +119,7 @@ func (a *app) cloneStep(size int64, method string) progress.Step {
 
 // retainClones applies the retention of clones (clone.Retain) to the
 // clones of d's database, with the exported files in dir: a line for each
-// clone dropped, and, when sayKept, one for the newest clone kept without a
+// clone dropped, and, when sayKept, one for each clone kept without a
 // file. keep, when not "", is never dropped (the clone just taken). It
 // returns the errors of the drops that failed, each already printed.
 func (a *app) retainClones(ctx context.Context, dir string, d *dsn.DSN, keep string, sayKept bool) (dropErrs []error, err error) {
@@ -145,7 +147,7 @@ func (a *app) retainClones(ctx context.Context, dir string, d *dsn.DSN, keep str
 		taken := p.Created.Format(time.RFC3339)
 		if !v.Drop || p.Name == keep {
 			if sayKept && p.Name != keep {
-				fmt.Fprintf(a.Stdout, "kept the clone restore point %s (taken %s, %s on the database server): the newest clone, and it has no file yet; write it with: openwatch backup --export\n",
+				fmt.Fprintf(a.Stdout, "kept the clone restore point %s (taken %s, %s on the database server): it has no file yet; write it with: openwatch backup --export\n",
 					p.Name, taken, progress.Bytes(p.Size))
 			}
 			continue
@@ -156,11 +158,7 @@ func (a *app) retainClones(ctx context.Context, dir string, d *dsn.DSN, keep str
 			dropErrs = append(dropErrs, err)
 			continue
 		}
-		if v.File != "" {
-			fmt.Fprintf(a.Stdout, "dropped the clone restore point %s (taken %s): its file %s exists\n", p.Name, taken, v.File)
-		} else {
-			fmt.Fprintf(a.Stdout, "dropped the clone restore point %s (taken %s, never exported): the newer clone %s supersedes it\n", p.Name, taken, v.Newer)
-		}
+		fmt.Fprintf(a.Stdout, "dropped the clone restore point %s (taken %s): its file %s exists\n", p.Name, taken, v.File)
 	}
 	return dropErrs, nil
 }
@@ -215,27 +213,43 @@ func exported(files []dump.RestorePoint, p clone.Point) string {
 	return ""
 }
 
-// restorePoints lists files in dir and the clones on the server, newest first.
+// restorePoints lists the files in BACKUP_DIR and the clones on the
+// server, newest first.
 func (a *app) restorePoints(ctx context.Context, cfg config.Config, d *dsn.DSN) []dump.RestorePoint {
 	rps, err := dump.List(cfg.BackupDir)
 	if err != nil {
 		fmt.Fprintf(a.Stderr, "openwatch: warning: cannot list restore points in %s: %v\n", cfg.BackupDir, err)
 	}
-	if conn, err := d.Connect(ctx); err == nil {
-		points, err := clone.List(ctx, conn)
-		conn.Close(context.Background())
-		if err != nil {
-			fmt.Fprintf(a.Stderr, "openwatch: warning: cannot list clone restore points: %v\n", d.Redactor.Error(err))
-		}
-		for _, p := range points {
-			if p.Source == d.Config.Database {
-				rps = append(rps, dump.RestorePoint{Name: p.Name, Kind: p.Kind, Created: p.Created,
-					PackageVersion: p.PackageVersion, SchemaVersion: p.SchemaVersion, Size: p.Size})
-			}
+	rps = append(rps, a.clonePoints(ctx, d)...)
+	sortNewestFirst(rps)
+	return rps
+}
+
+// clonePoints lists the clone restore points of d's database, with a
+// warning when they cannot be read.
+func (a *app) clonePoints(ctx context.Context, d *dsn.DSN) []dump.RestorePoint {
+	conn, err := d.Connect(ctx)
+	if err != nil {
+		fmt.Fprintf(a.Stderr, "openwatch: warning: cannot list clone restore points: %v\n", d.Redactor.Error(err))
+		return nil
+	}
+	points, err := clone.List(ctx, conn)
+	conn.Close(context.Background())
+	if err != nil {
+		fmt.Fprintf(a.Stderr, "openwatch: warning: cannot list clone restore points: %v\n", d.Redactor.Error(err))
+	}
+	var rps []dump.RestorePoint
+	for _, p := range points {
+		if p.Source == d.Config.Database {
+			rps = append(rps, dump.RestorePoint{Name: p.Name, Kind: p.Kind, Created: p.Created,
+				PackageVersion: p.PackageVersion, SchemaVersion: p.SchemaVersion, Size: p.Size})
 		}
 	}
-	sort.SliceStable(rps, func(i, j int) bool { return rps[i].Created.After(rps[j].Created) })
 	return rps
+}
+
+func sortNewestFirst(rps []dump.RestorePoint) {
+	sort.SliceStable(rps, func(i, j int) bool { return rps[i].Created.After(rps[j].Created) })
 }
 
 // restoreClone swaps clone name in for the service's database.

@@ -1,11 +1,17 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/openwatch/openwatch/internal/clone"
 	"github.com/openwatch/openwatch/internal/pgtest"
@@ -87,5 +93,82 @@ func TestWithoutCreatedbTheRestorePointIsAFileAndTheOutputSaysWhy(t *testing.T) 
 	r = e.run("migrate")
 	if r.code != ExitBackupFailed || !strings.Contains(r.stderr, "RESTORE_POINT=clone") || !strings.Contains(r.stderr, "Nothing was applied") {
 		t.Fatalf("RESTORE_POINT=clone without CREATEDB: %s", r)
+	}
+}
+
+// A migration run that fails after a destructive migration leaves a clone
+// of the database from before the upgrade. Its retry takes a clone of the
+// database as the failed run left it, and must keep the first one: it is
+// the only copy of the dropped column, and the runbook's way back to the
+// older package. backup --list and the downgrade refusal name it.
+func TestARetryAfterAFailedMigrationKeepsTheCloneFromBeforeTheUpgrade(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	fsys := fstest.MapFS{"001_base.sql": mapFile("create table base (n int, note text); insert into base values (1, 'only in the first clone');")}
+	if code, out := e.inProcess(ctx, fsys, "migrate"); code != 0 {
+		t.Fatalf("first migrate: %d\n%s", code, out)
+	}
+	e.allowClones()
+	fsys["002_drop.sql"] = mapFile("alter table base drop column note;")
+	fsys["003_fails.sql"] = mapFile("select 1/0;")
+	code, out := e.inProcess(ctx, fsys, "migrate")
+	first := cloneNameRE.FindString(out)
+	if code != ExitFailed || first == "" {
+		t.Fatalf("want exit %d with a clone restore point: %d\n%s", ExitFailed, code, out)
+	}
+	if got := e.applied(); got != "001,002" {
+		t.Fatalf("applied %q after the failed run", got)
+	}
+
+	code, out = e.inProcess(ctx, fsys, "migrate") // the retry
+	second := cloneNameRE.FindString(out)
+	if code != ExitFailed || second == "" || second == first {
+		t.Fatalf("retry: want exit %d with a new clone: %d\n%s", ExitFailed, code, out)
+	}
+	if got, want := e.clones(), strings.Join(slices.Sorted(slices.Values([]string{first, second})), ","); got != want {
+		t.Fatalf("clones after the retry: %q, want both %s", got, want)
+	}
+	list := e.run("backup", "--list")
+	if list.code != 0 || !strings.Contains(list.stdout, first+"  (clone, ") || !strings.Contains(list.stdout, second+"  (clone, ") ||
+		strings.Index(list.stdout, second) > strings.Index(list.stdout, first) {
+		t.Errorf("backup --list does not show both clones, newest first: %s", list)
+	}
+
+	// Back to the older package: its binary refuses the newer schema and
+	// names the first clone, which brings the column back.
+	delete(fsys, "002_drop.sql")
+	delete(fsys, "003_fails.sql")
+	if code, out := e.inProcess(ctx, fsys, "migrate", "--check"); code != ExitNewer || !strings.Contains(out, "openwatch restore --yes "+first) {
+		t.Errorf("the older binary does not name the clone from before the upgrade (%s): %d\n%s", first, code, out)
+	}
+	if code, out := e.inProcess(ctx, fsys, "restore", "--yes", first); code != 0 {
+		t.Fatalf("restore %s: %d\n%s", first, code, out)
+	}
+	if got := e.query("select note from base"); got != "only in the first clone" {
+		t.Errorf("after restoring the first clone, note = %q", got)
+	}
+}
+
+// Without a database, backup --list lists the files and says, last, that
+// the clones were not listed and why (exit 12).
+func TestBackupListWithoutTheDatabaseListsTheFilesAndSaysTheClonesWereNot(t *testing.T) {
+	p := newPruneEnv(t)
+	dir := filepath.Join(p.root, "backups")
+	p.writeConf("BACKUP_DIR=" + dir + "\n")
+	name := p.restorePoint(dir, day)
+	cmd := exec.Command(binary, "--config", p.conf, "--secrets", filepath.Join(p.root, "no-secrets.env"), "backup", "--list")
+	cmd.Env = []string{"PATH=/nonexistent"}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != ExitUnreachable {
+		t.Fatalf("want exit %d, got %v\n%s%s", ExitUnreachable, err, out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), filepath.Join(dir, name)) {
+		t.Errorf("the file is not listed: %s", out.String())
+	}
+	if want := "were not listed: no database is configured"; !strings.Contains(errOut.String(), want) || !strings.Contains(errOut.String(), "run: openwatch backup --list") {
+		t.Errorf("stderr lacks %q and the command: %s", want, errOut.String())
 	}
 }

@@ -38,7 +38,7 @@ func (a *app) backup(ctx context.Context, args []string) int {
 		return a.pruneRestorePoints(ctx, *dir, *list)
 	}
 	if *list {
-		return a.listRestorePoints(*dir)
+		return a.listRestorePoints(ctx, *dir)
 	}
 	cfg, d, code := a.connection(true)
 	if d == nil {
@@ -69,15 +69,19 @@ func (a *app) backup(ctx context.Context, args []string) int {
 	return ExitOK
 }
 
-// listRestorePoints prints the restore points in dir (default BACKUP_DIR),
-// newest first. It needs upgrade.conf but no database.
-func (a *app) listRestorePoints(dir string) int {
+// listRestorePoints prints the restore points, newest first: the files in
+// dir (default BACKUP_DIR) and the clones of the database on its server.
+// The files need upgrade.conf only; the clones need the database. When it
+// is not configured or not reachable (no wait: a listing should not hang),
+// the files are listed all the same and a last line says that the clones
+// were not, and why (exit 12).
+func (a *app) listRestorePoints(ctx context.Context, dir string) int {
+	cfg, err := config.LoadOptions{ConfPath: a.configPath, ConfRequired: a.configGiven, NoDSN: true}.Load()
+	if err != nil {
+		a.errorf("invalid configuration: %v\nFix the file, then run the command again.", err)
+		return ExitConfig
+	}
 	if dir == "" {
-		cfg, err := config.LoadOptions{ConfPath: a.configPath, ConfRequired: a.configGiven, NoDSN: true}.Load()
-		if err != nil {
-			a.errorf("invalid configuration: %v\nFix the file, then run the command again.", err)
-			return ExitConfig
-		}
 		dir = cfg.BackupDir
 	}
 	rps, err := dump.List(dir)
@@ -85,11 +89,25 @@ func (a *app) listRestorePoints(dir string) int {
 		a.errorf("cannot list restore points: %v", err)
 		return ExitError
 	}
-	if len(rps) == 0 {
+	d, code, notListed, when := a.optionalDatabase(ctx, cfg, "listed", "openwatch backup --list", 0)
+	if code == ExitConfig {
+		return code
+	}
+	if d != nil {
+		rps = append(rps, a.clonePoints(ctx, d)...)
+		sortNewestFirst(rps)
+	}
+	switch {
+	case len(rps) == 0 && d != nil:
+		fmt.Fprintf(a.Stdout, "no restore points in %s or on the database server\n", dir)
+	case len(rps) == 0:
 		fmt.Fprintf(a.Stdout, "no restore points in %s\n", dir)
-		return ExitOK
 	}
 	a.printRestorePoints(rps, "")
+	if d == nil {
+		fmt.Fprintf(a.Stderr, "openwatch: warning: clone restore points (on the database server) were not listed: %s. %s, run: openwatch backup --list\n", notListed, when)
+		return code
+	}
 	return ExitOK
 }
 

@@ -154,7 +154,7 @@ func (a *app) check(ctx context.Context, cfg config.Config, d *dsn.DSN) int {
 	}
 	switch {
 	case s.Newer():
-		a.refuseNewer(cfg, s)
+		a.refuseNewer(ctx, cfg, d, s)
 		return ExitNewer
 	case len(s.Pending) > 0:
 		fmt.Fprintf(a.Stdout, "%d migration(s) pending: %s (schema at %s, this binary's head %s)\n"+
@@ -269,7 +269,7 @@ func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrat
 		},
 	})
 	if err != nil {
-		return a.applyFailed(ctx, cfg, err, restorePoint, noBackupReason)
+		return a.applyFailed(ctx, cfg, d, err, restorePoint, noBackupReason)
 	}
 	if len(res.Applied) == 0 {
 		fmt.Fprintf(a.Stdout, "nothing to migrate: schema at this binary's head (%s)\n", res.Before.Head)
@@ -292,7 +292,7 @@ func (a *app) backupPolicy(cfg config.Config, f migrateFlags, hasData bool) stri
 	return ""
 }
 
-func (a *app) applyFailed(ctx context.Context, cfg config.Config, err error, restorePoint, noBackupReason string) int {
+func (a *app) applyFailed(ctx context.Context, cfg config.Config, d *dsn.DSN, err error, restorePoint, noBackupReason string) int {
 	var unreachable *dsn.UnreachableError
 	var newer *migrate.NewerSchemaError
 	var backup *migrate.BackupError
@@ -310,7 +310,7 @@ func (a *app) applyFailed(ctx context.Context, cfg config.Config, err error, res
 		fmt.Fprintf(a.Stderr, "Then run: %s\n", a.next("openwatch migrate"))
 		return ExitLockTimeout
 	case errors.As(err, &newer):
-		a.refuseNewer(cfg, newer.State)
+		a.refuseNewer(ctx, cfg, d, newer.State)
 		return ExitNewer
 	case errors.As(err, &backup) && ctx.Err() != nil:
 		a.errorf("interrupted while taking the restore point; nothing was applied and no restore point was left.\n"+
@@ -383,22 +383,21 @@ func (a *app) restoreHint(restorePoint, noBackupReason string) {
 	fmt.Fprintf(a.Stderr, "restore point of this run: %s\n", restorePoint)
 }
 
-// refuseNewer explains a downgrade and names the restore point matching this
-// binary when there is one.
-func (a *app) refuseNewer(cfg config.Config, s migrate.State) {
+// refuseNewer explains a downgrade and names the newest restore point, file
+// or clone, matching this binary when there is one.
+func (a *app) refuseNewer(ctx context.Context, cfg config.Config, d *dsn.DSN, s migrate.State) {
 	a.errorf("the database schema is newer than this binary and nothing was applied.\n"+
 		"database schema version: %s (unknown to this binary: %s)\n"+
 		"this binary (openwatch %s) knows schema versions up to %s.\n"+
 		"Either install the newer openwatch package again, or restore a restore point taken with this version's schema:",
 		s.Current, strings.Join(s.Unknown, ", "), version.Version, s.Head)
-	rps, _ := dump.List(cfg.BackupDir)
-	for _, rp := range rps {
+	for _, rp := range a.restorePoints(ctx, cfg, d) {
 		if rp.SchemaVersion == s.Head {
 			fmt.Fprintf(a.Stderr, "  openwatch restore --yes %s\n", rp.Name)
 			return
 		}
 	}
-	fmt.Fprintf(a.Stderr, "  (no restore point with schema %s in %s)\n", s.Head, cfg.BackupDir)
+	fmt.Fprintf(a.Stderr, "  (no restore point with schema %s in %s or on the database server)\n", s.Head, cfg.BackupDir)
 }
 
 func names(ms []migrate.Migration) string {

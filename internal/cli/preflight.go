@@ -40,7 +40,7 @@ func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f mi
 	}
 	switch {
 	case s.Newer():
-		a.refuseNewer(cfg, s)
+		a.refuseNewer(ctx, cfg, d, s)
 		return ExitNewer
 	case len(s.Pending) == 0:
 		fmt.Fprintf(a.Stdout, "preflight: ready; nothing to migrate (schema at %s)\n", s.Head)

@@ -15,9 +15,9 @@ import (
 // pruneRestorePoints is `openwatch backup --prune`, which the daily cleanup
 // unit runs. Retention covers clones and files:
 //
-//   - clones (on the database server): at most the newest clone is kept, and
-//     only until its exported file exists (clone.Retain); a line for each
-//     clone dropped, and one for the newest kept without a file;
+//   - clones (on the database server): a clone is kept until its exported
+//     file exists (clone.Retain); a line for each clone dropped, and one for
+//     each kept without a file;
 //   - files in dir (default BACKUP_DIR): those older than
 //     BACKUP_RETENTION_DAYS go, the newest always stays; a line for each
 //     file removed, then a summary.
@@ -69,41 +69,56 @@ func (a *app) pruneRestorePoints(ctx context.Context, dir string, list bool) int
 // invalid is a configuration error (ExitConfig) like everywhere else: it
 // breaks upgrades too, and the unit fails until it is fixed.
 func (a *app) pruneClones(ctx context.Context, cfg config.Config, dir string) (code int, notChecked, next string) {
-	full, err := config.LoadOptions{ConfPath: a.configPath, SecretsPath: a.secretsPath, ConfRequired: a.configGiven}.Load()
-	var secretsErr *config.SecretsError
-	switch {
-	case errors.As(err, &secretsErr):
-		return ExitUnreachable, fmt.Sprintf("the database is not configured for this user (%v)", oneLine(err.Error())), "As root"
-	case err != nil:
-		a.errorf("invalid configuration, no clone restore point was checked: %v\nFix it, then run: openwatch backup --prune", err)
-		return ExitConfig, "", ""
+	d, code, notChecked, next := a.optionalDatabase(ctx, cfg, "checked", "openwatch backup --prune", cfg.DatabaseWait)
+	if d == nil {
+		return code, notChecked, next
 	}
-	for _, w := range full.Warnings {
-		fmt.Fprintln(a.Stderr, "openwatch: warning:", w)
-	}
-	if full.DSN == "" {
-		return ExitUnreachable, fmt.Sprintf("no database is configured (%s is not set in the environment or in %s)", config.DSNVar, full.SecretsPath),
-			"Once it is"
-	}
-	d, err := dsn.Parse(full.DSN)
-	if err != nil {
-		a.errorf("no clone restore point was checked: %v\nFix it (OPENWATCH_DATABASE_DSN is in %s), then run: openwatch backup --prune", err, full.DSNSource)
-		return ExitConfig, "", ""
-	}
-	clearLibpqEnv()
-	conn, err := d.ConnectWait(ctx, cfg.DatabaseWait, func(err error) {
-		fmt.Fprintf(a.Stderr, "openwatch: the database is not reachable yet (%v); waiting up to %s for it (DATABASE_WAIT_TIMEOUT in %s)…\n",
-			oneLine(err.Error()), cfg.DatabaseWait, a.configPath)
-	})
-	if err != nil {
-		return ExitUnreachable, oneLine(err.Error()), "Once PostgreSQL is reachable"
-	}
-	conn.Close(context.Background())
 	dropErrs, err := a.retainClones(ctx, dir, d, "", true)
 	if err != nil || len(dropErrs) > 0 {
 		return ExitError, "", ""
 	}
 	return ExitOK, "", ""
+}
+
+// optionalDatabase reads the DSN and reaches the database for a command
+// whose clone part needs it while the rest does not (backup --prune,
+// backup --list). d is nil when it cannot: then code is ExitUnreachable
+// with why the clones were not <done> and when to run it again (the
+// database not configured for this user or at all, or unreachable after
+// wait), or ExitConfig for a configuration error, printed here naming
+// command.
+func (a *app) optionalDatabase(ctx context.Context, cfg config.Config, done, command string, wait time.Duration) (d *dsn.DSN, code int, why, when string) {
+	full, err := config.LoadOptions{ConfPath: a.configPath, SecretsPath: a.secretsPath, ConfRequired: a.configGiven}.Load()
+	var secretsErr *config.SecretsError
+	switch {
+	case errors.As(err, &secretsErr):
+		return nil, ExitUnreachable, fmt.Sprintf("the database is not configured for this user (%v)", oneLine(err.Error())), "As root"
+	case err != nil:
+		a.errorf("invalid configuration, no clone restore point was %s: %v\nFix it, then run: %s", done, err, command)
+		return nil, ExitConfig, "", ""
+	}
+	for _, w := range full.Warnings {
+		fmt.Fprintln(a.Stderr, "openwatch: warning:", w)
+	}
+	if full.DSN == "" {
+		return nil, ExitUnreachable, fmt.Sprintf("no database is configured (%s is not set in the environment or in %s)", config.DSNVar, full.SecretsPath),
+			"Once it is"
+	}
+	d, err = dsn.Parse(full.DSN)
+	if err != nil {
+		a.errorf("no clone restore point was %s: %v\nFix it (OPENWATCH_DATABASE_DSN is in %s), then run: %s", done, err, full.DSNSource, command)
+		return nil, ExitConfig, "", ""
+	}
+	clearLibpqEnv()
+	conn, err := d.ConnectWait(ctx, wait, func(err error) {
+		fmt.Fprintf(a.Stderr, "openwatch: the database is not reachable yet (%v); waiting up to %s for it (DATABASE_WAIT_TIMEOUT in %s)…\n",
+			oneLine(err.Error()), wait, a.configPath)
+	})
+	if err != nil {
+		return nil, ExitUnreachable, oneLine(err.Error()), "Once PostgreSQL is reachable"
+	}
+	conn.Close(context.Background())
+	return d, ExitOK, "", ""
 }
 
 // oneLine joins a multi-line message (a driver's one line per attempt).

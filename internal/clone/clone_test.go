@@ -602,22 +602,24 @@ func TestFileCloneIsAskedForFromPostgreSQL18(t *testing.T) {
 	}
 }
 
-func TestRetainKeepsAtMostTheNewestCloneUntilItsFileExists(t *testing.T) {
+// A clone goes only once its file exists: however many newer clones there
+// are, one without a file is the only copy of the database as it was.
+func TestRetainKeepsEveryCloneUntilItsFileExists(t *testing.T) {
 	pts := []Point{{Name: "c3"}, {Name: "c2"}, {Name: "c1"}} // newest first
 	files := map[string]string{}
 	file := func(p Point) string { return files[p.Name] }
 	describe := func(vs []Verdict) string {
 		var s []string
 		for _, v := range vs {
-			s = append(s, fmt.Sprintf("%s:%v:%s:%s", v.Point.Name, v.Drop, v.File, v.Newer))
+			s = append(s, fmt.Sprintf("%s:%v:%s", v.Point.Name, v.Drop, v.File))
 		}
 		return strings.Join(s, " ")
 	}
-	if got, want := describe(Retain(pts, file)), "c3:false:: c2:true::c3 c1:true::c3"; got != want {
+	if got, want := describe(Retain(pts, file)), "c3:false: c2:false: c1:false:"; got != want {
 		t.Errorf("no files: %s, want %s", got, want)
 	}
 	files["c3"], files["c1"] = "/b/f3", "/b/f1"
-	if got, want := describe(Retain(pts, file)), "c3:true:/b/f3: c2:true::c3 c1:true:/b/f1:"; got != want {
+	if got, want := describe(Retain(pts, file)), "c3:true:/b/f3 c2:false: c1:true:/b/f1"; got != want {
 		t.Errorf("files for c3 and c1: %s, want %s", got, want)
 	}
 	if got := Retain(nil, file); len(got) != 0 {

@@ -17,27 +17,20 @@ type Verdict struct {
 	// File is the exported file that holds the clone's contents, "" when
 	// there is none.
 	File string
-	// Newer is, for a clone dropped without a file, the newer clone that
-	// supersedes it.
-	Newer string
 }
 
-// Retain applies the retention of clones, "at most the newest clone is kept
-// until its file exists", to points, newest first as List returns them (the
-// clones of one database): a clone whose exported file exists goes; a clone
-// that is not the newest goes, file or not; the newest clone stays while it
-// has no file. file returns the path of the file holding a clone's contents,
-// or "".
+// Retain applies the retention of clones to points (the clones of one
+// database): a clone goes once its exported file exists, and stays until
+// then. A clone without a file is the only copy of the database as it was
+// when it was taken, however many newer clones there are: after a failed
+// migration, the retry's clone holds the migrations that run applied, and
+// only the first clone holds the database from before the upgrade. file
+// returns the path of the file holding a clone's contents, or "".
 func Retain(points []Point, file func(Point) string) []Verdict {
 	verdicts := make([]Verdict, 0, len(points))
-	for i, p := range points {
+	for _, p := range points {
 		v := Verdict{Point: p, File: file(p)}
-		switch {
-		case v.File != "":
-			v.Drop = true
-		case i > 0:
-			v.Drop, v.Newer = true, points[0].Name
-		}
+		v.Drop = v.File != ""
 		verdicts = append(verdicts, v)
 	}
 	return verdicts
