@@ -36,6 +36,7 @@ func goldenSpec() *Spec {
 	s.Units.App = "acme.service"
 	s.Units.Database = "postgresql@16-main.service"
 	s.Units.Cleanup = "acme-prune"
+	s.Units.Export = "acme-export.service"
 	s.Units.OnCalendar = "*-*-* 03:00:00"
 	s.Units.RandomizedDelay = "30m"
 	s.Units.DropIn = "10-guard.conf"

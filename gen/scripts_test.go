@@ -15,7 +15,7 @@ const (
 	unitFileState = "systemctl show -p UnitFileState --value openwatch.service"
 	preflight     = "openwatch migrate --preflight"
 	list          = "openwatch backup --list"
-	exportBg      = "systemd-run --quiet --no-block --collect --unit=openwatch-export ROOT/bin/openwatch backup --export"
+	exportBg      = "systemd-run --quiet --no-block --collect --unit=openwatch-export.service ROOT/bin/openwatch backup --export"
 	exportFg      = "openwatch backup --export"
 	stopApp       = "systemctl stop openwatch.service"
 	startApp      = "systemctl start openwatch.service"
@@ -193,7 +193,7 @@ func TestUpgradeHelper(t *testing.T) {
 			}),
 			wantRC:  1,
 			want:    []string{isActive, check, preflight, isActive, stopApp, migrate, list, isActive},
-			wantOut: []string{"MIGRATION FAILED and was rolled back", "openwatch.service is stopped.", "After fixing the cause, run: dpkg --configure -a", "restore one with: ROOT/bin/openwatch restore FILE"},
+			wantOut: []string{"MIGRATION FAILED and was rolled back", "openwatch.service is stopped.", "After fixing the cause, run: dpkg --configure -a", "restore one with: ROOT/bin/openwatch restore NAME, NAME as listed"},
 			check: func(t *testing.T, sb *sandbox) {
 				journalSays("migration-failed")(t, sb)
 				j := sb.journal()
@@ -221,7 +221,7 @@ func TestUpgradeHelper(t *testing.T) {
 			},
 			wantRC:  1,
 			want:    []string{isActive, check, isActive, stopApp, list, isActive},
-			wantOut: []string{"NEWER THAN THIS PACKAGE", "ROOT/bin/openwatch restore FILE", "openwatch.service is stopped."},
+			wantOut: []string{"NEWER THAN THIS PACKAGE", "ROOT/bin/openwatch restore NAME (NAME as listed above)", "openwatch.service is stopped."},
 			check:   journalSays("newer-schema"),
 		},
 		{

@@ -68,6 +68,9 @@ type Units struct {
 	App      string // the appliance's service (not shipped; we ship a drop-in)
 	Database string // the drop-in orders the app after it
 	Cleanup  string // base name of the cleanup service and timer
+	// Export is the transient service (systemd-run) in which the helper
+	// exports a clone restore point to a file once the app runs again.
+	Export string
 	// Timer schedule for the cleanup.
 	OnCalendar      string
 	RandomizedDelay string
@@ -153,6 +156,7 @@ func Default() *Spec {
 			App:             "openwatch.service",
 			Database:        "postgresql.service",
 			Cleanup:         "openwatch-backup-cleanup",
+			Export:          "openwatch-export.service",
 			OnCalendar:      "daily",
 			RandomizedDelay: "1h",
 			DropIn:          "50-schema-guard.conf",
@@ -292,6 +296,7 @@ func (s *Spec) Validate() error {
 	match("Units.App", u.App, unitRE, ErrBadUnitName)
 	match("Units.Database", u.Database, unitRE, ErrBadUnitName)
 	match("Units.Cleanup", u.Cleanup, unitBaseRE, ErrBadUnitName)
+	match("Units.Export", u.Export, unitRE, ErrBadUnitName)
 	match("Units.OnCalendar", u.OnCalendar, calendarRE, ErrBadName)
 	match("Units.RandomizedDelay", u.RandomizedDelay, timespanRE, ErrBadName)
 	match("Units.DropIn", u.DropIn, dropInRE, ErrBadName)

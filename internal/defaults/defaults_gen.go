@@ -12,6 +12,7 @@ const (
 	AppUnit        = "openwatch.service"
 	CleanupService = "openwatch-backup-cleanup.service"
 	CleanupTimer   = "openwatch-backup-cleanup.timer"
+	ExportUnit     = "openwatch-export.service"
 )
 
 // Installed paths.

@@ -16,6 +16,7 @@ journal='/var/lib/acme/upgrade.state'
 self='/opt/acme/lib/openwatch-upgrade.sh'
 pkg='acme-watch'
 systemd_run_dir='/run/systemd/system'
+export_unit='acme-export.service'
 
 say() {
 	printf 'openwatch-upgrade: %s\n' "$@" >&2
@@ -163,8 +164,8 @@ fail() {
 # runs, else here.
 export_restore_point() {
 	if systemd_running && command -v systemd-run >/dev/null 2>&1 &&
-		systemd-run --quiet --no-block --collect --unit=openwatch-export "$bin" backup --export >/dev/null 2>&1; then
-		say "a clone restore point, if one was taken, is exported to a file in the background: journalctl -u openwatch-export"
+		systemd-run --quiet --no-block --collect --unit="$export_unit" "$bin" backup --export >/dev/null 2>&1; then
+		say "a clone restore point, if one was taken, is exported to a file in the background: journalctl -u $export_unit"
 		return 0
 	fi
 	"$bin" backup --export >/dev/null ||
@@ -172,7 +173,7 @@ export_restore_point() {
 }
 
 list_restore_points() {
-	say "Restore points (newest first; restore one with: $bin restore FILE):"
+	say "Restore points, files and clones (newest first; restore one with: $bin restore NAME, NAME as listed):"
 	"$bin" backup --list >&2 || true
 }
 
@@ -290,7 +291,7 @@ case $check in
 			"already migrated). Nothing was applied. Either install the package version" \
 			"that matches the database again, or restore the restore point the newer" \
 			"package took just before it migrated (its schema-<version> is this package's" \
-			"head, which \`$bin migrate --status\` shows) with: $bin restore FILE," \
+			"head, which \`$bin migrate --status\` shows) with: $bin restore NAME (NAME as listed above)," \
 			"then run the command below: it starts $unit again if it was running."
 		;;
 	12)

@@ -12,6 +12,7 @@ const (
 	AppUnit        = "acme.service"
 	CleanupService = "acme-prune.service"
 	CleanupTimer   = "acme-prune.timer"
+	ExportUnit     = "acme-export.service"
 )
 
 // Installed paths.
