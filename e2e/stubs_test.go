@@ -15,6 +15,7 @@ const (
 	applianceUnit   = defaults.AppUnit
 	cleanupTimer    = defaults.CleanupTimer
 	cleanupService  = defaults.CleanupService
+	exportUnit      = defaults.ExportUnit
 	secretsPath     = defaults.SecretsPath
 	upgradeConfPath = defaults.ConfigPath
 	backupDir       = defaults.BackupDir

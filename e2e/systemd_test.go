@@ -7,12 +7,16 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/openwatch/openwatch/internal/clone"
+	"github.com/openwatch/openwatch/internal/dump"
 )
 
 // The cases where unit state matters, with systemd as PID 1 (nspawn_test.go),
@@ -29,6 +33,7 @@ var systemdCases = []struct {
 	{"a service the operator stopped after a failed upgrade stays stopped through the retry", sysOperatorStopAfterFailure},
 	{"a stopped service stays stopped through an upgrade, a failed upgrade and its retries", sysStoppedStaysStopped},
 	{"an upgrade with PostgreSQL stopped installs, leaves the service running, and the one command it names stops, backs up, migrates and starts it", sysUnreachableFollowUp},
+	{"with CREATEDB an upgrade takes a clone, a transient unit exports it to a file holding every row written before the stop, and the sandboxed cleanup unit reads BACKUP_RETENTION_DAYS=010 as ten days", sysCloneExportAndCleanup},
 }
 
 func TestSystemd(t *testing.T) {
@@ -709,4 +714,88 @@ func sysUnreachableFollowUp(s *sysCase) {
 	s.assertEveryRowBeforeStop(rps[0], stop, restart, oldVersions)
 	s.assertRunningOnNewSchema(stop, s.rowsWrittenBefore(restart), repoMigrations)
 	s.assertNoPasswordInJournal()
+}
+
+// sysCloneExportAndCleanup: with CREATEDB for the app role, an upgrade under
+// a real systemd takes its restore point as a clone while the service is
+// stopped; once the service runs again the helper's transient unit
+// (systemd-run) exports the clone to the usual file and drops it, and the
+// file holds every row written before the stop. Then the cleanup unit, the
+// one the timer starts, in its sandbox, prunes with BACKUP_RETENTION_DAYS=010:
+// ten days (the shell cleanup it replaced read 010 as octal, eight days),
+// keeping a file nine and a half days old and removing one ten and a half.
+func sysCloneExportAndCleanup(s *sysCase) {
+	old, nw := s.vs["old"], s.vs["new"]
+	s.install(old, true)
+	s.sql("postgres", "ALTER ROLE "+appDB+" CREATEDB")
+	oldVersions := s.schemaVersions(appDB)
+	since := now()
+	res := s.mustPM(aptInstall(nw)...)
+	if !strings.Contains(res.out, "a clone of the database") {
+		s.t.Errorf("the upgrade did not take a clone restore point:\n%s", res.out)
+	}
+	stop, restart := s.stopAndRestart(since, "the upgrade")
+	s.assertRunningOnNewSchema(stop, s.rowsWrittenBefore(restart), repoMigrations)
+
+	clones := "SELECT count(*) FROM pg_database WHERE starts_with(datname, '" + clone.Prefix + "')"
+	deadline := time.Now().Add(3 * time.Minute)
+	for len(s.restorePoints()) == 0 || s.sqlInt("postgres", clones) != 0 {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("three minutes after the upgrade: restore points %v, %d clones; %s's journal:\n%s",
+				s.restorePoints(), s.sqlInt("postgres", clones), exportUnit, s.journalText(exportUnit, since))
+		}
+		time.Sleep(time.Second)
+	}
+	rps := s.restorePoints()
+	if len(rps) != 1 {
+		s.t.Fatalf("restore points after the export: %v, want one", rps)
+	}
+	if m := restorePointName.FindStringSubmatch(path.Base(rps[0])); m[2] != old.Head {
+		s.t.Errorf("restore point %s: schema %s, want %s", path.Base(rps[0]), m[2], old.Head)
+	}
+	if j := s.journalText(exportUnit, since); !strings.Contains(j, "export: done in ") {
+		s.t.Errorf("%s's journal does not show the export:\n%s", exportUnit, j)
+	}
+	s.assertEveryRowBeforeStop(rps[0], stop, restart, oldVersions)
+
+	// The cleanup, as the timer runs it, with a retention written with a
+	// leading zero.
+	s.wantState(cleanupTimer, "after the upgrade", "active")
+	conf, err := os.ReadFile(s.m.path(upgradeConfPath))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	fi, err := os.Stat(s.m.path(upgradeConfPath))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	retention := regexp.MustCompile(`(?m)^BACKUP_RETENTION_DAYS=.*$`)
+	if !retention.Match(conf) {
+		s.t.Fatalf("%s has no BACKUP_RETENTION_DAYS line:\n%s", upgradeConfPath, conf)
+	}
+	s.m.writeFile(upgradeConfPath, retention.ReplaceAllString(string(conf), "BACKUP_RETENTION_DAYS=010"), fi.Mode().Perm())
+	kept := path.Join(backupDir, dump.FileName(nw.FullVersion(), old.Head, time.Now().Add(-(9*24+12)*time.Hour)))
+	removed := path.Join(backupDir, dump.FileName(nw.FullVersion(), old.Head, time.Now().Add(-(10*24+12)*time.Hour)))
+	s.m.writeFile(kept, "an older restore point", 0o600)
+	s.m.writeFile(removed, "a restore point past the retention", 0o600)
+	since = now()
+	if res := s.pm("systemctl", "start", cleanupService); res.code != 0 {
+		s.t.Fatalf("systemctl start %s: exit %d\n%s\n%s", cleanupService, res.code, res.out, s.journalText(cleanupService, since))
+	}
+	if got, want := s.restorePoints(), []string{rps[0], kept}; !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+		s.t.Errorf("after the cleanup with BACKUP_RETENTION_DAYS=010: %v, want %v\n%s", got, want, s.journalText(cleanupService, since))
+	}
+	if j := s.journalText(cleanupService, since); !strings.Contains(j, "removed "+removed) {
+		s.t.Errorf("%s's journal does not name the file it removed:\n%s", cleanupService, j)
+	}
+	s.assertNoPasswordInJournal()
+}
+
+// journalText is a unit's journal since a time, a message a line.
+func (s *sysCase) journalText(unit string, since int64) string {
+	var b strings.Builder
+	for _, e := range s.m.journal(unit, since) {
+		b.WriteString(e.Message + "\n")
+	}
+	return b.String()
 }
