@@ -129,11 +129,25 @@ func (a *app) retainClones(ctx context.Context, dir string, d *dsn.DSN, keep str
 		return nil, err
 	}
 	points, err := clone.List(ctx, conn)
-	conn.Close(context.Background())
 	if err != nil {
+		conn.Close(context.Background())
 		err = d.Redactor.Error(err)
 		fmt.Fprintf(a.Stderr, "openwatch: warning: could not list the clone restore points: %v\nThen run: openwatch backup --prune\n", err)
 		return nil, err
+	}
+	incomplete, ierr := clone.Incomplete(ctx, conn, d.Config.Database)
+	conn.Close(context.Background())
+	if ierr != nil {
+		fmt.Fprintf(a.Stderr, "openwatch: warning: %v\n", d.Redactor.Error(ierr))
+	}
+	for _, name := range incomplete {
+		if err := clone.DropIncomplete(ctx, d, name); err != nil {
+			err = d.Redactor.Error(err)
+			fmt.Fprintf(a.Stderr, "openwatch: warning: could not drop %s, a clone an interrupted openwatch migrate left without its restore point record: %v\nThen run: openwatch backup --prune\n", name, err)
+			dropErrs = append(dropErrs, err)
+			continue
+		}
+		fmt.Fprintf(a.Stdout, "dropped %s: a clone an interrupted openwatch migrate left without its restore point record (it never was a restore point)\n", name)
 	}
 	mine := points[:0]
 	for _, p := range points {

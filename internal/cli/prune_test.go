@@ -393,3 +393,37 @@ func TestMigrateTakingACloneDropsTheOlderClones(t *testing.T) {
 		pgtest.Shared(t).Exec(context.Background(), "postgres", "drop database if exists "+quoteIdent(name)+" with (force)")
 	})
 }
+
+// CREATE DATABASE and the COMMENT that records a clone cannot share a
+// transaction: a migrate killed between them leaves a full copy of the
+// database without a record, which is no restore point and which nothing
+// listed. The cleanup drops it, and only it: a database with a clone's name
+// owned by another role stays.
+func TestPruneDropsTheIncompleteCloneAnInterruptedMigrateLeft(t *testing.T) {
+	e := newEnv(t)
+	e.mustRun(0, "migrate")
+	srv := pgtest.Shared(t)
+	ctx := context.Background()
+	incomplete := clone.Prefix + "20260101000003_20000101t000000z"
+	foreign := clone.Prefix + "20260101000003_20000101t000001z"
+	for _, sql := range []string{
+		"create database " + incomplete + " owner " + quoteIdent(e.db.User) + " template " + quoteIdent(e.db.Name),
+		"create database " + foreign,
+	} {
+		if err := srv.Exec(ctx, "postgres", sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		srv.Exec(ctx, "postgres", "drop database if exists "+incomplete)
+		srv.Exec(ctx, "postgres", "drop database if exists "+foreign)
+	})
+	r := e.mustRun(0, "backup", "--prune")
+	if want := "dropped " + incomplete + ": a clone an interrupted openwatch migrate left without its restore point record"; !strings.Contains(r.stdout, want) {
+		t.Errorf("stdout lacks %q\n%s", want, r)
+	}
+	got := e.query("select coalesce(string_agg(datname, ',' order by datname), '') from pg_database where datname in ('" + incomplete + "', '" + foreign + "')")
+	if got != foreign {
+		t.Errorf("databases left: %q, want only the one another role owns, %s", got, foreign)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -391,6 +392,60 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// Incomplete returns the databases that look like clones of database src
+// that an interrupted Create left behind: a clone's name, owned by src's
+// owner, and no restore point record. CREATE DATABASE and the COMMENT that
+// records the clone cannot share a transaction; a migrate killed between
+// them leaves a full copy that is not a restore point (nothing was migrated
+// after it) and that nothing else would ever list or drop.
+func Incomplete(ctx context.Context, q querier, src string) ([]string, error) {
+	rows, err := q.Query(ctx, `select datname, coalesce(shobj_description(oid, 'pg_database'), '')
+		from pg_database
+		where starts_with(datname, $1) and datdba = (select datdba from pg_database where datname = $2)`, Prefix, src)
+	if err != nil {
+		return nil, fmt.Errorf("list the incomplete clones: %w", err)
+	}
+	var names []string
+	for rows.Next() {
+		var name, comment string
+		if err := rows.Scan(&name, &comment); err != nil {
+			return nil, fmt.Errorf("list the incomplete clones: %w", err)
+		}
+		if _, ok := parseRecord(comment); IsName(name) && !ok {
+			names = append(names, name)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list the incomplete clones: %w", err)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// DropIncomplete drops name, one of Incomplete's databases for d's
+// database; it checks again that it is one, and refuses one with sessions.
+func DropIncomplete(ctx context.Context, d *dsn.DSN, name string) error {
+	conn, err := maintenance(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	names, err := Incomplete(ctx, conn, d.Config.Database)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(names, name) {
+		return fmt.Errorf("%q is not an incomplete clone of %q (a clone's name, its owner, no record); nothing was changed", name, d.Config.Database)
+	}
+	if err := checkIdle(ctx, conn, name, "drop"); err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, "DROP DATABASE "+ident(name)); err != nil {
+		return fmt.Errorf("drop the incomplete clone %q: %w", name, err)
+	}
+	return nil
 }
 
 // Drop drops the clone name. It refuses any database that is not one of
