@@ -171,7 +171,7 @@ func TestDEB(t *testing.T) {
 	}
 	for field, want := range map[string]string{
 		"Package": "openwatch", "Version": "1.1.0-2", "Architecture": "amd64",
-		"Depends": "postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17",
+		"Depends": "postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17, init-system-helpers (>= 1.54~)",
 	} {
 		if got := strings.TrimSpace(run(t, "dpkg-deb", "-f", deb, field)); got != want {
 			t.Errorf("%s: %q, want %q", field, got, want)
