@@ -65,8 +65,16 @@ lint: $(SQUAWK)
 
 # Every test: unit, generated-script behaviour under four shells, real
 # PostgreSQL, and real dpkg/rpm upgrades in a disposable root.
+# The tests write only into their temp dirs: a file they leave in the
+# checkout (compared with git status before and after) fails the run.
 test: test-deps lint check-generate vet
-	$(GO) test -count=1 -timeout 80m ./...
+	@before=$$(mktemp); git status --porcelain --untracked-files=all >"$$before" 2>/dev/null; \
+	$(GO) test -count=1 -timeout 80m ./...; rc=$$?; \
+	if ! git status --porcelain --untracked-files=all 2>/dev/null | cmp -s "$$before" -; then \
+		echo "make test: the tests changed or left these files in the checkout (they must write only into their temp dirs):" >&2; \
+		git status --porcelain --untracked-files=all | diff "$$before" - >&2; rc=1; \
+	fi; \
+	rm -f "$$before"; exit $$rc
 
 # Only the package-manager end-to-end upgrade tests.
 e2e: test-deps

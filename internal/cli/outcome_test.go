@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -14,7 +15,7 @@ import (
 func (e *env) inProcess(ctx context.Context, fsys fstest.MapFS, args ...string) (int, string) {
 	var out bytes.Buffer
 	a := &app{IO: IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out}, migrations: fsys,
-		configPath: e.conf, secretsPath: e.secrets}
+		configPath: e.conf, secretsPath: e.secrets, journalPath: filepath.Join(filepath.Dir(e.conf), "upgrade.state")}
 	code := a.run(ctx, args)
 	return code, out.String()
 }
