@@ -31,6 +31,13 @@ func TestACloneRestorePointIsTakenListedSwappedBackAndExported(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The preflight runs while the service does: its session does not
+	// count against the clone.
+	service := e.db.Conn(t)
+	if r := e.mustRun(0, "migrate", "--preflight"); !strings.Contains(r.stdout, "preflight: the restore point will be a clone of the database") {
+		t.Errorf("the preflight does not say that the restore point will be a clone: %s", r)
+	}
+	service.Close(context.Background())
 	r := e.mustRun(0, "migrate")
 	name := cloneNameRE.FindString(r.stdout)
 	if name == "" || !strings.Contains(r.stdout, "a clone of the database") {
@@ -84,12 +91,21 @@ func TestWithoutCreatedbTheRestorePointIsAFileAndTheOutputSaysWhy(t *testing.T) 
 	e.mustRun(0, "migrate")
 	e.downgradeOneStep()
 	e.exec("insert into hosts (hostname, address) values ('a', '10.0.0.1')")
+	if r := e.mustRun(0, "migrate", "--preflight"); !strings.Contains(r.stdout, "preflight: the restore point will be a file, not a clone: ") || !strings.Contains(r.stdout, "CREATEDB") {
+		t.Errorf("the preflight does not say that the restore point will be a file, and why: %s", r)
+	}
 	r := e.mustRun(0, "migrate")
 	if !strings.Contains(r.stdout, "restore point: a file, not a clone: ") || !strings.Contains(r.stdout, "CREATEDB") || len(e.dumps()) != 1 {
 		t.Fatalf("want a file and the reason: %s", r)
 	}
 	e.writeConf("BACKUP_DIR=" + e.backups + "\nRESTORE_POINT=clone\nDATABASE_WAIT_TIMEOUT=0\n")
 	e.downgradeOneStep()
+	// The preflight, while the service still runs, already refuses: the
+	// upgrade fails before it stops anything.
+	r = e.run("migrate", "--preflight")
+	if r.code != ExitBackupFailed || !strings.Contains(r.stderr, "RESTORE_POINT=clone") || !strings.Contains(r.stderr, "CREATEDB") || !strings.Contains(r.stderr, "Nothing was changed") {
+		t.Fatalf("preflight with RESTORE_POINT=clone without CREATEDB: %s", r)
+	}
 	r = e.run("migrate")
 	if r.code != ExitBackupFailed || !strings.Contains(r.stderr, "RESTORE_POINT=clone") || !strings.Contains(r.stderr, "Nothing was applied") {
 		t.Fatalf("RESTORE_POINT=clone without CREATEDB: %s", r)

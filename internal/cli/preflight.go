@@ -80,6 +80,25 @@ func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f mi
 			problems = append(problems, d.Redactor.String(err.Error()))
 		}
 	}
+	kind := ""
+	if mode, err := clone.ParseMode(cfg.RestorePoint); err == nil && mode != clone.ModeFile && f.backupDir == "" {
+		// Whether a clone can be taken, but for the sessions the service
+		// holds now: RESTORE_POINT=clone that cannot fails here, with the
+		// service still running, not after it was stopped.
+		dec, err := clone.Eligible(ctx, conn, clone.Options{Mode: mode, Running: true})
+		switch {
+		case err != nil && mode == clone.ModeClone:
+			problems = append(problems, fmt.Sprintf("RESTORE_POINT=clone in %s, but whether a clone can be taken could not be checked: %v", a.configPath, d.Redactor.Error(err)))
+		case err != nil:
+			kind = fmt.Sprintf("a file (whether a clone is safe could not be checked: %v)", d.Redactor.Error(err))
+		case dec.Method != clone.MethodClone && mode == clone.ModeClone:
+			problems = append(problems, fmt.Sprintf("RESTORE_POINT=clone in %s, but a clone cannot be taken: %s", a.configPath, dec.Reason))
+		case dec.Method != clone.MethodClone:
+			kind = "a file, not a clone: " + dec.Reason
+		default:
+			kind = "a clone of the database, once the service has stopped and no other session uses it (else a file)"
+		}
+	}
 	if len(problems) > 0 {
 		a.errorf("preflight: the restore point could not be taken:\n  - %s\nNothing was changed. Fix the cause, then run: %s",
 			strings.Join(problems, "\n  - "), a.next("openwatch migrate --preflight"))
@@ -92,8 +111,15 @@ func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f mi
 			fmt.Fprintln(a.Stdout, "preflight: checkpoint done, so a clone restore point takes less of the downtime")
 		}
 	}
-	fmt.Fprintf(a.Stdout, "preflight: ready; the restore point goes to %s (about %s needed, %s free)\n",
-		dir, progress.Bytes(space.Need), progress.Bytes(space.Free))
+	what := "the restore point goes to"
+	if kind != "" {
+		fmt.Fprintf(a.Stdout, "preflight: the restore point will be %s\n", kind)
+		if strings.HasPrefix(kind, "a clone") {
+			what = "its file (exported once the service runs again, or taken instead of the clone) goes to"
+		}
+	}
+	fmt.Fprintf(a.Stdout, "preflight: ready; %s %s (about %s needed, %s free)\n",
+		what, dir, progress.Bytes(space.Need), progress.Bytes(space.Free))
 	return ExitOK
 }
 

@@ -41,6 +41,10 @@ func ParseMode(s string) (Mode, error) {
 // Options configure Eligible.
 type Options struct {
 	Mode Mode // "" is auto
+	// Running is set by the preflight, while the service still runs: its
+	// sessions are expected, and only the service being stopped decides
+	// whether others remain. Everything else is checked as for the clone.
+	Running bool
 }
 
 // The two kinds of restore point.
@@ -128,7 +132,7 @@ func Eligible(ctx context.Context, conn *pgx.Conn, opts Options) (Decision, erro
 	}
 	if n, apps, err := sessions(ctx, conn, db); err != nil {
 		return Decision{}, err
-	} else if n > 0 {
+	} else if n > 0 && !opts.Running {
 		return file("%d other session(s) use database %q (applications: %s), and a clone needs none (stop the service first: %s)", n, db, strings.Join(apps, ", "), StopCommand)
 	}
 	props, err := readProperties(ctx, conn, db)
