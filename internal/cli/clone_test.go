@@ -1,11 +1,8 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -172,19 +169,14 @@ func TestBackupListWithoutTheDatabaseListsTheFilesAndSaysTheClonesWereNot(t *tes
 	dir := filepath.Join(p.root, "backups")
 	p.writeConf("BACKUP_DIR=" + dir + "\n")
 	name := p.restorePoint(dir, day)
-	cmd := exec.Command(binary, "--config", p.conf, "--secrets", filepath.Join(p.root, "no-secrets.env"), "backup", "--list")
-	cmd.Env = []string{"PATH=/nonexistent"}
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != ExitUnreachable {
-		t.Fatalf("want exit %d, got %v\n%s%s", ExitUnreachable, err, out.String(), errOut.String())
+	r := p.backup("--list")
+	if r.code != ExitUnreachable {
+		t.Fatalf("want exit %d, got %s", ExitUnreachable, r)
 	}
-	if !strings.Contains(out.String(), filepath.Join(dir, name)) {
-		t.Errorf("the file is not listed: %s", out.String())
+	if !strings.Contains(r.stdout, filepath.Join(dir, name)) {
+		t.Errorf("the file is not listed: %s", r)
 	}
-	if want := "were not listed: no database is configured"; !strings.Contains(errOut.String(), want) || !strings.Contains(errOut.String(), "run: openwatch backup --list") {
-		t.Errorf("stderr lacks %q and the command: %s", want, errOut.String())
+	if want := "were not listed: no database is configured"; !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "run: openwatch backup --list") {
+		t.Errorf("stderr lacks %q and the command: %s", want, r)
 	}
 }

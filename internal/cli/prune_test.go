@@ -55,7 +55,13 @@ func (p *pruneEnv) restorePoint(dir string, age time.Duration) string {
 
 func (p *pruneEnv) prune(args ...string) result {
 	p.t.Helper()
-	cmd := exec.Command(binary, append([]string{"--config", p.conf, "--secrets", filepath.Join(p.root, "no-secrets.env"), "backup", "--prune"}, args...)...)
+	return p.backup(append([]string{"--prune"}, args...)...)
+}
+
+// backup runs openwatch backup with args, without a database.
+func (p *pruneEnv) backup(args ...string) result {
+	p.t.Helper()
+	cmd := exec.Command(binary, append([]string{"--config", p.conf, "--secrets", filepath.Join(p.root, "no-secrets.env"), "backup"}, args...)...)
 	cmd.Env = []string{"PATH=/nonexistent"} // no pg_dump, no psql, no DSN
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -358,10 +364,14 @@ func TestPruneWithoutTheDatabasePrunesTheFilesAndSaysTheClonesWereNotChecked(t *
 	}
 }
 
-func TestMigrateTakingACloneDropsTheOlderClones(t *testing.T) {
+// Taking a clone, migrate drops the older clones whose files exist, before
+// the migration needs the room, and keeps those without one.
+func TestMigrateTakingACloneDropsTheOlderExportedClones(t *testing.T) {
 	e := newEnv(t)
 	e.mustRun(0, "migrate")
 	e.allowClones()
+	exported := e.takeClone(time.Now().UTC().Truncate(time.Second).Add(-2 * time.Hour))
+	file := e.exportedFile(exported)
 	older := e.takeClone(time.Now().UTC().Truncate(time.Second).Add(-time.Hour))
 	e.downgradeOneStep()
 	e.exec("insert into hosts (hostname, address) values ('a', '10.0.0.1')")
@@ -383,11 +393,11 @@ func TestMigrateTakingACloneDropsTheOlderClones(t *testing.T) {
 	if name == "" || name == older.Name {
 		t.Fatalf("no new clone: %s", r)
 	}
-	if want := fmt.Sprintf("dropped the clone restore point %s (taken %s, never exported): the newer clone %s supersedes it\n", older.Name, older.Created.Format(time.RFC3339), name); !strings.Contains(r.stdout, want) {
+	if want := fmt.Sprintf("dropped the clone restore point %s (taken %s): its file %s exists\n", exported.Name, exported.Created.Format(time.RFC3339), file); !strings.Contains(r.stdout, want) {
 		t.Errorf("stdout lacks %q\n%s", want, r)
 	}
-	if got := e.clones(); got != name {
-		t.Fatalf("clones left: %q, want only the new %s", got, name)
+	if got, want := e.clones(), strings.Join(slices.Sorted(slices.Values([]string{older.Name, name})), ","); got != want {
+		t.Fatalf("clones left: %q, want the one without a file and the new one: %s", got, want)
 	}
 	t.Cleanup(func() {
 		pgtest.Shared(t).Exec(context.Background(), "postgres", "drop database if exists "+quoteIdent(name)+" with (force)")
