@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/openwatch/openwatch/internal/clone"
-	"github.com/openwatch/openwatch/internal/config"
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/dump"
 	"github.com/openwatch/openwatch/internal/migrate"
@@ -76,13 +75,9 @@ func (a *app) backup(ctx context.Context, args []string) int {
 // the files are listed all the same and a last line says that the clones
 // were not, and why (exit 12).
 func (a *app) listRestorePoints(ctx context.Context, dir string) int {
-	cfg, err := config.LoadOptions{ConfPath: a.configPath, ConfRequired: a.configGiven, NoDSN: true}.Load()
-	if err != nil {
-		a.errorf("invalid configuration: %v\nFix the file, then run the command again.", err)
+	cfg, dir, ok := a.backupDirConf(dir, "nothing was listed", "openwatch backup --list")
+	if !ok {
 		return ExitConfig
-	}
-	if dir == "" {
-		dir = cfg.BackupDir
 	}
 	rps, err := dump.List(dir)
 	if err != nil {

@@ -30,13 +30,9 @@ func (a *app) pruneRestorePoints(ctx context.Context, dir string, list bool) int
 	if list {
 		return a.usageError("backup: --list and --prune do not go together")
 	}
-	cfg, err := config.LoadOptions{ConfPath: a.configPath, ConfRequired: a.configGiven, NoDSN: true}.Load()
-	if err != nil {
-		a.errorf("invalid configuration, nothing was pruned: %v\nFix the file, then run: openwatch backup --prune", err)
+	cfg, dir, ok := a.backupDirConf(dir, "nothing was pruned", "openwatch backup --prune")
+	if !ok {
 		return ExitConfig
-	}
-	if dir == "" {
-		dir = cfg.BackupDir
 	}
 	cloneCode, notChecked, next := a.pruneClones(ctx, cfg, dir)
 	res, err := dump.Prune(dir, cfg.RetentionDays, time.Now(), func(rp dump.RestorePoint) {
@@ -119,6 +115,22 @@ func (a *app) optionalDatabase(ctx context.Context, cfg config.Config, done, com
 	}
 	conn.Close(context.Background())
 	return d, ExitOK, "", ""
+}
+
+// backupDirConf reads upgrade.conf without the DSN for a command on the
+// restore points in dir (BACKUP_DIR when ""). On a configuration error it
+// says so, that nothing was done and which command to run once it is
+// fixed, and ok is false (ExitConfig).
+func (a *app) backupDirConf(dir, nothingDone, command string) (cfg config.Config, _ string, ok bool) {
+	cfg, err := config.LoadOptions{ConfPath: a.configPath, ConfRequired: a.configGiven, NoDSN: true}.Load()
+	if err != nil {
+		a.errorf("invalid configuration, %s: %v\nFix the file, then run: %s", nothingDone, err, command)
+		return cfg, dir, false
+	}
+	if dir == "" {
+		dir = cfg.BackupDir
+	}
+	return cfg, dir, true
 }
 
 // oneLine joins a multi-line message (a driver's one line per attempt).
