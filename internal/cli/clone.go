@@ -289,7 +289,7 @@ func (a *app) restoreClone(ctx context.Context, cfg config.Config, d *dsn.DSN, n
 	fmt.Fprintf(a.Stdout, "the database %s is now the clone %s; the database as it was is kept as %s.\n"+
 		"Drop it once you no longer need it: %s\n", res.Database, name, res.Kept, res.DropKept)
 	if conn, err := d.Connect(ctx); err == nil {
-		a.afterRestore(ctx, conn, name)
+		a.afterRestore(ctx, conn, name, res.Point.PackageVersion)
 		conn.Close(context.Background())
 	}
 	return ExitOK

@@ -172,7 +172,7 @@ func (a *app) restore(ctx context.Context, args []string) int {
 		a.errorf("restore failed, %v\nIf sessions still use the database (lock timeout), stop the service first: systemctl stop openwatch\nThen run: openwatch restore --yes %s", err, file)
 		return ExitError
 	}
-	a.afterRestore(ctx, conn, file)
+	a.afterRestore(ctx, conn, file, dump.PackageVersionOf(file))
 	return ExitOK
 }
 
@@ -195,7 +195,9 @@ func (a *app) confirm(d *dsn.DSN, file string, archive dump.Archive) (int, bool)
 }
 
 // afterRestore says where the restored schema stands relative to this binary.
-func (a *app) afterRestore(ctx context.Context, conn *pgx.Conn, file string) {
+// pkgVersion is the version of the package that took the restore point, ""
+// when it is not known.
+func (a *app) afterRestore(ctx context.Context, conn *pgx.Conn, file, pkgVersion string) {
 	s, err := migrate.ReadState(ctx, conn, a.migrations)
 	if err != nil {
 		fmt.Fprintf(a.Stdout, "restored %s\n", file)
@@ -204,7 +206,11 @@ func (a *app) afterRestore(ctx context.Context, conn *pgx.Conn, file string) {
 	fmt.Fprintf(a.Stdout, "restored %s; schema now at %s\n", file, orNone(s.Current))
 	switch {
 	case s.Newer():
-		fmt.Fprintf(a.Stdout, "This schema is newer than this binary (openwatch %s); install the package version named in the file name.\n", version.Version)
+		took := "the package version that took the restore point"
+		if pkgVersion != "" {
+			took = "openwatch " + pkgVersion + ", the version that took the restore point"
+		}
+		fmt.Fprintf(a.Stdout, "This schema is newer than this binary (openwatch %s); install %s.\n", version.Version, took)
 	case len(s.Pending) > 0:
 		fmt.Fprintf(a.Stdout, "%d migration(s) of this binary are pending; apply them with: openwatch migrate\n", len(s.Pending))
 	}

@@ -2,6 +2,7 @@ package dump
 
 import (
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -41,6 +42,17 @@ func FileName(pkgVersion, schemaVersion string, t time.Time) string {
 		schemaVersion = "none"
 	}
 	return fmt.Sprintf(fileNamer, unsafeChars.ReplaceAllString(pkgVersion, "_"), schemaVersion, t.UTC().Format(timeLayout))
+}
+
+// PackageVersionOf is the package version in the name of the restore point
+// file path (as in the name: "_" for characters unsafe in a file name), or
+// "" when it is not named like one.
+func PackageVersionOf(path string) string {
+	v, _, _, ok := parseFileName(filepath.Base(path))
+	if !ok {
+		return ""
+	}
+	return v
 }
 
 // parseFileName reads a restore point file name; ok is false for any other.

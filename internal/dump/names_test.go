@@ -21,6 +21,9 @@ func TestFileNameParserAndGlobAgree(t *testing.T) {
 		if !ok || pkg != c.pkg || schema != c.wantSchema || !created.Equal(when) {
 			t.Errorf("parseFileName(%q) = %q, %q, %v, %v; want %q, %q, %v, true", name, pkg, schema, created, ok, c.pkg, c.wantSchema, when)
 		}
+		if got := PackageVersionOf(filepath.Join("/var/backups/x", name)); got != c.pkg {
+			t.Errorf("PackageVersionOf(…/%s) = %q, want %q", name, got, c.pkg)
+		}
 		if m, _ := filepath.Match(FileGlob, name); !m {
 			t.Errorf("FileGlob %q does not match %q", FileGlob, name)
 		}
@@ -36,6 +39,9 @@ func TestFileNameParserAndGlobAgree(t *testing.T) {
 		t.Errorf("FileGlob %q matches the partial file %q", FileGlob, partial)
 	}
 	for _, other := range []string{"openwatch_1_schema-x_20260102T030405Z.dump", "openwatch_1_schema-1_20260102T030405Z.dump.bak", "notes.txt"} {
+		if got := PackageVersionOf(other); got != "" {
+			t.Errorf("PackageVersionOf(%q) = %q for a name FileName never writes", other, got)
+		}
 		if _, _, _, ok := parseFileName(other); ok {
 			t.Errorf("parseFileName(%q) accepted a name FileName never writes", other)
 		}
