@@ -269,7 +269,8 @@ func sortNewestFirst(rps []dump.RestorePoint) {
 // restoreClone swaps clone name in for the service's database.
 func (a *app) restoreClone(ctx context.Context, cfg config.Config, d *dsn.DSN, name string, yes bool) int {
 	if !yes {
-		if code, ok := a.confirm(d, name, dump.Archive{Database: d.Config.Database, Created: "the time in its name"}); !ok {
+		if code, ok := a.confirm(d, name, dump.Archive{Database: d.Config.Database, Created: "the time in its name"},
+			"The database as it is now is kept under another name, with the changes made since, until you drop it."); !ok {
 			return code
 		}
 	}

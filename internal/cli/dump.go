@@ -142,7 +142,7 @@ func (a *app) restore(ctx context.Context, args []string) int {
 		return ExitError
 	}
 	if !*yes {
-		if code, ok := a.confirm(d, file, archive); !ok {
+		if code, ok := a.confirm(d, file, archive, "Changes made since then are lost."); !ok {
 			return code
 		}
 	}
@@ -177,14 +177,15 @@ func (a *app) restore(ctx context.Context, args []string) int {
 }
 
 // confirm asks on the terminal; without one it refuses.
-func (a *app) confirm(d *dsn.DSN, file string, archive dump.Archive) (int, bool) {
+// since says what becomes of the database as it is now.
+func (a *app) confirm(d *dsn.DSN, file string, archive dump.Archive, since string) (int, bool) {
 	if !progress.IsTerminal(a.Stdin) {
 		a.errorf("refusing to restore without confirmation: stdin is not a terminal.\nTo replace %s with %s, run:\n  openwatch restore --yes %s", d.Describe(), file, file)
 		return ExitUsage, false
 	}
 	fmt.Fprintf(a.Stderr, "This replaces everything in %s with the restore point\n  %s\n"+
-		"taken from database %q at %s. Changes made since then are lost.\nType the database name (%s) or y to continue: ",
-		d.Describe(), file, archive.Database, archive.Created, d.Config.Database)
+		"taken from database %q at %s. %s\nType the database name (%s) or y to continue: ",
+		d.Describe(), file, archive.Database, archive.Created, since, d.Config.Database)
 	answer, _ := bufio.NewReader(a.Stdin).ReadString('\n')
 	answer = strings.TrimSpace(answer)
 	if answer == d.Config.Database || strings.EqualFold(answer, "y") || strings.EqualFold(answer, "yes") {
