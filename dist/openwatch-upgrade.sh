@@ -181,7 +181,9 @@ recovery=$(recovery_command)
 stopped_here=''
 prev_outcome=$(journal_get OUTCOME)
 prev_stopped_at=''
+resuming=''
 if [ -n "$prev_outcome" ] && [ "$prev_outcome" != succeeded ]; then
+	resuming=yes
 	prev_stopped_at=$(journal_get STOPPED_AT)
 	say "resuming after an earlier attempt that ended: $prev_outcome"
 fi
@@ -202,6 +204,9 @@ case $check in
 		start_unit
 		stopped_at=''
 		journal_write succeeded finished
+		# An earlier attempt that failed, or was killed, after its migrate
+		# took a clone never exported it.
+		[ -z "$resuming" ] || export_restore_point
 		exit 0
 		;;
 	10)

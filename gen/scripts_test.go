@@ -142,9 +142,9 @@ func TestUpgradeHelper(t *testing.T) {
 			check: journalSays("succeeded"),
 		},
 		{
-			name:  "schema at head after an earlier failed attempt stopped the service: start it",
+			name:  "schema at head after an earlier failed attempt stopped the service: start it, export the clone it may have left",
 			setup: afterFailure,
-			want:  []string{isActive, check, isActive, startApp},
+			want:  []string{isActive, check, isActive, startApp, exportBg},
 			check: journalSays("succeeded"),
 		},
 		{
@@ -159,13 +159,13 @@ func TestUpgradeHelper(t *testing.T) {
 		{
 			name:    "after a failed attempt the operator masked the service: it stays stopped",
 			setup:   both(afterFailure, func(sb *sandbox) { sb.output(unitFileState, "masked") }),
-			want:    []string{isActive, check},
+			want:    []string{isActive, check, exportBg},
 			wantOut: []string{"masked after the earlier attempt stopped it"},
 		},
 		{
 			name:    "after a failed attempt the operator disabled the service: it stays stopped",
 			setup:   both(afterFailure, func(sb *sandbox) { sb.output(unitFileState, "disabled") }),
-			want:    []string{isActive, check},
+			want:    []string{isActive, check, exportBg},
 			wantOut: []string{"disabled after the earlier attempt stopped it"},
 		},
 		{
