@@ -252,7 +252,11 @@ func run(o options) error {
 		}
 	}
 	m.LoadAfter = loadavg()
-	m.LoadPeak = <-peak
+	select {
+	case m.LoadPeak = <-peak:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	res.Machine = m
 	res.Seconds = time.Since(started).Seconds()
 	res.Finished = time.Now().UTC()
