@@ -251,7 +251,7 @@ func (r *results) write(o options) error {
 		if m.LoadPeak > 0 {
 			p(", up to %.1f during it", m.LoadPeak)
 		}
-		p(", on %d cores; the benchmark itself keeps about one core busy): downtimes spread between repetitions; read the min–max ranges.\n\n", m.Cores)
+		p(", on %d cores; the benchmark's own processes count towards it: a server backend with pg_dump, psql or the binary, four processes for P): downtimes spread between repetitions; read the min–max ranges.\n\n", m.Cores)
 	}
 	p("## Dataset\n\n| database | hosts | scan results | scan_results heap+TOAST | its indexes | plain dump (A) | load time |\n|---|---|---|---|---|---|---|\n")
 	for i, d := range r.Sizes {
@@ -436,7 +436,11 @@ func (r *results) write(o options) error {
 	if err := os.WriteFile(o.out, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
-	logf("wrote %s, %s, %s", o.out, o.svg, o.raw)
+	if o.rendering {
+		logf("wrote %s, %s from %s", o.out, o.svg, o.raw)
+	} else {
+		logf("wrote %s, %s, %s", o.out, o.svg, o.raw)
+	}
 	return nil
 }
 
@@ -570,6 +574,10 @@ func (r *results) why(p func(string, ...any), main int) {
 	p("| D − F: pg_dump beyond the floor (catalog queries, archive format, compression at Z%s, writing the file) | %.2f | %s |\n", r.DefaultLevel, d.down-f.down, share(d.down-f.down))
 	p("| B-file − D: everything else (helper, `openwatch` start, SCRAM connections, lock, schema state, fsync of the restore point, the migration, `systemctl`) | %.2f | %s |\n", bd.down-d.down, share(bd.down-d.down))
 	p("| B-file (default) | %.2f | 100%% |\n", bd.down)
+	if d.down > bd.down || f.down > d.down {
+		p("\nA part above is negative: the medians of B-file (%s–%s), D (%s–%s) and F (%s–%s) are closer together than their spread between repetitions, so this split does not hold in this run.\n",
+			secs(bd.lo), secs(bd.hi), secs(d.lo), secs(d.hi), secs(f.lo), secs(f.hi))
+	}
 	p("\nThe 1.15 × F target leaves %.2f s for everything above the floor; B-file spends %.2f s there. ", 0.15*f.down, bd.down-f.down)
 	if !math.IsNaN(b0.down) {
 		p("Without compression (B-file-Z0) the downtime is %s (%.2f × F; B-file − B-file-Z0 = %.2f s). ", secs(b0.down), b0.down/f.down, bd.down-b0.down)
@@ -591,8 +599,11 @@ func (r *results) why(p func(string, ...any), main int) {
 		}
 	}
 	p("\nRestoring: `psql -f` and `openwatch restore FILE` make PostgreSQL do the same work — COPY the rows in, then build the btree and GIN indexes: %s vs %s (%s × plain). ", secs(plain), secs(ow), ratio(ow, plain))
-	if bestJ > 0 {
+	switch {
+	case bestJ > 1:
 		p("The fastest `pg_restore -j` here (-j %d, %s, %s × plain) builds indexes in parallel but gives up the all-or-nothing transaction, and has %d cores to use. ", bestJ, secs(best), ratio(best, plain), r.Machine.Cores)
+	case bestJ == 1:
+		p("No `pg_restore -j` beat `-j 1` here (%s, %s × plain) with %d cores: parallel index builds did not pay. ", secs(best), ratio(best, plain), r.Machine.Cores)
 	}
 	if !math.IsNaN(swap) {
 		p("The swap of a clone does none of that work: %s, %s × plain, %s × the file restore. ", secs(swap), ratio(swap, plain), ratio(swap, ow))
