@@ -16,11 +16,15 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/openwatch/openwatch/internal/clone"
+	"github.com/openwatch/openwatch/internal/defaults"
+	"github.com/openwatch/openwatch/internal/dump"
 	"github.com/openwatch/openwatch/internal/pgtest"
 )
 
@@ -28,10 +32,10 @@ const (
 	dbName       = "openwatch"
 	roleName     = "openwatch"
 	pkgVersion   = "1.1.0-1"
-	unit         = "openwatch.service"
 	helperPath   = "dist/openwatch-upgrade.sh"
 	shippedConf  = "dist/upgrade.conf"
 	rtDB         = "openwatch_restore"
+	systemdDir   = "/run/systemd" // the helper tests for its system/ (the spec's SystemdRunDir; not in internal/defaults)
 	recorderBody = `#!/bin/sh
 # Recording systemctl for the benchmark: timestamps stop/start/try-restart,
 # says every unit is active, does nothing else.
@@ -40,10 +44,11 @@ printf '%s %s\n' "$1" "$(date +%s%N)" >>"$BENCH_SYSTEMCTL_LOG"
 exit 0
 `
 	// Runs the real helper with the built binary and the benchmark's config
-	// in place of /usr/bin/openwatch, /etc/openwatch, /var/lib/openwatch and
-	// /run/systemd, inside a private mount namespace: the host's files are
-	// never touched. A missing mount point is made in an overlay of its
-	// parent directory (also private).
+	// in place of the installed binary, config directory, state directory
+	// ($BIN_PATH, $ETC_DIR, $VARLIB_DIR: internal/defaults) and /run/systemd,
+	// inside a private mount namespace: the host's files are never touched.
+	// A missing mount point is made in an overlay of its parent directory
+	// (also private).
 	nsScript = `set -eu
 over() {
 	if [ ! -e "$2" ]; then
@@ -55,19 +60,26 @@ over() {
 	fi
 	mount --bind "$1" "$2"
 }
-over "$OW" /usr/bin/openwatch
-over "$ETC" /etc/openwatch
-over "$VARLIB" /var/lib/openwatch
-over "$RUNSYSTEMD" /run/systemd
+over "$OW" "$BIN_PATH"
+over "$ETC" "$ETC_DIR"
+over "$VARLIB" "$VARLIB_DIR"
+over "$RUNSYSTEMD" "$SYSTEMD_DIR"
 exec /bin/sh "$HELPER"
 `
 	// A: the usual approach, with the same recording systemctl.
 	aScript = `set -e
-systemctl stop openwatch.service
+systemctl stop "$UNIT"
 pg_dump --no-owner --no-privileges --file="$PLAIN"
-"$OW" --config "$ETC/upgrade.conf" --secrets "$ETC/secrets.env" migrate --no-backup >/dev/null
-systemctl start openwatch.service
+"$OW" --config "$ETC/upgrade.conf" --secrets "$ETC/secrets.env" --journal "$VARLIB/upgrade.state" migrate --no-backup >/dev/null
+systemctl start "$UNIT"
 `
+)
+
+// The installed paths the helper uses, from the spec (internal/defaults):
+// the benchmark mounts its own files over them.
+var (
+	etcDir    = filepath.Dir(defaults.ConfigPath)
+	varlibDir = filepath.Dir(defaults.JournalPath)
 )
 
 type migration struct {
@@ -104,6 +116,9 @@ func parseMigration(path string) (migration, error) {
 }
 
 func newEnv(ctx context.Context, srv *pgtest.Server, root string, o options) (*env, error) {
+	if filepath.Dir(defaults.SecretsPath) != etcDir {
+		return nil, fmt.Errorf("%s and %s are in different directories: the benchmark mounts one config directory", defaults.ConfigPath, defaults.SecretsPath)
+	}
 	work, err := os.MkdirTemp("", "owbench-")
 	if err != nil {
 		return nil, err
@@ -153,12 +168,14 @@ func newEnv(ctx context.Context, srv *pgtest.Server, root string, o options) (*e
 	if e.defLevel == "" {
 		e.defLevel = "1"
 	}
-	if err := e.writeConf(e.defLevel); err != nil {
+	if err := e.writeConf(e.defLevel, confValue(e.confBase, "RESTORE_POINT")); err != nil {
 		return nil, err
 	}
 
 	lit := "'" + strings.ReplaceAll(e.password, "'", "''") + "'"
-	if err := srv.Exec(ctx, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", roleName, lit)); err != nil {
+	// CREATEDB and owning the database: what a clone restore point needs
+	// (docs/UPGRADING.md, "Two kinds of restore point").
+	if err := srv.Exec(ctx, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN CREATEDB PASSWORD %s", roleName, lit)); err != nil {
 		return nil, err
 	}
 	if err := srv.Exec(ctx, "postgres", fmt.Sprintf("CREATE DATABASE %s OWNER %s", dbName, roleName)); err != nil {
@@ -170,7 +187,8 @@ func newEnv(ctx context.Context, srv *pgtest.Server, root string, o options) (*e
 	e.baseEnv = append(os.Environ(), "PATH="+e.bindir+":"+os.Getenv("PATH"), "BENCH_SYSTEMCTL_LOG="+e.sysLog,
 		"PGHOST=127.0.0.1", "PGPORT="+strconv.Itoa(srv.Port), "PGUSER="+roleName, "PGPASSWORD="+e.password,
 		"PGDATABASE="+dbName, "PGSSLMODE=disable", "OW="+e.ow, "ETC="+e.etc, "VARLIB="+e.varlib,
-		"RUNSYSTEMD="+e.runsystemd, "W="+work, "HELPER="+filepath.Join(root, helperPath), "PLAIN="+e.plain)
+		"RUNSYSTEMD="+e.runsystemd, "W="+work, "HELPER="+filepath.Join(root, helperPath), "PLAIN="+e.plain,
+		"UNIT="+defaults.AppUnit, "BIN_PATH="+defaults.Binary, "ETC_DIR="+etcDir, "VARLIB_DIR="+varlibDir, "SYSTEMD_DIR="+systemdDir)
 
 	// The real schema, applied by the binary, then the newest migration
 	// rolled back: the dataset lives at the previous head.
@@ -194,12 +212,16 @@ func confValue(conf, key string) string {
 }
 
 // writeConf writes upgrade.conf: the shipped file with the benchmark's
-// BACKUP_DIR and the given compression level.
-func (e *env) writeConf(level string) error {
+// BACKUP_DIR, the given compression level and RESTORE_POINT.
+func (e *env) writeConf(level, restorePoint string) error {
 	c := regexp.MustCompile(`(?m)^BACKUP_DIR=.*$`).ReplaceAllString(e.confBase, "BACKUP_DIR='"+e.backups+"'")
-	c = regexp.MustCompile(`(?m)^BACKUP_COMPRESSION=.*$`).ReplaceAllString(c, "BACKUP_COMPRESSION="+level)
-	if !strings.Contains(c, "BACKUP_COMPRESSION=") {
-		c += "\nBACKUP_COMPRESSION=" + level + "\n"
+	for _, kv := range [][2]string{{"BACKUP_COMPRESSION", level}, {"RESTORE_POINT", restorePoint}} {
+		line := kv[0] + "=" + kv[1]
+		if re := regexp.MustCompile(`(?m)^` + kv[0] + `=.*$`); re.MatchString(c) {
+			c = re.ReplaceAllString(c, line)
+		} else {
+			c += "\n" + line + "\n"
+		}
 	}
 	return os.WriteFile(filepath.Join(e.etc, "upgrade.conf"), []byte(c), 0o600)
 }
@@ -211,20 +233,40 @@ func (e *env) url(db string) string {
 }
 
 func (e *env) owCmd(ctx context.Context, args ...string) *exec.Cmd {
-	c := exec.CommandContext(ctx, e.ow, append([]string{"--config", filepath.Join(e.etc, "upgrade.conf"), "--secrets", filepath.Join(e.etc, "secrets.env")}, args...)...)
+	return e.owCmdSecrets(ctx, filepath.Join(e.etc, "secrets.env"), args...)
+}
+
+// owCmdSecrets runs the binary with the benchmark's files, never the host's:
+// the journal (and clone.timing next to it) in the work directory.
+func (e *env) owCmdSecrets(ctx context.Context, secrets string, args ...string) *exec.Cmd {
+	c := exec.CommandContext(ctx, e.ow, append([]string{"--config", filepath.Join(e.etc, "upgrade.conf"), "--secrets", secrets,
+		"--journal", filepath.Join(e.varlib, "upgrade.state")}, args...)...)
 	c.Env = e.baseEnv
 	return c
 }
 
-func (e *env) pgVersion(ctx context.Context) string {
+// pgInfo reads the server's version and the settings that bear on what is
+// measured, as the server reports them.
+func (e *env) pgInfo(ctx context.Context) (version, settings string) {
 	conn, err := pgx.Connect(ctx, e.srv.SuperURL("postgres"))
+	if err != nil {
+		return "?", "?"
+	}
+	defer conn.Close(ctx)
+	conn.QueryRow(ctx, "SHOW server_version").Scan(&version)
+	conn.QueryRow(ctx, `SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY array_position($1, name::text))
+		FROM pg_settings WHERE name = ANY($1)`, []string{"fsync", "full_page_writes", "synchronous_commit", "wal_sync_method", "shared_buffers", "max_wal_size"}).Scan(&settings)
+	return version, settings
+}
+
+// dataFS names the file system holding the server's data directory (a
+// clone copies files there).
+func (e *env) dataFS(ctx context.Context) string {
+	out, err := exec.CommandContext(ctx, "findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", e.srv.SocketDir).Output()
 	if err != nil {
 		return "?"
 	}
-	defer conn.Close(ctx)
-	var v string
-	conn.QueryRow(ctx, "SHOW server_version").Scan(&v)
-	return v
+	return strings.Join(strings.Fields(string(out)), " on ")
 }
 
 func (e *env) super(ctx context.Context, db, sql string, args ...any) error {
@@ -288,8 +330,21 @@ func (e *env) describe(ctx context.Context, actual int64) dataset {
 }
 
 type variant struct {
-	approach string // A, B, F
+	approach string // A, B-file, B-clone, D, P, F; B for the no-op upgrade
 	level    string // B: BACKUP_COMPRESSION
+}
+
+// restorePointMode is the RESTORE_POINT a B variant runs with: B-file
+// insists on a file; B-clone runs the shipped default (auto), and measure
+// fails unless it took a clone.
+func restorePointMode(approach string) string {
+	switch approach {
+	case "B-file":
+		return "file"
+	case "B-clone":
+		return "auto"
+	}
+	return ""
 }
 
 type sample struct {
@@ -300,9 +355,20 @@ type sample struct {
 	Rep       int     `json:"rep"`
 	Downtime  float64 `json:"downtime_s"`
 	Wall      float64 `json:"wall_s"`
-	DumpBytes int64   `json:"restore_point_bytes"`
+	DumpBytes int64   `json:"restore_point_bytes"` // B-clone: the file the export wrote
 	MaxRSSKB  int64   `json:"peak_rss_kb"`
 	Copied    int64   `json:"copied_bytes,omitempty"`
+	// B: RESTORE_POINT in upgrade.conf, and what the binary took (from its
+	// output, checked against the files and databases left behind).
+	Mode         string `json:"restore_point_mode,omitempty"`
+	RestorePoint string `json:"restore_point_kind,omitempty"` // file or clone
+	// B-clone: CREATE DATABASE … TEMPLATE as the binary timed it ("taken in").
+	CloneSeconds float64 `json:"clone_s,omitempty"`
+	// B (pending): the recorded systemctl start to the helper's exit (the
+	// helper's `backup --export`, in the foreground without systemd), and
+	// to the export's first line ("exporting the clone restore point").
+	ExportSeconds float64 `json:"export_s,omitempty"`
+	ExportStart   float64 `json:"export_start_after_start_s,omitempty"`
 }
 
 func maxRSS(ps *os.ProcessState) int64 {
@@ -315,15 +381,20 @@ func maxRSS(ps *os.ProcessState) int64 {
 	return 0
 }
 
-// downtime reads the recording systemctl's log: stop → start, or 0 for a
-// try-restart (the restart every approach pays; the recorder takes none).
-func (e *env) downtime() (float64, error) {
+// systemctlLog is what the recording systemctl wrote: the last stop and
+// start (Unix nanoseconds, 0 when absent), and whether a restart was asked.
+type systemctlLog struct {
+	stop, start int64
+	restart     bool
+	text        string
+}
+
+func (e *env) readSystemctl() (systemctlLog, error) {
 	b, err := os.ReadFile(e.sysLog)
 	if err != nil && !os.IsNotExist(err) {
-		return 0, err
+		return systemctlLog{}, err
 	}
-	var stop, start int64
-	restart := false
+	l := systemctlLog{text: string(b)}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -333,20 +404,97 @@ func (e *env) downtime() (float64, error) {
 		ns, _ := strconv.ParseInt(f[1], 10, 64)
 		switch f[0] {
 		case "stop":
-			stop = ns
+			l.stop = ns
 		case "start":
-			start = ns
+			l.start = ns
 		case "try-restart", "restart":
-			restart = true
+			l.restart = true
 		}
 	}
+	return l, nil
+}
+
+// downtime is stop → start, or 0 for a try-restart (the restart every
+// approach pays; the recorder takes none).
+func (l systemctlLog) downtime() (float64, error) {
 	switch {
-	case stop != 0 && start > stop:
-		return float64(start-stop) / 1e9, nil
-	case stop == 0 && start == 0 && restart:
+	case l.stop != 0 && l.start > l.stop:
+		return float64(l.start-l.stop) / 1e9, nil
+	case l.stop == 0 && l.start == 0 && l.restart:
 		return 0, nil
 	}
-	return 0, fmt.Errorf("systemctl log has no stop/start pair:\n%s", b)
+	return 0, fmt.Errorf("systemctl log has no stop/start pair:\n%s", l.text)
+}
+
+// lineLog keeps a command's output with the time each line arrived.
+type lineLog struct {
+	mu      sync.Mutex
+	all     bytes.Buffer
+	partial []byte
+	lines   []timedLine
+}
+
+type timedLine struct {
+	at   time.Time
+	text string
+}
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all.Write(p)
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.lines = append(l.lines, timedLine{now, string(l.partial[:i])})
+		l.partial = l.partial[i+1:]
+	}
+	return len(p), nil
+}
+
+// first is the first line matching re, and its submatches.
+func (l *lineLog) first(re *regexp.Regexp) (timedLine, []string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, t := range append(l.lines, timedLine{text: string(l.partial)}) {
+		if m := re.FindStringSubmatch(t.text); m != nil {
+			return t, m, true
+		}
+	}
+	return timedLine{}, nil, false
+}
+
+func (l *lineLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.all.String()
+}
+
+// What the binary says about the restore point it took (internal/cli): a
+// clone, or a file's path; and the export's first line.
+var (
+	cloneLineRE  = regexp.MustCompile(`restore point: (` + regexp.QuoteMeta(clone.Prefix) + `[0-9a-z_]+), a clone of the database taken in (\S+)`)
+	fileLineRE   = regexp.MustCompile(`^restore point: (/\S+)$`)
+	exportLineRE = regexp.MustCompile(`^exporting the clone restore point (` + regexp.QuoteMeta(clone.Prefix) + `[0-9a-z_]+) to `)
+)
+
+// clones lists the databases named like clones (clone.Prefix), with or
+// without openwatch's record.
+func (e *env) clones(ctx context.Context) ([]string, error) {
+	conn, err := pgx.Connect(ctx, e.srv.SuperURL("postgres"))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", clone.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 func clearDir(dir string) {
@@ -405,32 +553,28 @@ func (e *env) measure(ctx context.Context, v variant, noop, keep bool) (sample, 
 		if keep {
 			os.Rename(e.plain, filepath.Join(e.keep, "plain.sql"))
 		}
-	case "B":
-		if err := e.writeConf(v.level); err != nil {
+	case "B", "B-file", "B-clone":
+		s.Mode = restorePointMode(v.approach)
+		if noop {
+			s.Mode = confValue(e.confBase, "RESTORE_POINT") // as shipped
+		}
+		if err := e.writeConf(v.level, s.Mode); err != nil {
 			return s, err
 		}
 		c := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", nsScript)
 		c.Env = e.baseEnv
+		var out lineLog
+		c.Stdout, c.Stderr = &out, &out
 		t0 := time.Now()
-		out, err := c.CombinedOutput()
-		s.Wall = time.Since(t0).Seconds()
+		err := c.Run()
+		exited := time.Now()
+		s.Wall = exited.Sub(t0).Seconds()
 		if err != nil {
-			return s, fmt.Errorf("upgrade helper: %v\n%s", err, out)
+			return s, fmt.Errorf("upgrade helper: %v\n%s", err, out.String())
 		}
 		s.MaxRSSKB = maxRSS(c.ProcessState)
-		dumps, _ := filepath.Glob(filepath.Join(e.backups, "openwatch_*_schema-*_*.dump"))
-		switch {
-		case noop && len(dumps) != 0:
-			return s, fmt.Errorf("no-op upgrade took a restore point")
-		case !noop && len(dumps) != 1:
-			return s, fmt.Errorf("want one restore point in %s, found %d; helper output:\n%s", e.backups, len(dumps), out)
-		}
-		if len(dumps) == 1 {
-			fi, _ := os.Stat(dumps[0])
-			s.DumpBytes = fi.Size()
-			if keep {
-				os.Rename(dumps[0], filepath.Join(e.keep, "level-"+v.level+".dump"))
-			}
+		if err := e.checkB(ctx, &s, &out, exited, keep); err != nil {
+			return s, fmt.Errorf("%w\nhelper output:\n%s", err, out.String())
 		}
 	}
 	ok, err := e.applied(ctx)
@@ -440,10 +584,111 @@ func (e *env) measure(ctx context.Context, v variant, noop, keep bool) (sample, 
 	if !ok {
 		return s, fmt.Errorf("the migration was not applied")
 	}
-	if s.Downtime, err = e.downtime(); err != nil {
+	l, err := e.readSystemctl()
+	if err != nil {
+		return s, err
+	}
+	if s.Downtime, err = l.downtime(); err != nil {
 		return s, err
 	}
 	return s, nil
+}
+
+// checkB checks what a run of the helper left behind against what the
+// variant is meant to measure, and fills in the restore point and the
+// export: a row must never measure another path than its name says.
+func (e *env) checkB(ctx context.Context, s *sample, out *lineLog, exited time.Time, keep bool) error {
+	files, err := filepath.Glob(filepath.Join(e.backups, dump.FileGlob))
+	if err != nil {
+		return err
+	}
+	left, err := e.clones(ctx)
+	if err != nil {
+		return err
+	}
+	if len(left) != 0 {
+		return fmt.Errorf("clone databases left on the server after the helper: %s", strings.Join(left, ", "))
+	}
+	if strings.Contains(out.String(), "could not be exported") {
+		return fmt.Errorf("the helper could not export the clone restore point")
+	}
+	_, cloneLine, isClone := out.first(cloneLineRE)
+	_, fileLine, isFile := out.first(fileLineRE)
+	if s.Noop {
+		if len(files) != 0 || isClone || isFile {
+			return fmt.Errorf("no-op upgrade took a restore point")
+		}
+		return nil
+	}
+	if len(files) != 1 {
+		return fmt.Errorf("want one restore point file in %s, found %d", e.backups, len(files))
+	}
+	fi, err := os.Stat(files[0])
+	if err != nil {
+		return err
+	}
+	s.DumpBytes = fi.Size()
+	l, err := e.readSystemctl()
+	if err != nil {
+		return err
+	}
+	if l.start == 0 {
+		return fmt.Errorf("the helper did not start the service:\n%s", l.text)
+	}
+	started := time.Unix(0, l.start)
+	s.ExportSeconds = exited.Sub(started).Seconds()
+	switch s.Approach {
+	case "B-file":
+		if isClone || !isFile || fileLine[1] != files[0] {
+			return fmt.Errorf("B-file (RESTORE_POINT=file): the binary did not report the file %s as its restore point", files[0])
+		}
+		s.RestorePoint = "file"
+		if keep {
+			return os.Rename(files[0], filepath.Join(e.keep, "level-"+s.Level+".dump"))
+		}
+		return nil
+	case "B-clone":
+		if !isClone || isFile {
+			return fmt.Errorf("B-clone (RESTORE_POINT=%s): the binary took no clone", s.Mode)
+		}
+		s.RestorePoint = "clone"
+		name := cloneLine[1]
+		if !clone.IsName(name) {
+			return fmt.Errorf("%q is not a clone's name", name)
+		}
+		took, err := time.ParseDuration(strings.TrimSuffix(cloneLine[2], ","))
+		if err != nil {
+			return fmt.Errorf("the clone's time %q: %w", cloneLine[2], err)
+		}
+		s.CloneSeconds = took.Seconds()
+		// The export: after systemctl start, of this clone, into exactly
+		// one file named for it, which pg_restore reads as a dump of the
+		// clone; the clone is gone (checked above).
+		exp, m, ok := out.first(exportLineRE)
+		if !ok || m[1] != name {
+			return fmt.Errorf("the helper did not export the clone %s in the foreground", name)
+		}
+		if !exp.at.After(started) {
+			return fmt.Errorf("the export of %s started at %s, not after systemctl start at %s", name, exp.at.Format(time.RFC3339Nano), started.Format(time.RFC3339Nano))
+		}
+		s.ExportStart = exp.at.Sub(started).Seconds()
+		rps, err := dump.List(e.backups)
+		if err != nil || len(rps) != 1 {
+			return fmt.Errorf("dump.List(%s): %d restore points, %v", e.backups, len(rps), err)
+		}
+		if want, _ := clone.Name(rps[0].SchemaVersion, rps[0].Created); want != name {
+			return fmt.Errorf("the exported file %s is named for the clone %s, not %s", rps[0].Name, want, name)
+		}
+		list, err := exec.CommandContext(ctx, "pg_restore", "--list", files[0]).Output()
+		if err != nil {
+			return fmt.Errorf("pg_restore --list %s: %w", files[0], err)
+		}
+		if !regexp.MustCompile(`(?m)^;\s+dbname: ` + regexp.QuoteMeta(name) + `$`).Match(list) {
+			return fmt.Errorf("pg_restore --list %s: not a dump of the database %s", files[0], name)
+		}
+		return nil
+	}
+	return fmt.Errorf("measure: unknown variant %s", s.Approach)
 }
 
 func dirSize(dir string) int64 {
@@ -560,7 +805,10 @@ func (e *env) freshRestoreDB(ctx context.Context) error {
 
 func (e *env) timed(ctx context.Context, c *exec.Cmd) (float64, int64, error) {
 	var stderr bytes.Buffer
-	c.Stdout, c.Stderr = io.Discard, &stderr
+	if c.Stdout == nil {
+		c.Stdout = io.Discard
+	}
+	c.Stderr = &stderr
 	t0 := time.Now()
 	err := c.Run()
 	d := time.Since(t0).Seconds()
@@ -579,8 +827,9 @@ func tailOf(s string, n int) string {
 
 // restores: plain psql -f, openwatch restore --yes for every kept restore
 // point, and pg_restore -j N straight into the database (what RESTORE_JOBS
-// could buy), each into an empty database.
-func (e *env) restores(ctx context.Context, o options, size int) ([]restoreSample, error) {
+// could buy), each into an empty database; and openwatch restore --yes of a
+// clone, the swap by renaming, into the benchmark's own database.
+func (e *env) restores(ctx context.Context, o options) ([]restoreSample, error) {
 	rtSecrets := filepath.Join(e.work, "restore-secrets.env")
 	if err := os.WriteFile(rtSecrets, []byte("OPENWATCH_DATABASE_DSN='"+e.url(rtDB)+"'\n"), 0o600); err != nil {
 		return nil, err
@@ -596,7 +845,7 @@ func (e *env) restores(ctx context.Context, o options, size int) ([]restoreSampl
 		kind, level string
 		jobs        int
 	}
-	jobs := []job{{kind: "plain"}}
+	jobs := []job{{kind: "plain"}, {kind: "swap"}}
 	for _, l := range levels {
 		jobs = append(jobs, job{kind: "openwatch", level: l})
 	}
@@ -607,8 +856,17 @@ func (e *env) restores(ctx context.Context, o options, size int) ([]restoreSampl
 	for rep := 0; rep < o.restoreReps; rep++ {
 		for k := range jobs {
 			j := jobs[(k+rep)%len(jobs)]
-			// Plain and the default are repeated; alternatives run once.
-			if rep > 0 && !(j.kind == "plain" || (j.kind == "openwatch" && j.level == e.defLevel)) {
+			// Plain, the swap and the default are repeated; alternatives run once.
+			if rep > 0 && !(j.kind == "plain" || j.kind == "swap" || (j.kind == "openwatch" && j.level == e.defLevel)) {
+				continue
+			}
+			if j.kind == "swap" {
+				d, rss, err := e.swapRestore(ctx)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, restoreSample{Kind: j.kind, Rep: rep, Seconds: d, MaxRSSKB: rss})
+				logf("  restore %-10s         rep %d: %.3fs", j.kind, rep+1, d)
 				continue
 			}
 			if err := e.freshRestoreDB(ctx); err != nil {
@@ -618,12 +876,14 @@ func (e *env) restores(ctx context.Context, o options, size int) ([]restoreSampl
 			switch j.kind {
 			case "plain":
 				c = exec.CommandContext(ctx, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", filepath.Join(e.keep, "plain.sql"))
+				c.Env = env
 			case "openwatch":
-				c = exec.CommandContext(ctx, e.ow, "--config", filepath.Join(e.etc, "upgrade.conf"), "--secrets", rtSecrets, "restore", "--yes", filepath.Join(e.keep, "level-"+j.level+".dump"))
+				c = e.owCmdSecrets(ctx, rtSecrets, "restore", "--yes", filepath.Join(e.keep, "level-"+j.level+".dump"))
+				c.Env = env
 			case "pg_restore":
 				c = exec.CommandContext(ctx, "pg_restore", "--no-owner", "--exit-on-error", "-j", strconv.Itoa(j.jobs), "-d", rtDB, filepath.Join(e.keep, "level-"+j.level+".dump"))
+				c.Env = env
 			}
-			c.Env = env
 			d, rss, err := e.timed(ctx, c)
 			if err != nil {
 				return nil, err
@@ -633,8 +893,63 @@ func (e *env) restores(ctx context.Context, o options, size int) ([]restoreSampl
 		}
 	}
 	e.super(ctx, "postgres", "DROP DATABASE IF EXISTS "+rtDB+" WITH (FORCE)")
-	_ = size
 	return out, nil
+}
+
+// What `openwatch restore` of a clone says about the database it swapped
+// out (internal/cli restoreClone): clone.KeptName(db, time), whose prefix is
+// the name without its time.
+var keptRE = regexp.MustCompile(`Drop it once you no longer need it: DROP DATABASE "?(` +
+	regexp.QuoteMeta(strings.TrimRight(clone.KeptName(dbName, time.Unix(0, 0)), "0123456789tz")) + `[0-9]{8}t[0-9]{6}z)"?;`)
+
+// swapRestore takes a fresh clone with the binary (`openwatch migrate` with
+// RESTORE_POINT=clone, at the previous head: the clone, then the
+// migration), times `openwatch restore --yes <clone>`, checks that the
+// database is the clone again (the migration undone) and drops the database
+// the swap kept aside, by the name the output gives.
+func (e *env) swapRestore(ctx context.Context) (float64, int64, error) {
+	if err := e.toPending(ctx); err != nil {
+		return 0, 0, err
+	}
+	if err := e.writeConf(e.defLevel, "clone"); err != nil {
+		return 0, 0, err
+	}
+	out, err := e.owCmd(ctx, "migrate").CombinedOutput()
+	if err != nil {
+		return 0, 0, fmt.Errorf("openwatch migrate (RESTORE_POINT=clone): %v\n%s", err, out)
+	}
+	m := cloneLineRE.FindSubmatch(out)
+	if m == nil {
+		return 0, 0, fmt.Errorf("openwatch migrate (RESTORE_POINT=clone) took no clone:\n%s", out)
+	}
+	name := string(m[1])
+	if ok, err := e.applied(ctx); err != nil || !ok {
+		return 0, 0, fmt.Errorf("openwatch migrate did not apply the migration (%v):\n%s", err, out)
+	}
+	if err := e.super(ctx, "postgres", "CHECKPOINT"); err != nil {
+		return 0, 0, err
+	}
+	var stdout bytes.Buffer
+	c := e.owCmd(ctx, "restore", "--yes", name)
+	c.Stdout = &stdout
+	d, rss, err := e.timed(ctx, c)
+	if err != nil {
+		return d, rss, err
+	}
+	k := keptRE.FindStringSubmatch(stdout.String())
+	if k == nil {
+		return d, rss, fmt.Errorf("openwatch restore --yes %s names no database kept aside:\n%s", name, stdout.String())
+	}
+	if err := e.super(ctx, "postgres", "DROP DATABASE "+pgx.Identifier{k[1]}.Sanitize()); err != nil {
+		return d, rss, fmt.Errorf("drop the database the swap kept aside, %s: %w", k[1], err)
+	}
+	if left, err := e.clones(ctx); err != nil || len(left) != 0 {
+		return d, rss, fmt.Errorf("after the swap: clones %v left (%v)", left, err)
+	}
+	if ok, err := e.applied(ctx); err != nil || ok {
+		return d, rss, fmt.Errorf("after the swap the database is not the clone taken before the migration (migration applied: %v, %v)", ok, err)
+	}
+	return d, rss, nil
 }
 
 func contains(xs []string, x string) bool {

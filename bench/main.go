@@ -1,7 +1,10 @@
 // Command bench measures the downtime of a package upgrade: the usual
 // approach (A: stop, plain pg_dump, dbmate migrate, start), ours (B: the
-// generated upgrade helper from dist/ with the real binary), and the floor
-// (F: the migration plus COPY of every table to nowhere). See
+// generated upgrade helper from dist/ with the real binary, its restore
+// point a file (B-file) or a clone of the database (B-clone), exported to a
+// file once the service runs), and the floor (F: the migration plus COPY of
+// every table to nowhere); and the restores, among them the swap of a clone.
+// The server runs durable (fsync, full_page_writes on). See
 // docs/BENCHMARKS.md; run with `make bench BENCH_ARGS='-size quick'`.
 package main
 
@@ -139,8 +142,11 @@ func run(o options) error {
 	}
 	m := machineInfo()
 	logf("machine: %s, %d cores, load %s", m.CPU, runtime.NumCPU(), m.LoadBefore)
+	peak := make(chan float64)
+	go samplePeakLoad(ctx, peak)
 
-	srv, err := pgtest.Start()
+	// Durable, as PostgreSQL ships: a clone's cost is largely fsyncs.
+	srv, err := pgtest.StartWith(pgtest.StartOptions{Fsync: true})
 	if err != nil {
 		return err
 	}
@@ -154,7 +160,9 @@ func run(o options) error {
 	} else {
 		logf("work directory: %s", e.work)
 	}
-	m.PG = e.pgVersion(ctx)
+	m.PG, m.PGSettings = e.pgInfo(ctx)
+	m.DataFS = e.dataFS(ctx)
+	logf("PostgreSQL %s: %s; data directory on %s", m.PG, m.PGSettings, m.DataFS)
 
 	sizes := make([]int64, o.points)
 	for i := range sizes {
@@ -179,13 +187,14 @@ func run(o options) error {
 		res.Sizes = append(res.Sizes, ds)
 		logf("database: %s (%d hosts, %d scan results), loaded in %.0fs", human(actual), ds.Hosts, ds.Scans, ds.LoadSeconds)
 
-		// Pending migration: A, B (default and, at the largest size, the
-		// alternatives), F, interleaved, order rotated every repetition.
-		variants := []variant{{"A", ""}, {"B", e.defLevel}, {"D", e.defLevel}, {"F", ""}}
+		// Pending migration: A, B-file (default and, at the largest size,
+		// the compression alternatives), B-clone, D, F, interleaved, order
+		// rotated every repetition.
+		variants := []variant{{"A", ""}, {"B-file", e.defLevel}, {"B-clone", e.defLevel}, {"D", e.defLevel}, {"F", ""}}
 		if main {
 			for _, l := range o.levels {
 				if l != e.defLevel {
-					variants = append(variants, variant{"B", l})
+					variants = append(variants, variant{"B-file", l})
 				}
 			}
 			variants = append(variants, variant{"P", e.defLevel})
@@ -202,8 +211,12 @@ func run(o options) error {
 				}
 				s.Size, s.Rep = si, rep
 				res.Samples = append(res.Samples, s)
-				logf("  pending %-2s %-3s rep %d: downtime %.3fs, wall %.3fs, restore point %s, peak RSS %d MB",
-					v.approach, v.level, rep+1, s.Downtime, s.Wall, human(s.DumpBytes), s.MaxRSSKB/1024)
+				extra := ""
+				if s.RestorePoint == "clone" {
+					extra = fmt.Sprintf(", clone %.3fs, export %.3fs after start", s.CloneSeconds, s.ExportSeconds)
+				}
+				logf("  pending %-7s %-3s rep %d: downtime %.3fs, wall %.3fs, restore point %s%s, peak RSS %d MB",
+					v.approach, v.level, rep+1, s.Downtime, s.Wall, human(s.DumpBytes), extra, s.MaxRSSKB/1024)
 			}
 		}
 		// No-op upgrade: A and B.
@@ -230,7 +243,7 @@ func run(o options) error {
 				return err
 			}
 			logf("restores into an empty database")
-			if res.Restores, err = e.restores(ctx, o, si); err != nil {
+			if res.Restores, err = e.restores(ctx, o); err != nil {
 				return err
 			}
 		}
@@ -239,10 +252,33 @@ func run(o options) error {
 		}
 	}
 	m.LoadAfter = loadavg()
+	select {
+	case m.LoadPeak = <-peak:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	res.Machine = m
 	res.Seconds = time.Since(started).Seconds()
 	res.Finished = time.Now().UTC()
 	return res.write(o)
+}
+
+// samplePeakLoad samples the 1-minute load average every 30 seconds and
+// sends the highest seen when asked (a receive on peak), or ends with ctx.
+func samplePeakLoad(ctx context.Context, peak chan<- float64) {
+	highest := load1()
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			highest = max(highest, load1())
+		case peak <- max(highest, load1()):
+			return
+		}
+	}
 }
 
 func repoRoot() (string, error) {

@@ -99,8 +99,21 @@ func BinDir() (string, error) {
 	return "", errors.New("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin (run make test as root to install postgresql, or set PG_BINDIR)")
 }
 
-// Start initialises and starts a new cluster.
-func Start() (*Server, error) {
+// StartOptions configure StartWith.
+type StartOptions struct {
+	// Fsync runs the server durable, with PostgreSQL's defaults fsync=on
+	// and full_page_writes=on (and initdb syncing its files): what a
+	// benchmark of clones and dumps must measure. Start turns both off, which
+	// tests do not need.
+	Fsync bool
+}
+
+// Start initialises and starts a new cluster with fsync=off and
+// full_page_writes=off.
+func Start() (*Server, error) { return StartWith(StartOptions{}) }
+
+// StartWith initialises and starts a new cluster as o says.
+func StartWith(o StartOptions) (*Server, error) {
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -130,8 +143,13 @@ func Start() (*Server, error) {
 	}
 	os.Chown(pwfile, uid, gid)
 	data := filepath.Join(dir, "data")
-	if out, err := s.asPostgres(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres",
-		"--auth=scram-sha-256", "--pwfile="+pwfile, "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"); err != nil {
+	initdb := []string{"-D", data, "-U", "postgres", "--auth=scram-sha-256", "--pwfile=" + pwfile, "--encoding=UTF8", "--locale=C.UTF-8"}
+	durability := "-c fsync=on -c full_page_writes=on"
+	if !o.Fsync {
+		initdb = append(initdb, "--no-sync")
+		durability = "-c fsync=off -c full_page_writes=off"
+	}
+	if out, err := s.asPostgres(filepath.Join(bin, "initdb"), initdb...); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
@@ -143,7 +161,7 @@ func Start() (*Server, error) {
 			return nil, err
 		}
 		s.Port = port
-		opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -c port=%d -c unix_socket_directories=%s -c fsync=off -c full_page_writes=off -c max_connections=100", port, dir)
+		opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -c port=%d -c unix_socket_directories=%s %s -c max_connections=100", port, dir, durability)
 		out, err := s.asPostgres(filepath.Join(bin, "pg_ctl"), "-D", data, "-l", filepath.Join(dir, "log"), "-o", opts, "-w", "-t", "60", "start")
 		if err == nil {
 			break

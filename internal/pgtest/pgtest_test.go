@@ -54,3 +54,27 @@ func TestIdleInTransactionHoldsItsLocksUntilRollback(t *testing.T) {
 		t.Fatalf("%s locks held after rollback, want 0", got)
 	}
 }
+
+func TestStartRunsWithoutFsyncAndStartWithFsyncRunsDurable(t *testing.T) {
+	durable, err := StartWith(StartOptions{Fsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer durable.Stop()
+	for _, c := range []struct {
+		name string
+		srv  *Server
+		want string
+	}{{"Start", Shared(t), "off off"}, {"StartWith(Fsync)", durable, "on on"}} {
+		conn, err := pgx.Connect(context.Background(), c.srv.SuperURL("postgres"))
+		if err != nil {
+			t.Fatalf("%s: connect: %v", c.name, err)
+		}
+		var got string
+		err = conn.QueryRow(context.Background(), "select current_setting('fsync') || ' ' || current_setting('full_page_writes')").Scan(&got)
+		conn.Close(context.Background())
+		if err != nil || got != c.want {
+			t.Errorf("%s: fsync, full_page_writes = %q, %v; want %q", c.name, got, err, c.want)
+		}
+	}
+}
