@@ -65,6 +65,25 @@ func TestACloneRestorePointIsTakenListedSwappedBackAndExported(t *testing.T) {
 	if e.query("select hostname from hosts") != "a" {
 		t.Fatal("the rows are not the clone's")
 	}
+	// The database the swap kept aside is not forgotten: the cleanup and
+	// the status name it and the command that drops it, and leave it.
+	kept := regexp.MustCompile(regexp.QuoteMeta(e.db.Name) + `_before_restore_[0-9]{8}t[0-9]{6}z`).FindString(r.stdout)
+	drop := "DROP DATABASE " + quoteIdent(kept) + ";"
+	if kept == "" {
+		t.Fatalf("the restore does not name the database it kept: %s", r)
+	}
+	t.Cleanup(func() {
+		pgtest.Shared(t).Exec(context.Background(), "postgres", "drop database if exists "+quoteIdent(kept))
+	})
+	if p := e.mustRun(0, "backup", "--prune"); !strings.Contains(p.stdout, "kept "+kept+" (") || !strings.Contains(p.stdout, drop) {
+		t.Errorf("backup --prune does not name the kept database and how to drop it: %s", p)
+	}
+	if s := e.mustRun(0, "migrate", "--status"); !strings.Contains(s.stdout, "kept by restores: 1") || !strings.Contains(s.stdout, drop) {
+		t.Errorf("migrate --status does not list the kept database: %s", s)
+	}
+	if e.query("select count(*) from pg_database where datname = '"+kept+"'") != "1" {
+		t.Errorf("%s was dropped; only the operator drops it", kept)
+	}
 
 	// Migrate again, then export: one verified file, and the clone is gone.
 	r = e.mustRun(0, "migrate")

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/openwatch/openwatch/internal/clone"
 	"github.com/openwatch/openwatch/internal/config"
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/dump"
@@ -211,6 +213,16 @@ func (a *app) status(ctx context.Context, cfg config.Config, d *dsn.DSN, asJSON 
 	fmt.Fprintf(a.Stdout, "last upgrade:     %s\n", last.describe())
 	fmt.Fprintf(a.Stdout, "restore points:   %d (files in %s, clones on the server)\n", len(rps), cfg.BackupDir)
 	a.printRestorePoints(rps, "  ")
+	if conn, err := d.Connect(ctx); err == nil {
+		kept, err := clone.Kept(ctx, conn, d.Config.Database)
+		conn.Close(context.Background())
+		if err == nil && len(kept) > 0 {
+			fmt.Fprintf(a.Stdout, "kept by restores: %d (each the database as it was before a restore; drop it once you no longer need it)\n", len(kept))
+			for _, k := range kept {
+				fmt.Fprintf(a.Stdout, "  %s  (renamed %s, %s)  %s\n", k.Name, k.Renamed.Format(time.RFC3339), progress.Bytes(k.Size), clone.DropStatement(k.Name))
+			}
+		}
+	}
 	return ExitOK
 }
 

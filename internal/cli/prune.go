@@ -7,9 +7,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openwatch/openwatch/internal/clone"
 	"github.com/openwatch/openwatch/internal/config"
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/dump"
+	"github.com/openwatch/openwatch/internal/progress"
 )
 
 // pruneRestorePoints is `openwatch backup --prune`, which the daily cleanup
@@ -70,10 +72,32 @@ func (a *app) pruneClones(ctx context.Context, cfg config.Config, dir string) (c
 		return code, notChecked, next
 	}
 	dropErrs, err := a.retainClones(ctx, dir, d, "", true)
+	a.sayKeptByRestores(ctx, d)
 	if err != nil || len(dropErrs) > 0 {
 		return ExitError, "", ""
 	}
 	return ExitOK, "", ""
+}
+
+// sayKeptByRestores prints a line for each database a restore by swap
+// renamed aside and that is still there: never dropped here (the operator
+// decides when the restore is confirmed good), but not forgotten either,
+// since each is a full copy on the database server's disk.
+func (a *app) sayKeptByRestores(ctx context.Context, d *dsn.DSN) {
+	conn, err := d.Connect(ctx)
+	if err != nil {
+		return // retainClones already said so
+	}
+	defer conn.Close(context.Background())
+	kept, err := clone.Kept(ctx, conn, d.Config.Database)
+	if err != nil {
+		fmt.Fprintf(a.Stderr, "openwatch: warning: %v\n", d.Redactor.Error(err))
+		return
+	}
+	for _, k := range kept {
+		fmt.Fprintf(a.Stdout, "kept %s (%s on the database server): %s as it was before the restore at %s; drop it once you no longer need it: %s\n",
+			k.Name, progress.Bytes(k.Size), d.Config.Database, k.Renamed.Format(time.RFC3339), clone.DropStatement(k.Name))
+	}
 }
 
 // optionalDatabase reads the DSN and reaches the database for a command

@@ -3,6 +3,7 @@ package clone
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -41,6 +42,47 @@ func KeptName(db string, t time.Time) string {
 	}
 	return db + suffix
 }
+
+// KeptDB is a database a restore by swap renamed aside (KeptName).
+type KeptDB struct {
+	Name    string
+	Renamed time.Time // when the restore renamed it, from its name
+	Size    int64     // bytes; -1 when it cannot be read
+}
+
+// Kept lists the databases that restores of db renamed aside and that are
+// still there, oldest first: each is a full copy of db as it was before
+// that restore, kept until the operator drops it (DropStatement).
+func Kept(ctx context.Context, q querier, db string) ([]KeptDB, error) {
+	full := KeptName(db, time.Time{})
+	prefix := full[:len(full)-len(timeFormat)]
+	rows, err := q.Query(ctx, `select datname,
+			case when has_database_privilege(oid, 'CONNECT') then pg_database_size(oid) else -1 end
+		from pg_database
+		where starts_with(datname, $1) and datdba = (select datdba from pg_database where datname = $2)
+		order by datname`, prefix, db)
+	if err != nil {
+		return nil, fmt.Errorf("list the databases restores kept: %w", err)
+	}
+	defer rows.Close()
+	var kept []KeptDB
+	for rows.Next() {
+		var k KeptDB
+		if err := rows.Scan(&k.Name, &k.Size); err != nil {
+			return nil, fmt.Errorf("list the databases restores kept: %w", err)
+		}
+		t, err := time.Parse(timeFormat, strings.TrimPrefix(k.Name, prefix))
+		if err != nil {
+			continue
+		}
+		k.Renamed = t
+		kept = append(kept, k)
+	}
+	return kept, rows.Err()
+}
+
+// DropStatement is the SQL that drops database name.
+func DropStatement(name string) string { return fmt.Sprintf("DROP DATABASE %s;", ident(name)) }
 
 // Restore swaps clone name in as the database d names: the database is
 // renamed to KeptName (kept, not dropped), the clone renamed to the
@@ -102,7 +144,7 @@ func Restore(ctx context.Context, d *dsn.DSN, name string) (Result, error) {
 			name, db, err, literal(db), literal(name), literal(res.Kept))
 	}
 	if res.Kept != "" {
-		res.DropKept = fmt.Sprintf("DROP DATABASE %s;", ident(res.Kept))
+		res.DropKept = DropStatement(res.Kept)
 	}
 	return res, nil
 }
