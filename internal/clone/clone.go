@@ -250,22 +250,39 @@ func Create(ctx context.Context, d *dsn.DSN, name string, meta Meta) (Point, err
 		meta.Created = time.Now()
 	}
 	meta.Created = meta.Created.UTC().Truncate(time.Second)
-	if name == "" {
-		n, err := Name(meta.SchemaVersion, meta.Created)
-		if err != nil {
-			return Point{}, err
-		}
-		name = n
-	}
-	if !IsName(name) {
-		return Point{}, fmt.Errorf("%q is not a clone name (%s<schema>_<yyyymmddthhmmssz>)", name, Prefix)
-	}
 	src := d.Config.Database
 	conn, err := maintenance(ctx, d)
 	if err != nil {
 		return Point{}, err
 	}
 	defer conn.Close(context.Background())
+	if name == "" {
+		// A name holds the second it was taken in. A retry within the same
+		// second as an earlier clone of the same schema (a migration that
+		// failed at once) takes the next free second instead of failing.
+		for range 5 {
+			n, err := Name(meta.SchemaVersion, meta.Created)
+			if err != nil {
+				return Point{}, err
+			}
+			var taken bool
+			if err := conn.QueryRow(ctx, "select exists (select from pg_database where datname = $1)", n).Scan(&taken); err != nil {
+				return Point{}, fmt.Errorf("look up database %q: %w", n, err)
+			}
+			if !taken {
+				name = n
+				break
+			}
+			meta.Created = meta.Created.Add(time.Second)
+		}
+		if name == "" {
+			return Point{}, fmt.Errorf("clones of schema %s already exist for every second from %s to %s; nothing was changed", meta.SchemaVersion,
+				meta.Created.Add(-5*time.Second).Format(time.RFC3339), meta.Created.Add(-time.Second).Format(time.RFC3339))
+		}
+	}
+	if !IsName(name) {
+		return Point{}, fmt.Errorf("%q is not a clone name (%s<schema>_<yyyymmddthhmmssz>)", name, Prefix)
+	}
 
 	props, err := readProperties(ctx, conn, src)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -649,5 +650,25 @@ func TestTimingRoundTripAndEstimate(t *testing.T) {
 	}
 	if err := WriteTiming(filepath.Join(dir, "absent", TimingFile), want); err == nil {
 		t.Error("WriteTiming created a directory")
+	}
+}
+
+// A retry that fails at once takes its clone in the same second as the
+// attempt before it: it gets the next free second, not an error (which
+// would turn the restore point into a file, or fail RESTORE_POINT=clone).
+func TestCreateInTheSameSecondTakesTheNextFreeName(t *testing.T) {
+	_, d := appDB(t)
+	when := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var names []string
+	for range 2 {
+		p, err := Create(context.Background(), d, "", Meta{SchemaVersion: "7", Created: when})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pgtest.Shared(t).Exec(context.Background(), "postgres", "DROP DATABASE IF EXISTS "+p.Name) })
+		names = append(names, p.Name)
+	}
+	if want := []string{Prefix + "7_20260102t030405z", Prefix + "7_20260102t030406z"}; !slices.Equal(names, want) {
+		t.Errorf("names %v, want %v", names, want)
 	}
 }
