@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"path"
 	"slices"
 	"strings"
+
+	"github.com/openwatch/openwatch/internal/clone"
 )
 
 // cloneRestorePoint: with CREATEDB for the app role and nothing else
@@ -53,4 +56,63 @@ func cloneRestorePoint(e *env) {
 	if got := e.data(); got != before {
 		e.t.Errorf("data changed by the upgrade:\nbefore %s\nafter  %s", before, got)
 	}
+}
+
+// failingMigrationWithClone: with CREATEDB the failed upgrade's restore point
+// is a clone. The failure output lists it among the restore points (as the
+// runbook's `openwatch backup --list` does), nothing is exported while the
+// service stays stopped, and the documented recovery, which takes a clone of
+// its own, keeps the first one: both are exported to files once the service
+// runs, and no clone is left.
+func failingMigrationWithClone(e *env) {
+	nw, failing := e.vs["new"], e.vs["failing"]
+	e.installAndInitialise(nw)
+	if err := e.db.Server.Exec(context.Background(), "postgres", `ALTER ROLE "`+e.db.User+`" CREATEDB`); err != nil {
+		e.t.Fatal(err)
+	}
+	e.exec("CREATE TABLE e2e_block_migration (why text)")
+	data := e.data()
+	clones := "SELECT datname::text FROM pg_database WHERE starts_with(datname, '" + clone.Prefix + "') ORDER BY datname"
+
+	res := e.pm(e.f.upgrade(e.f.pkg(failing))...)
+	if !e.f.reportsFailure(res) {
+		e.t.Errorf("%s (exit %d) does not report the failed post-install script", res.cmd, res.code)
+	}
+	first := e.queryStrings(clones)
+	if len(first) != 1 {
+		e.t.Fatalf("clones after the failed upgrade: %v, want one\n%s", first, res.out)
+	}
+	listing := res.out[max(strings.Index(res.out, "Restore points, files and clones"), 0):]
+	if !strings.Contains(listing, first[0]+"  (clone, ") {
+		e.t.Errorf("the failure output does not list the clone %s among the restore points:\n%s", first[0], res.out)
+	}
+	e.assertNoRestorePoint() // nothing exported while the service is stopped
+	if got := e.mustOperator("openwatch", "backup", "--list").out; !strings.Contains(got, first[0]) {
+		e.t.Errorf("openwatch backup --list does not show the clone %s:\n%s", first[0], got)
+	}
+
+	e.exec("DROP TABLE e2e_block_migration")
+	res = e.pm(e.f.recover...)
+	if res.code != 0 {
+		e.t.Fatalf("recovery %s: exit %d\n%s", res.cmd, res.code, res.out)
+	}
+	if !strings.Contains(res.out, "a clone of the database") {
+		e.t.Errorf("the recovery did not take a clone of its own:\n%s", res.out)
+	}
+	if left := e.queryStrings(clones); len(left) != 0 {
+		e.t.Errorf("clones left after the recovery's export: %v", left)
+	}
+	files := e.backupFiles()
+	if len(files) != 2 {
+		e.t.Fatalf("restore point files after the recovery: %v, want two (the failed attempt's clone and the recovery's)", files)
+	}
+	for _, f := range files {
+		if m := restorePointName.FindStringSubmatch(path.Base(f)); m == nil || m[2] != nw.Head {
+			e.t.Errorf("restore point %s: want schema %s", path.Base(f), nw.Head)
+		}
+	}
+	if got := e.data(); got != data {
+		e.t.Errorf("data changed:\nbefore %s\nafter  %s", data, got)
+	}
+	e.wantRecovered(failing)
 }

@@ -22,6 +22,7 @@ var upgradeCases = []upgradeCase{
 	{"an upgrade whose migration fails keeps schema, data and restore point, leaves the service stopped, and recovers the documented way", failingMigrationCase, true},
 	{"an upgrade takes its restore point in the BACKUP_DIR set in upgrade.conf", backupDirFromConfig, false},
 	{"with CREATEDB an upgrade takes a clone restore point and the export leaves the file and no clone", cloneRestorePoint, false},
+	{"with CREATEDB a failed upgrade keeps its clone and lists it, and the recovery keeps it too and exports every clone", failingMigrationWithClone, false},
 	{"an upgrade with the database unreachable installs, warns, stops nothing, and the start guard refuses the old schema until migrate runs", unreachableDatabase, false},
 	{"an upgrade while the service is stopped leaves it stopped", stoppedServiceStaysStopped, false},
 	{"a reinstall and an upgrade with nothing pending make no restore point and do not stop the service", nothingPending, false},
