@@ -50,7 +50,7 @@ func cloneRestorePoint(e *env) {
 		e.t.Errorf("the export (pg_dump of the clone) did not run through systemd-run after the start")
 	}
 	e.oneRestorePoint(nw, old.Head)
-	if left := e.queryStrings("SELECT datname::text FROM pg_database WHERE datname LIKE 'openwatch_rp_%'"); len(left) != 0 {
+	if left := e.clones(); len(left) != 0 {
 		e.t.Errorf("clones left after the export: %v", left)
 	}
 	if got := e.data(); got != before {
@@ -72,13 +72,12 @@ func failingMigrationWithClone(e *env) {
 	}
 	e.exec("CREATE TABLE e2e_block_migration (why text)")
 	data := e.data()
-	clones := "SELECT datname::text FROM pg_database WHERE starts_with(datname, '" + clone.Prefix + "') ORDER BY datname"
 
 	res := e.pm(e.f.upgrade(e.f.pkg(failing))...)
 	if !e.f.reportsFailure(res) {
 		e.t.Errorf("%s (exit %d) does not report the failed post-install script", res.cmd, res.code)
 	}
-	first := e.queryStrings(clones)
+	first := e.clones()
 	if len(first) != 1 {
 		e.t.Fatalf("clones after the failed upgrade: %v, want one\n%s", first, res.out)
 	}
@@ -99,7 +98,7 @@ func failingMigrationWithClone(e *env) {
 	if !strings.Contains(res.out, "a clone of the database") {
 		e.t.Errorf("the recovery did not take a clone of its own:\n%s", res.out)
 	}
-	if left := e.queryStrings(clones); len(left) != 0 {
+	if left := e.clones(); len(left) != 0 {
 		e.t.Errorf("clones left after the recovery's export: %v", left)
 	}
 	files := e.backupFiles()
@@ -115,4 +114,12 @@ func failingMigrationWithClone(e *env) {
 		e.t.Errorf("data changed:\nbefore %s\nafter  %s", data, got)
 	}
 	e.wantRecovered(failing)
+}
+
+// clones lists the clone restore points of this case's database (the
+// server is shared by cases that run in parallel), by name.
+func (e *env) clones() []string {
+	e.t.Helper()
+	return e.queryStrings("SELECT datname::text FROM pg_database WHERE starts_with(datname, '" + clone.Prefix + "')" +
+		" AND shobj_description(oid, 'pg_database') LIKE '%\"source\":\"" + e.db.Name + "\"%' ORDER BY datname")
 }
