@@ -295,7 +295,7 @@ case $check in
 		fail newer-schema check "THE DATABASE SCHEMA IS NEWER THAN THIS PACKAGE (a downgrade, or another node" \
 			"already migrated). Nothing was applied. Either install the package version" \
 			"that matches the database again, or restore the restore point the newer" \
-			"package took just before it migrated (its schema-<version> is this package's" \
+			"package took just before it migrated (the schema listed with it is this package's" \
 			"head, which \`$bin migrate --status\` shows) with: $bin restore NAME (NAME as listed above)," \
 			"then run the command below: it starts $unit again if it was running."
 		;;

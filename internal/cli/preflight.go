@@ -80,7 +80,7 @@ func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f mi
 			problems = append(problems, d.Redactor.String(err.Error()))
 		}
 	}
-	kind := ""
+	kind, willClone := "", false
 	if mode, err := clone.ParseMode(cfg.RestorePoint); err == nil && mode != clone.ModeFile && f.backupDir == "" {
 		// Whether a clone can be taken, but for the sessions the service
 		// holds now: RESTORE_POINT=clone that cannot fails here, with the
@@ -96,7 +96,7 @@ func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f mi
 		case dec.Method != clone.MethodClone:
 			kind = "a file, not a clone: " + dec.Reason
 		default:
-			kind = "a clone of the database, once the service has stopped and no other session uses it (else a file)"
+			kind, willClone = "a clone of the database, once the service has stopped and no other session uses it (else a file)", true
 		}
 	}
 	if len(problems) > 0 {
@@ -111,12 +111,12 @@ func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f mi
 			fmt.Fprintln(a.Stdout, "preflight: checkpoint done, so a clone restore point takes less of the downtime")
 		}
 	}
-	what := "the restore point goes to"
 	if kind != "" {
 		fmt.Fprintf(a.Stdout, "preflight: the restore point will be %s\n", kind)
-		if strings.HasPrefix(kind, "a clone") {
-			what = "its file (exported once the service runs again, or taken instead of the clone) goes to"
-		}
+	}
+	what := "the restore point goes to"
+	if willClone {
+		what = "its file (exported once the service runs again, or taken instead of the clone) goes to"
 	}
 	fmt.Fprintf(a.Stdout, "preflight: ready; %s %s (about %s needed, %s free)\n",
 		what, dir, progress.Bytes(space.Need), progress.Bytes(space.Free))

@@ -424,6 +424,7 @@ func Incomplete(ctx context.Context, q querier, src string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list the incomplete clones: %w", err)
 	}
+	defer rows.Close()
 	var names []string
 	for rows.Next() {
 		var name, comment string
