@@ -42,6 +42,8 @@ type Server struct {
 	SuperUser     string // "postgres"
 	SuperPassword string
 	BinDir        string
+	Root          string // the root directory the server runs chrooted in ("": this machine's)
+	VersionNum    int    // server_version_num, e.g. 170002
 	dir           string // temp dir holding data/, socket and log
 	seq           atomic.Int64
 }
@@ -101,6 +103,17 @@ func BinDir() (string, error) {
 
 // StartOptions configure StartWith.
 type StartOptions struct {
+	// Dir is the directory the cluster's temp dir (data directory, socket,
+	// log) is made in; "" means os.TempDir(). A test of what a file system
+	// does puts the server on it this way.
+	Dir string
+	// Root runs the server chrooted in a root directory holding another
+	// PostgreSQL (CachedRoot), with BinDir the major's directory there,
+	// while the test and its clients run here. Its temp dir is
+	// bind-mounted at the same path inside, so the socket and data
+	// directory have one path for both.
+	Root string
+
 	// Fsync runs the server durable, with PostgreSQL's defaults fsync=on
 	// and full_page_writes=on (and initdb syncing its files): what a
 	// benchmark of clones and dumps must measure. Start turns both off, which
@@ -114,18 +127,29 @@ func Start() (*Server, error) { return StartWith(StartOptions{}) }
 
 // StartWith initialises and starts a new cluster as o says.
 func StartWith(o StartOptions) (*Server, error) {
-	bin, err := BinDir()
-	if err != nil {
-		return nil, err
+	var bin string
+	var uid, gid int
+	var err error
+	if o.Root != "" {
+		if bin, err = rootBinDir(o.Root); err != nil {
+			return nil, err
+		}
+		if uid, gid, err = rootUser(o.Root, "postgres"); err != nil {
+			return nil, err
+		}
+	} else {
+		if bin, err = BinDir(); err != nil {
+			return nil, err
+		}
+		pg, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("the postgres system user is needed to run initdb: %w", err)
+		}
+		uid, _ = strconv.Atoi(pg.Uid)
+		gid, _ = strconv.Atoi(pg.Gid)
 	}
-	pg, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("the postgres system user is needed to run initdb: %w", err)
-	}
-	uid, _ := strconv.Atoi(pg.Uid)
-	gid, _ := strconv.Atoi(pg.Gid)
 
-	dir, err := os.MkdirTemp("", "pgtest-")
+	dir, err := os.MkdirTemp(o.Dir, "pgtest-")
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +160,7 @@ func StartWith(o StartOptions) (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("chown %s to postgres (tests need root): %w", dir, err)
 	}
-	s := &Server{Host: "127.0.0.1", SocketDir: dir, SuperUser: "postgres", SuperPassword: randomPassword(), BinDir: bin, dir: dir}
+	s := &Server{Host: "127.0.0.1", SocketDir: dir, SuperUser: "postgres", SuperPassword: randomPassword(), BinDir: bin, Root: o.Root, dir: dir}
 	pwfile := filepath.Join(dir, "pw")
 	if err := os.WriteFile(pwfile, []byte(s.SuperPassword+"\n"), 0o600); err != nil {
 		return nil, err
@@ -172,7 +196,85 @@ func StartWith(o StartOptions) (*Server, error) {
 			return nil, fmt.Errorf("pg_ctl start: %v\n%s\n%s", err, out, log)
 		}
 	}
+	if err := s.checkVersion(); err != nil {
+		s.Stop()
+		return nil, err
+	}
 	return s, nil
+}
+
+// MajorVar, when set, is the PostgreSQL major the tests must run against
+// (scripts/pg-matrix.sh sets it for each root): a server of another major
+// fails the start instead of testing the wrong version.
+const MajorVar = "PGTEST_MAJOR"
+
+func (s *Server) checkVersion() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.SuperURL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, "select current_setting('server_version_num')::int").Scan(&s.VersionNum); err != nil {
+		return fmt.Errorf("read server_version_num: %w", err)
+	}
+	if want := os.Getenv(MajorVar); want != "" && s.Root == "" && want != strconv.Itoa(s.Major()) {
+		return fmt.Errorf("%s=%s, but the server in %s is PostgreSQL %d", MajorVar, want, s.BinDir, s.Major())
+	}
+	return nil
+}
+
+// Major is the server's major version (13, …, 18).
+func (s *Server) Major() int { return s.VersionNum / 10000 }
+
+// CacheDir holds the roots scripts/pg-roots.sh builds, one per major:
+// $OPENWATCH_TEST_CACHE, default /var/cache/openwatch-test.
+func CacheDir() string {
+	if d := os.Getenv("OPENWATCH_TEST_CACHE"); d != "" {
+		return d
+	}
+	return "/var/cache/openwatch-test"
+}
+
+// CachedRoot is the root holding PostgreSQL major, built by
+// scripts/pg-roots.sh; a missing one is an error naming the command that
+// builds it.
+func CachedRoot(major int) (string, error) {
+	root := filepath.Join(CacheDir(), fmt.Sprintf("pg-%d", major))
+	if _, err := os.Stat(filepath.Join(root, ".openwatch-test-root")); err != nil {
+		return "", fmt.Errorf("no PostgreSQL %d test root in %s (make test builds it; or run as root: sh scripts/pg-roots.sh %d)", major, root, major)
+	}
+	return root, nil
+}
+
+// rootBinDir is the one major's server directory in root.
+func rootBinDir(root string) (string, error) {
+	dirs, _ := filepath.Glob(filepath.Join(root, "usr/lib/postgresql/*/bin/initdb"))
+	if len(dirs) != 1 {
+		return "", fmt.Errorf("%s holds %d PostgreSQL servers, want 1", root, len(dirs))
+	}
+	return strings.TrimPrefix(filepath.Dir(dirs[0]), root), nil
+}
+
+// rootUser looks name up in root's /etc/passwd.
+func rootUser(root, name string) (uid, gid int, err error) {
+	b, err := os.ReadFile(filepath.Join(root, "etc/passwd"))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) > 3 && f[0] == name {
+			uid, err1 := strconv.Atoi(f[2])
+			gid, err2 := strconv.Atoi(f[3])
+			if err := errors.Join(err1, err2); err != nil {
+				return 0, 0, fmt.Errorf("%s/etc/passwd: %s: %w", root, name, err)
+			}
+			return uid, gid, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("%s/etc/passwd has no %s user", root, name)
 }
 
 // Stop stops the server and removes its files.
@@ -188,7 +290,14 @@ func (s *Server) Log() string {
 }
 
 func (s *Server) asPostgres(name string, args ...string) ([]byte, error) {
-	cmd := exec.Command("runuser", append([]string{"-u", "postgres", "--", name}, args...)...)
+	argv := append([]string{"runuser", "-u", "postgres", "--", name}, args...)
+	if s.Root != "" {
+		// A private mount namespace, left when the postmaster exits.
+		argv = append([]string{"unshare", "-m", "sh", "-c", `r=$1 d=$2 && shift 2 &&
+			mount -t proc proc "$r/proc" && mount --rbind /dev "$r/dev" && mount -t tmpfs tmpfs "$r/tmp" && mkdir -p "$r$d" && mount --bind "$d" "$r$d" &&
+			exec chroot "$r" "$@"`, "sh", s.Root, s.dir}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = "/"
 	return cmd.CombinedOutput()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -76,5 +77,24 @@ func TestStartRunsWithoutFsyncAndStartWithFsyncRunsDurable(t *testing.T) {
 		if err != nil || got != c.want {
 			t.Errorf("%s: fsync, full_page_writes = %q, %v; want %q", c.name, got, err, c.want)
 		}
+	}
+}
+
+// Under scripts/pg-matrix.sh each run must be on the major it names: a
+// server of another major (a wrong PG_BINDIR) fails the start.
+func TestTheServerIsTheMajorTheMatrixAsksFor(t *testing.T) {
+	s := Shared(t)
+	if s.VersionNum < 130000 || s.Major() != s.VersionNum/10000 {
+		t.Fatalf("VersionNum %d, Major %d", s.VersionNum, s.Major())
+	}
+	if want := os.Getenv(MajorVar); want != "" && want != strconv.Itoa(s.Major()) {
+		t.Fatalf("%s=%s but the shared server is %d", MajorVar, want, s.Major())
+	}
+	t.Setenv(MajorVar, strconv.Itoa(s.Major()+1))
+	if other, err := Start(); err == nil {
+		other.Stop()
+		t.Fatalf("with %s=%d a PostgreSQL %d server started", MajorVar, s.Major()+1, s.Major())
+	} else if !strings.Contains(err.Error(), "PostgreSQL "+strconv.Itoa(s.Major())) {
+		t.Fatalf("the error does not name the server's major: %v", err)
 	}
 }
