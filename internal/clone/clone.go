@@ -219,24 +219,42 @@ func ident(s string) string { return pgx.Identifier{s}.Sanitize() }
 
 func literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-// Checkpoint runs CHECKPOINT when the role may (a superuser or, from
-// PostgreSQL 15, a member of pg_checkpoint) and reports whether it did. Call
-// it while the service still runs: CREATE DATABASE … STRATEGY FILE_COPY
-// checkpoints first, and that checkpoint is short when this one just ran.
+// Checkpoint runs CHECKPOINT when the role may and reports whether it did.
+// Who may depends on the server's version (MayCheckpoint). Call it while
+// the service still runs: CREATE DATABASE … STRATEGY FILE_COPY checkpoints
+// first, and that checkpoint is short when this one just ran.
 func Checkpoint(ctx context.Context, conn *pgx.Conn) (bool, error) {
-	var may bool
-	err := conn.QueryRow(ctx, `select (select rolsuper from pg_roles where rolname = current_user)
-		or (exists (select from pg_roles where rolname = 'pg_checkpoint') and pg_has_role('pg_checkpoint', 'member'))`).Scan(&may)
+	var version int
+	var super bool
+	err := conn.QueryRow(ctx, `select current_setting('server_version_num')::int,
+		(select rolsuper from pg_roles where rolname = current_user)`).Scan(&version, &super)
 	if err != nil {
 		return false, fmt.Errorf("check whether this role may CHECKPOINT: %w", err)
 	}
-	if !may {
+	member := false
+	if CheckpointRole(version) {
+		if err := conn.QueryRow(ctx, `select pg_has_role('pg_checkpoint', 'member')`).Scan(&member); err != nil {
+			return false, fmt.Errorf("check whether this role may CHECKPOINT: %w", err)
+		}
+	}
+	if !MayCheckpoint(version, super, member) {
 		return false, nil
 	}
 	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
 		return false, fmt.Errorf("CHECKPOINT: %w", err)
 	}
 	return true, nil
+}
+
+// CheckpointRole reports whether a server of version serverVersionNum has
+// the pg_checkpoint role: PostgreSQL 15 added it.
+func CheckpointRole(serverVersionNum int) bool { return serverVersionNum >= 150000 }
+
+// MayCheckpoint reports whether a role may run CHECKPOINT on a server of
+// version serverVersionNum: a superuser always; a member of pg_checkpoint
+// from PostgreSQL 15 on; before 15 nobody else.
+func MayCheckpoint(serverVersionNum int, superuser, checkpointMember bool) bool {
+	return superuser || CheckpointRole(serverVersionNum) && checkpointMember
 }
 
 // Create copies the database d names into a new database called name (""

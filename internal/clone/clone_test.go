@@ -507,17 +507,76 @@ func TestDrop(t *testing.T) {
 	}
 }
 
-func TestCheckpoint(t *testing.T) {
+// Who may CHECKPOINT depends on the version: a superuser always, a member
+// of pg_checkpoint from 15 on (the role does not exist before). Whether a
+// checkpoint ran is read from the server's own count of requested ones.
+func TestCheckpointRunsAsTheServersVersionAllows(t *testing.T) {
 	db, _ := appDB(t)
-	if did, err := Checkpoint(context.Background(), db.Conn(t)); err != nil || did {
-		t.Fatalf("Checkpoint as a plain role = %v, %v", did, err)
+	s := pgtest.Shared(t)
+	ctx := context.Background()
+	stats := superConn(t, "postgres")
+	requested := func() int {
+		q := "select checkpoints_req from pg_stat_bgwriter"
+		if s.VersionNum >= 170000 {
+			q = "select num_requested from pg_stat_checkpointer"
+		}
+		var n int
+		if err := stats.QueryRow(ctx, q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
-	superExec(t, "postgres", fmt.Sprintf("GRANT pg_checkpoint TO %s", ident(db.User)))
-	if did, err := Checkpoint(context.Background(), db.Conn(t)); err != nil || !did {
-		t.Fatalf("Checkpoint as a member of pg_checkpoint = %v, %v", did, err)
+	// checkpoint calls Checkpoint and says whether the server counted one.
+	checkpoint := func(who string, conn *pgx.Conn, want bool) {
+		t.Helper()
+		before := requested()
+		did, err := Checkpoint(ctx, conn)
+		if err != nil || did != want {
+			t.Fatalf("PostgreSQL %d: Checkpoint as %s = %v, %v; want %v", s.Major(), who, did, err, want)
+		}
+		counted := false
+		for range 50 {
+			if counted = requested() > before; counted || !want {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if counted != want {
+			t.Fatalf("PostgreSQL %d: Checkpoint as %s: the server counted a checkpoint: %v, want %v", s.Major(), who, counted, want)
+		}
 	}
-	if did, err := Checkpoint(context.Background(), superConn(t, "postgres")); err != nil || !did {
-		t.Fatalf("Checkpoint as superuser = %v, %v", did, err)
+
+	checkpoint("a plain role", db.Conn(t), false)
+	var hasRole bool
+	if err := superConn(t, "postgres").QueryRow(ctx, "select exists (select from pg_roles where rolname = 'pg_checkpoint')").Scan(&hasRole); err != nil {
+		t.Fatal(err)
+	}
+	if hasRole != CheckpointRole(s.VersionNum) {
+		t.Fatalf("PostgreSQL %d has pg_checkpoint: %v, CheckpointRole says %v", s.Major(), hasRole, CheckpointRole(s.VersionNum))
+	}
+	if hasRole {
+		superExec(t, "postgres", fmt.Sprintf("GRANT pg_checkpoint TO %s", ident(db.User)))
+		checkpoint("a member of pg_checkpoint", db.Conn(t), true)
+	}
+	checkpoint("superuser", superConn(t, "postgres"), true)
+}
+
+func TestMayCheckpoint(t *testing.T) {
+	for _, c := range []struct {
+		version       int
+		super, member bool
+		want          bool
+	}{
+		{130000, false, false, false},
+		{140012, false, true, false}, // no such role before 15: nothing grants it
+		{140012, true, false, true},
+		{150000, false, true, true},
+		{180001, false, false, false},
+		{180001, true, false, true},
+	} {
+		if got := MayCheckpoint(c.version, c.super, c.member); got != c.want {
+			t.Errorf("MayCheckpoint(%d, superuser %v, member %v) = %v, want %v", c.version, c.super, c.member, got, c.want)
+		}
 	}
 }
 
