@@ -67,7 +67,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	db := pgtest.Shared(t).NewDatabase(t)
+	return newEnvOn(t, pgtest.Shared(t))
+}
+
+// newEnvOn is newEnv with a database on server s.
+func newEnvOn(t *testing.T, s *pgtest.Server) *env {
+	t.Helper()
+	db := s.NewDatabase(t)
 	dir := t.TempDir()
 	e := &env{t: t, db: db, conf: filepath.Join(dir, "upgrade.conf"), secrets: filepath.Join(dir, "secrets.env"),
 		backups: filepath.Join(dir, "backups")}

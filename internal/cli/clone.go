@@ -60,7 +60,12 @@ func (a *app) cloneRestorePoint(ctx context.Context, cfg config.Config, d *dsn.D
 	method := clone.CopyPlain
 	var serverVersion int
 	if conn.QueryRow(ctx, "select current_setting('server_version_num')::int").Scan(&serverVersion) == nil && clone.FileCloneAvailable(serverVersion) {
+		// Blocks are shared where the file system can: as measured last
+		// time, else expected.
 		method = clone.CopyClone
+		if t, ok := clone.ReadTiming(a.timingPath()); ok && t.Method != "" {
+			method = t.Method
+		}
 	}
 	conn.Close(context.Background())
 	fmt.Fprintf(a.Stderr, "cloning the database (%s) as the restore point…\n", progress.Bytes(size))
@@ -87,14 +92,29 @@ func (a *app) cloneRestorePoint(ctx context.Context, cfg config.Config, d *dsn.D
 	if dec.Reason != "" {
 		why = " (" + dec.Reason + ")"
 	}
-	fmt.Fprintf(a.Stdout, "restore point: %s, a clone of the database taken in %s%s\n",
-		p.Name, took.Round(10*time.Millisecond), why)
+	fmt.Fprintf(a.Stdout, "restore point: %s, a clone of the database taken in %s (%s)%s\n",
+		p.Name, took.Round(10*time.Millisecond), cloneCost(p), why)
 	// Older clones whose files exist go now, before the migration, which
 	// needs the room (a table rewrite, WAL). One without a file stays: after
 	// a failed migration it is the only copy of the database from before the
 	// upgrade, which this retry's clone no longer holds.
 	a.retainClones(ctx, cfg.BackupDir, d, p.Name, false)
 	return p.Name, nil
+}
+
+// cloneCost says what a clone cost on the server's file system, as
+// measured: shared blocks or a copy, and the bytes written.
+func cloneCost(p clone.Point) string {
+	switch {
+	case p.Written < 0 && p.CopyMethod == clone.CopyClone:
+		return "file_copy_method = clone; whether the file system shared the blocks could not be measured: " + p.WrittenUnknown
+	case p.Written < 0:
+		return "a copy of " + progress.Bytes(p.Size)
+	case p.CopyMethod == clone.CopyClone:
+		return fmt.Sprintf("the file system shared the blocks: %s written for the database's %s", progress.Bytes(p.Written), progress.Bytes(p.Size))
+	default:
+		return fmt.Sprintf("a copy: %s written", progress.Bytes(p.Written))
+	}
 }
 
 // timingPath is where the last clone's timing is kept: next to the journal.

@@ -140,8 +140,10 @@ func checkPgDump(ctx context.Context, conn *pgx.Conn, compression string) string
 	client, _ := strconv.Atoi(string(m[1]))
 	var serverNum int
 	if err := conn.QueryRow(ctx, "select current_setting('server_version_num')::int").Scan(&serverNum); err == nil && serverNum/10000 > client {
+		major := serverNum / 10000
 		return fmt.Sprintf("%s is version %d, older than the server (%d): pg_dump refuses to dump a newer server;"+
-			" install the PostgreSQL %d client", path, client, serverNum/10000, serverNum/10000)
+			" install the PostgreSQL %d client (Debian, Ubuntu: postgresql-client-%d; RHEL: postgresql from the postgresql:%d module stream, or postgresql%d from the PGDG repository)",
+			path, client, major, major, major, major, major)
 	}
 	if msg := compressionProblem(compression, client); msg != "" {
 		return fmt.Sprintf("BACKUP_COMPRESSION=%s: %s (the installed %s is version %d)", compression, msg, path, client)

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,9 +22,11 @@ func TestPreflightRefusesWhatWouldFailAfterTheServiceStopped(t *testing.T) {
 		code    int
 		say     []string
 	}{
-		{"a compression method the installed pg_dump 15 does not know", func(e *env) {
-			e.writeConf("BACKUP_DIR=" + e.backups + "\nBACKUP_COMPRESSION=zstd:3\n")
-		}, ExitBackupFailed, []string{"BACKUP_COMPRESSION=zstd:3", "before version 16"}},
+		// What the installed pg_dump refuses depends on its version: methods
+		// before 16, a level out of a method's range from 16 on.
+		{"a compression the installed pg_dump refuses", func(e *env) {
+			e.writeConf("BACKUP_DIR=" + e.backups + "\nBACKUP_COMPRESSION=" + refusedCompression(t) + "\n")
+		}, ExitBackupFailed, []string{"BACKUP_COMPRESSION=" + refusedCompression(t), refusedCompressionReason(t)}},
 		{"a compression level out of range", func(e *env) {
 			e.writeConf("BACKUP_DIR=" + e.backups + "\nBACKUP_COMPRESSION=12\n")
 		}, ExitConfig, []string{"BACKUP_COMPRESSION=\"12\""}},
@@ -216,4 +220,31 @@ func TestMessagesNameTheHelpersRecoveryCommand(t *testing.T) {
 	if r.code != ExitUnreachable || !strings.Contains(r.stderr, "then run: dpkg --configure -a") || strings.Contains(r.stderr, "run: openwatch") {
 		t.Fatalf("want the helper's command only: %s", r)
 	}
+}
+
+// pgDumpMajor is the major version of the pg_dump on PATH.
+func pgDumpMajor(t *testing.T) int {
+	t.Helper()
+	out, err := exec.Command("pg_dump", "--version").Output()
+	m := pgDumpVersionRE.FindSubmatch(out)
+	if err != nil || m == nil {
+		t.Fatalf("pg_dump --version: %q, %v", out, err)
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
+
+// refusedCompression is a BACKUP_COMPRESSION the installed pg_dump refuses.
+func refusedCompression(t *testing.T) string {
+	if pgDumpMajor(t) < 16 {
+		return "zstd:3"
+	}
+	return "zstd:23"
+}
+
+func refusedCompressionReason(t *testing.T) string {
+	if pgDumpMajor(t) < 16 {
+		return "before version 16"
+	}
+	return "zstd takes a level from 1 to 22"
 }
