@@ -294,6 +294,11 @@ func (a *app) restoreClone(ctx context.Context, cfg config.Config, d *dsn.DSN, n
 			return code
 		}
 	}
+	conn, code := a.connectToChange(ctx, cfg, d, "openwatch restore --yes "+name)
+	if conn == nil {
+		return code
+	}
+	conn.Close(context.Background())
 	fmt.Fprintf(a.Stderr, "restoring the clone %s into %s…\n", name, d.Describe())
 	stop := progress.Watch(progress.Start(a.Stderr, progress.Step{Label: "restore", Timed: true, Basis: "a swap by renaming: no data is copied"}), nil)
 	res, err := clone.Restore(ctx, d, name)

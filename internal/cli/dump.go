@@ -146,7 +146,7 @@ func (a *app) restore(ctx context.Context, args []string) int {
 			return code
 		}
 	}
-	conn, code := a.connect(ctx, cfg, d)
+	conn, code := a.connectToChange(ctx, cfg, d, "openwatch restore --yes "+file)
 	if conn == nil {
 		return code
 	}

@@ -243,7 +243,7 @@ func (a *app) printRestorePoints(rps []dump.RestorePoint, indent string) {
 
 func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrateFlags) int {
 	// Wait here, once, for a database that is still starting.
-	conn, code := a.connect(ctx, cfg, d)
+	conn, code := a.connectToChange(ctx, cfg, d, "openwatch migrate")
 	if conn == nil {
 		return code
 	}

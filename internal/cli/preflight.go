@@ -28,7 +28,7 @@ import (
 // database, and for the restore point pg_dump, its compression setting, the
 // backup directory, its free space and the role's read privileges.
 func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrateFlags) int {
-	conn, code := a.connect(ctx, cfg, d)
+	conn, code := a.connectToChange(ctx, cfg, d, "openwatch migrate --preflight")
 	if conn == nil {
 		return code
 	}
