@@ -11,6 +11,7 @@
 #   sh scripts/pg-matrix.sh            # 13 17 18
 #   sh scripts/pg-matrix.sh 13         # one major
 #   PG_MATRIX_RUN=TestCheckpoint sh scripts/pg-matrix.sh 13   # one test (go test -run)
+#   PG_MATRIX_FLAGS=-v ...                                     # more go test flags
 set -eu
 
 cache=${OPENWATCH_TEST_CACHE:-/var/cache/openwatch-test}
@@ -41,8 +42,8 @@ for m in $majors; do
 	# shellcheck disable=SC2016,SC2086 # expanded by the inner shell; one word per package
 	if unshare -m sh -c '
 		set -eu
-		r=$1 m=$2 src=$3 goroot=$4 gocache=$5 gomodcache=$6 run=$7
-		shift 7
+		r=$1 m=$2 src=$3 goroot=$4 gocache=$5 gomodcache=$6 run=$7 flags=$8
+		shift 8
 		mount -t proc proc "$r/proc"
 		mount --rbind /dev "$r/dev"
 		mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"
@@ -58,8 +59,8 @@ for m in $majors; do
 		exec chroot "$r" env -i PATH="$goroot/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/root TMPDIR=/tmp LANG=C.UTF-8 \
 			GOCACHE="$gocache" GOMODCACHE="$gomodcache" GOFLAGS=-mod=readonly GOTOOLCHAIN=local GOPROXY=off CGO_ENABLED=0 \
 			PG_BINDIR="/usr/lib/postgresql/$m/bin" PGTEST_MAJOR="$m" \
-			sh -c "cd \"\$0\" && exec go test -count=1 -timeout 30m -run \"\$1\" $*" "$src" "$run"
-	' sh "$root" "$m" "$src" "$goroot" "$gocache" "$gomodcache" "${PG_MATRIX_RUN:-.}" $pkgs; then
+			sh -c "cd \"\$0\" && exec go test -count=1 -timeout 30m -run \"\$1\" $flags $*" "$src" "$run"
+	' sh "$root" "$m" "$src" "$goroot" "$gocache" "$gomodcache" "${PG_MATRIX_RUN:-.}" "${PG_MATRIX_FLAGS:-}" $pkgs; then
 		echo "pg-matrix: PostgreSQL $m: ok in $(($(date +%s) - start))s" >&2
 	else
 		echo "pg-matrix: PostgreSQL $m: FAILED (in $(($(date +%s) - start))s; rerun with: sh scripts/pg-matrix.sh $m)" >&2

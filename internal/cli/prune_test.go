@@ -269,7 +269,7 @@ func (e *env) takeClone(created time.Time) clone.Point {
 // allowClones gives e's role CREATEDB (it owns its database).
 func (e *env) allowClones() {
 	e.t.Helper()
-	if err := pgtest.Shared(e.t).Exec(context.Background(), "postgres", "alter role "+quoteIdent(e.db.User)+" createdb"); err != nil {
+	if err := e.db.Server.Exec(context.Background(), "postgres", "alter role "+quoteIdent(e.db.User)+" createdb"); err != nil {
 		e.t.Fatal(err)
 	}
 }
