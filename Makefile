@@ -7,7 +7,7 @@ GO      ?= go
 PKG     := github.com/openwatch/openwatch
 LDFLAGS := -s -w -X $(PKG)/internal/version.Version=$(VERSION)-$(RELEASE)
 
-.PHONY: all build generate check-generate packages test test-deps lint vet e2e bench clean
+.PHONY: all build generate check-generate packages test test-deps test-roots test-pgmatrix lint vet e2e bench clean
 
 all: packages
 
@@ -27,6 +27,16 @@ packages: build
 
 test-deps:
 	sh scripts/test-deps.sh
+
+# The Debian roots holding PostgreSQL 13, 17 and 18 for the matrix, cached in
+# /var/cache/openwatch-test (built once, as root; rebuilt when incomplete).
+test-roots: test-deps
+	sh scripts/pg-roots.sh
+
+# The PostgreSQL test packages against 13, 17 and 18 (15 is the host's, in
+# the go test of make test; e2e runs on the host's 15 only).
+test-pgmatrix: test-roots
+	sh scripts/pg-matrix.sh
 
 vet:
 	$(GO) vet ./...
@@ -64,12 +74,14 @@ lint: $(SQUAWK)
 	exit $$rc
 
 # Every test: unit, generated-script behaviour under four shells, real
-# PostgreSQL, and real dpkg/rpm upgrades in a disposable root.
+# PostgreSQL (the host's 15, then 13, 17 and 18 from the cached roots), and
+# real dpkg/rpm upgrades in a disposable root.
 # The tests write only into their temp dirs: a file they leave in the
 # checkout (compared with git status before and after) fails the run.
-test: test-deps lint check-generate vet
+test: test-deps test-roots lint check-generate vet
 	@before=$$(mktemp); git status --porcelain --untracked-files=all >"$$before" 2>/dev/null; \
 	$(GO) test -count=1 -timeout 80m ./...; rc=$$?; \
+	sh scripts/pg-matrix.sh || rc=1; \
 	if ! git status --porcelain --untracked-files=all 2>/dev/null | cmp -s "$$before" -; then \
 		echo "make test: the tests changed or left these files in the checkout (they must write only into their temp dirs):" >&2; \
 		git status --porcelain --untracked-files=all | diff "$$before" - >&2; rc=1; \

@@ -30,6 +30,8 @@ journalctl:systemd
 apt-get:apt
 pg_createcluster:postgresql-common
 pg_lsclusters:postgresql-common
+debootstrap:debootstrap
+chroot:coreutils
 '
 
 missing=''
