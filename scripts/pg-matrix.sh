@@ -58,7 +58,7 @@ for m in $majors; do
 		mount -o remount,bind,ro "$r$gomodcache"
 		exec chroot "$r" env -i PATH="$goroot/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/root TMPDIR=/tmp LANG=C.UTF-8 \
 			GOCACHE="$gocache" GOMODCACHE="$gomodcache" GOFLAGS=-mod=readonly GOTOOLCHAIN=local GOPROXY=off CGO_ENABLED=0 \
-			PG_BINDIR="/usr/lib/postgresql/$m/bin" PGTEST_MAJOR="$m" \
+			PG_BINDIR="/usr/lib/postgresql/$m/bin" OPENWATCH_TEST_MAJOR="$m" \
 			sh -c "cd \"\$0\" && exec go test -count=1 -timeout 30m -run \"\$1\" $flags $*" "$src" "$run"
 	' sh "$root" "$m" "$src" "$goroot" "$gocache" "$gomodcache" "${PG_MATRIX_RUN:-.}" "${PG_MATRIX_FLAGS:-}" $pkgs; then
 		echo "pg-matrix: PostgreSQL $m: ok in $(($(date +%s) - start))s" >&2

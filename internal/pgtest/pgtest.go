@@ -205,8 +205,9 @@ func StartWith(o StartOptions) (*Server, error) {
 
 // MajorVar, when set, is the PostgreSQL major the tests must run against
 // (scripts/pg-matrix.sh sets it for each root): a server of another major
-// fails the start instead of testing the wrong version.
-const MajorVar = "PGTEST_MAJOR"
+// fails the start instead of testing the wrong version. Not a PG* name:
+// the binary, run in-process by some tests, clears those.
+const MajorVar = "OPENWATCH_TEST_MAJOR"
 
 func (s *Server) checkVersion() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
