@@ -136,6 +136,16 @@ func (a *app) restore(ctx context.Context, args []string) int {
 	if d == nil {
 		return code
 	}
+	// Restore points are written by a pg_dump at least the server's
+	// version, which an older pg_restore cannot read.
+	if conn, err := d.Connect(ctx); err == nil {
+		_, _, problem := checkClient(ctx, conn, "pg_restore", "it cannot read a restore point written by the server's pg_dump")
+		conn.Close(context.Background())
+		if problem != "" {
+			a.errorf("%s.\nNothing was changed. Install it, then run: openwatch restore --yes %s", problem, file)
+			return ExitError
+		}
+	}
 	archive, err := dump.Verify(ctx, d, file)
 	if err != nil {
 		a.errorf("%v\nNothing was changed. Pick another restore point.", err)

@@ -128,27 +128,39 @@ var pgDumpVersionRE = regexp.MustCompile(`\(PostgreSQL\) ([0-9]+)`)
 // checkPgDump says what is wrong with pg_dump for this server and
 // BACKUP_COMPRESSION, or "".
 func checkPgDump(ctx context.Context, conn *pgx.Conn, compression string) string {
-	path, err := exec.LookPath("pg_dump")
-	if err != nil {
-		return "pg_dump is not installed (install the PostgreSQL client package, e.g. postgresql-client)"
-	}
-	out, err := exec.CommandContext(ctx, path, "--version").Output()
-	m := pgDumpVersionRE.FindSubmatch(out)
-	if err != nil || m == nil {
-		return fmt.Sprintf("%s --version did not say its version", path)
-	}
-	client, _ := strconv.Atoi(string(m[1]))
-	var serverNum int
-	if err := conn.QueryRow(ctx, "select current_setting('server_version_num')::int").Scan(&serverNum); err == nil && serverNum/10000 > client {
-		major := serverNum / 10000
-		return fmt.Sprintf("%s is version %d, older than the server (%d): pg_dump refuses to dump a newer server;"+
-			" install the PostgreSQL %d client (Debian, Ubuntu: postgresql-client-%d; RHEL: postgresql from the postgresql:%d module stream, or postgresql%d from the PGDG repository)",
-			path, client, major, major, major, major, major)
+	path, client, msg := checkClient(ctx, conn, "pg_dump", "pg_dump refuses to dump a newer server")
+	if msg != "" {
+		return msg
 	}
 	if msg := compressionProblem(compression, client); msg != "" {
 		return fmt.Sprintf("BACKUP_COMPRESSION=%s: %s (the installed %s is version %d)", compression, msg, path, client)
 	}
 	return ""
+}
+
+// checkClient finds the PostgreSQL client program name on PATH and its
+// major version, and says what is wrong with it for the server conn is
+// connected to ("" when nothing): missing, or older than the server (why
+// says what that breaks), naming the package that brings the right one.
+func checkClient(ctx context.Context, conn *pgx.Conn, name, why string) (path string, client int, problem string) {
+	path, err := exec.LookPath(name)
+	if err != nil {
+		return "", 0, name + " is not installed (install the PostgreSQL client package, e.g. postgresql-client)"
+	}
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	m := pgDumpVersionRE.FindSubmatch(out)
+	if err != nil || m == nil {
+		return path, 0, fmt.Sprintf("%s --version did not say its version", path)
+	}
+	client, _ = strconv.Atoi(string(m[1]))
+	var serverNum int
+	if err := conn.QueryRow(ctx, "select current_setting('server_version_num')::int").Scan(&serverNum); err == nil && serverNum/10000 > client {
+		major := serverNum / 10000
+		return path, client, fmt.Sprintf("%s is version %d, older than the server (%d): %s;"+
+			" install the PostgreSQL %d client (Debian, Ubuntu: postgresql-client-%d; RHEL: postgresql from the postgresql:%d module stream, or postgresql%d from the PGDG repository)",
+			path, client, major, why, major, major, major, major)
+	}
+	return path, client, ""
 }
 
 // compressionProblem says why pg_dump of major version client would refuse
