@@ -17,8 +17,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -27,7 +25,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"golang.org/x/sys/unix"
 
 	"github.com/openwatch/openwatch/internal/defaults"
 	"github.com/openwatch/openwatch/internal/dsn"
@@ -90,8 +87,9 @@ type Point struct {
 	// PostgreSQL 18's file cloning was tried ("" otherwise).
 	CopyMethod   string `json:"-"`
 	CopyFallback string `json:"-"`
-	// Written is what the clone took from the file system's free space
-	// (measured, see measureWritten), -1 when it could not be measured
+	// Written is what the clone's files take on the file system beyond the
+	// blocks they share with the source (measured, see measureClone), -1
+	// when it could not be measured
 	// (WrittenUnknown says why). CopyMethod is CopyClone only when blocks
 	// were shared: a file_copy_method = clone that the file system carried
 	// out as a copy (ext4, XFS without reflink) is reported as CopyPlain.
@@ -325,11 +323,6 @@ func Create(ctx context.Context, d *dsn.DSN, name string, meta Meta) (Point, err
 		return Point{}, fmt.Errorf("read the server's version: %w", err)
 	}
 	create := createStatement(name, props.Owner, src, version)
-	var srcSize int64
-	if err := conn.QueryRow(ctx, "select pg_database_size($1::text)", src).Scan(&srcSize); err != nil {
-		return Point{}, fmt.Errorf("read the size of %q: %w", src, err)
-	}
-	fsDir, freeBefore, measureErr := tablespaceFree(ctx, conn, src)
 	method, fallback := CopyPlain, ""
 	if FileCloneAvailable(version) {
 		// PostgreSQL 18 can clone the files (a reflink on XFS, btrfs, ZFS).
@@ -361,64 +354,18 @@ func Create(ctx context.Context, d *dsn.DSN, name string, meta Meta) (Point, err
 	}
 	p := Point{Name: name, Kind: "clone", Created: meta.Created, PackageVersion: meta.PackageVersion,
 		SchemaVersion: meta.SchemaVersion, Source: src, Size: -1, CopyMethod: method, CopyFallback: fallback, Written: -1}
-	if measureErr == nil {
-		var freeAfter int64
-		if _, freeAfter, measureErr = tablespaceFree(ctx, conn, src); measureErr == nil {
-			p.Written = max(freeBefore-freeAfter, 0)
+	if u, err := measureClone(ctx, conn, name); err != nil {
+		p.WrittenUnknown = err.Error()
+	} else {
+		p.Written = u.Written()
+		if p.CopyMethod == CopyClone && !u.SharedBlocks() {
+			p.CopyMethod = CopyPlain
+			p.CopyFallback = fmt.Sprintf("file_copy_method = clone ran, but the file system under %s copied the files: %s written, %s shared with the database (blocks are shared only on XFS with reflink=1, btrfs, ZFS or bcachefs)",
+				u.Dir, progress.Bytes(p.Written), progress.Bytes(u.Shared))
 		}
-	}
-	if measureErr != nil {
-		p.WrittenUnknown = measureErr.Error()
-	}
-	if p.CopyMethod == CopyClone && p.Written >= 0 && !SharedBlocks(p.Written, srcSize) {
-		p.CopyMethod = CopyPlain
-		p.CopyFallback = fmt.Sprintf("file_copy_method = clone ran, but the file system under %s copied the files: %s written for the database's %s (blocks are shared only on XFS with reflink=1, btrfs, ZFS or bcachefs)",
-			fsDir, progress.Bytes(p.Written), progress.Bytes(srcSize))
 	}
 	conn.QueryRow(ctx, "select pg_database_size($1::text)", name).Scan(&p.Size)
 	return p, nil
-}
-
-// SharedBlocks says whether a clone of a database of size bytes that took
-// written bytes of free space shared its blocks with the source: a copy
-// takes the whole size, a reflink only its metadata. Half the size is the
-// line between them, far from both (the checkpoints of CREATE DATABASE and
-// other databases' writes move the measurement by a little).
-func SharedBlocks(written, size int64) bool { return size > 0 && written < size/2 }
-
-// tablespaceFree returns the free bytes of the file system holding the
-// default tablespace of database db, synced first so that what was just
-// written is counted, and the directory it measured. Like Eligible it
-// reads the server's files through /proc: root, a server on this machine.
-func tablespaceFree(ctx context.Context, conn *pgx.Conn, db string) (string, int64, error) {
-	pm, err := postmaster(ctx, conn)
-	if err != nil {
-		return "", 0, err
-	}
-	var location string
-	if err := conn.QueryRow(ctx, `select pg_tablespace_location(dattablespace) from pg_database where datname = $1`, db).Scan(&location); err != nil {
-		return "", 0, fmt.Errorf("read the tablespace of %q: %w", db, err)
-	}
-	dir := filepath.Join(fmt.Sprintf("/proc/%d/cwd", pm), "base")
-	if location != "" {
-		dir = filepath.Join(fmt.Sprintf("/proc/%d/root", pm), location)
-	}
-	f, err := os.Open(dir)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
-		return "", 0, fmt.Errorf("syncfs %s: %w", dir, err)
-	}
-	var st unix.Statfs_t
-	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
-		return "", 0, fmt.Errorf("statfs %s: %w", dir, err)
-	}
-	if resolved, err := filepath.EvalSymlinks(dir); err == nil {
-		dir = resolved
-	}
-	return dir, int64(st.Bavail) * st.Bsize, nil
 }
 
 // finishClone closes the clone to PUBLIC (the source's ACL, which may have

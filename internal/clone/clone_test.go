@@ -365,7 +365,7 @@ func TestCreateAndRestoreBySwap(t *testing.T) {
 		t.Fatalf("Create on PostgreSQL %d did not measure what it wrote: %+v", major, p)
 	case p.CopyMethod == CopyPlain && p.Written < p.Size/2:
 		t.Fatalf("Create on PostgreSQL %d reports a copy that wrote %d bytes of %d", major, p.Written, p.Size)
-	case p.CopyMethod == CopyClone && !SharedBlocks(p.Written, p.Size):
+	case p.CopyMethod == CopyClone && p.Written >= p.Size/2:
 		t.Fatalf("Create on PostgreSQL %d reports shared blocks having written %d bytes of %d", major, p.Written, p.Size)
 	case major < 18 && (p.CopyMethod != CopyPlain || p.CopyFallback != ""):
 		t.Fatalf("Create on PostgreSQL %d: method %q, fallback %q", major, p.CopyMethod, p.CopyFallback)
