@@ -53,7 +53,9 @@ done
 [ -z "$missing" ] && exit 0
 if [ "$check" = yes ] || [ "$(id -u)" -ne 0 ]; then
 	echo "make test: the PostgreSQL test roots for$missing are missing or incomplete in $cache" >&2
-	echo "build them with: sudo sh scripts/pg-roots.sh$missing   (or run make test as root)" >&2
+	env=''
+	[ "$cache" = /var/cache/openwatch-test ] || env="OPENWATCH_TEST_CACHE=$cache "
+	echo "build them with: sudo ${env}sh scripts/pg-roots.sh$missing   (or run make test as root)" >&2
 	exit 1
 fi
 
