@@ -109,7 +109,7 @@ func cloneCost(p clone.Point) string {
 	case p.Written < 0 && p.CopyMethod == clone.CopyClone:
 		return "file_copy_method = clone; whether the file system shared the blocks could not be measured: " + p.WrittenUnknown
 	case p.Written < 0:
-		return "a copy of " + progress.Bytes(p.Size)
+		return "a copy; what it wrote could not be measured: " + p.WrittenUnknown
 	case p.CopyMethod == clone.CopyClone:
 		return fmt.Sprintf("the file system shared the blocks: %s written for the database's %s", progress.Bytes(p.Written), progress.Bytes(p.Size))
 	default:
