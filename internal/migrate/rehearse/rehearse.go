@@ -178,6 +178,10 @@ type Report struct {
 	CopyTook time.Duration
 	Steps    []Step // the migrations that succeeded on the copy, in order
 	Total    time.Duration
+	// DropErr says why the scratch database could not be dropped, naming
+	// its DROP DATABASE (the next rehearsal drops it too); Run's error is
+	// DropErr when nothing else failed.
+	DropErr error
 }
 
 // MigrationTime is the time the migrations took on the copy: the estimate of
@@ -195,8 +199,8 @@ func (r Report) MigrationTime() time.Duration {
 //
 // Errors: *dsn.UnreachableError, *migrate.NewerSchemaError,
 // *migrate.ChecksumError, *CannotError, *WouldFailError, *InterruptedError,
-// or another; a scratch database that could not be dropped is named, with
-// its DROP DATABASE, in the error.
+// or another (Report.DropErr when only the drop of the scratch database
+// failed).
 func Run(ctx context.Context, o Options) (rep Report, err error) {
 	started := time.Now()
 	defer func() { rep.Total = time.Since(started) }()
@@ -245,8 +249,11 @@ func Run(ctx context.Context, o Options) (rep Report, err error) {
 	}
 	defer func() {
 		if derr := dropScratch(o.DSN, maint, rep.Scratch, rep.Facts.ServerVersion); derr != nil {
-			err = errors.Join(err, fmt.Errorf("the scratch database %s could not be dropped (%v); the next rehearsal drops it, or drop it now with: DROP DATABASE %s;",
-				rep.Scratch, o.DSN.Redactor.Error(derr), clone.Ident(rep.Scratch)))
+			rep.DropErr = fmt.Errorf("the scratch database %s could not be dropped (%v); the next rehearsal drops it, or drop it now with: DROP DATABASE %s;",
+				rep.Scratch, o.DSN.Redactor.Error(derr), clone.Ident(rep.Scratch))
+			if err == nil {
+				err = rep.DropErr
+			}
 			return
 		}
 		fmt.Fprintf(o.Out, "rehearsal: dropped the scratch database %s\n", rep.Scratch)
