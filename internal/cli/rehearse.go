@@ -35,7 +35,7 @@ func (a *app) rehearse(ctx context.Context, cfg config.Config, d *dsn.DSN) int {
 	fmt.Fprintf(a.Stdout, "rehearsal: all %d pending migration(s) succeeded on a copy of the database in %s; migrating should keep the service stopped about that long, plus stopping it and taking the restore point.\n"+
 		"It cost %s in all (the copy: %s in %s on the database server, now dropped); the live database was only read.\n"+
 		"To take a restore point, migrate, and start the service again if it ran, run: %s\n",
-		len(rep.Steps), progress.Duration(rep.MigrationTime()), progress.Duration(rep.Total), progress.Bytes(rep.CopySize),
+		len(rep.Steps), rehearse.Duration(rep.MigrationTime()), progress.Duration(rep.Total), progress.Bytes(rep.CopySize),
 		progress.Duration(rep.CopyTook), a.next(config.DefaultUpgradeHelper))
 	return ExitOK
 }
@@ -62,6 +62,9 @@ func (a *app) rehearsalFailed(ctx context.Context, cfg config.Config, d *dsn.DSN
 	case errors.As(err, &wf):
 		f := wf.Failed
 		a.errorf("%srehearsal: migration %s would fail on this database: %v", prefix, f.Failed.Name, f.Err)
+		if detail := rehearse.Detail(f.Err); detail != "" {
+			fmt.Fprintf(a.Stderr, "detail: %s\n", d.Redactor.String(detail))
+		}
 		fmt.Fprintf(a.Stderr, "rehearsed successfully before it: %s\nnot rehearsed after it: %s\n", orNone(names(f.Applied)), orNone(names(f.NotApplied)))
 		if f.NonTransactional {
 			fmt.Fprintf(a.Stderr, "it runs outside a transaction (transaction:false): on the live database it would not be rolled back")
@@ -124,7 +127,7 @@ func (a *app) preflightRehearsal(ctx context.Context, cfg config.Config, d *dsn.
 	if len(rep.Pending) > 0 {
 		fmt.Fprintf(a.Stdout, "preflight: rehearsal: all %d migration(s) succeeded on a copy of the database (copied in %s, %s, dropped)\n"+
 			"preflight: estimated downtime: %s for the migrations, as the rehearsal measured them, plus stopping the service and taking the restore point\n",
-			len(rep.Steps), progress.Duration(rep.CopyTook), progress.Bytes(rep.CopySize), progress.Duration(rep.MigrationTime()))
+			len(rep.Steps), progress.Duration(rep.CopyTook), progress.Bytes(rep.CopySize), rehearse.Duration(rep.MigrationTime()))
 	}
 	return ExitOK
 }
@@ -135,9 +138,16 @@ func (a *app) skipRehearsal(ctx context.Context, conn *pgx.Conn) string {
 	if err != nil {
 		return err.Error()
 	}
-	if facts.Size > config.RehearseAutoMaxBytes {
+	return autoSkip(facts, config.RehearseAutoMaxBytes)
+}
+
+// autoSkip is REHEARSE=auto's rule: rehearse a database of at most limit
+// bytes, when the rehearsal can run and the server's free space is known
+// to be enough for the copy. It returns why not, or "".
+func autoSkip(facts rehearse.Facts, limit int64) string {
+	if facts.Size > limit {
 		return fmt.Sprintf("the database is %s, more than the %s up to which its copy takes minutes, not hours",
-			progress.Bytes(facts.Size), progress.Bytes(config.RehearseAutoMaxBytes))
+			progress.Bytes(facts.Size), progress.Bytes(limit))
 	}
 	if p := facts.Problem(false); p != nil {
 		return p.Error()

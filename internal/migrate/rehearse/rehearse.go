@@ -30,7 +30,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/amacneil/dbmate/v2/pkg/dbmate"
 	"github.com/jackc/pgx/v5"
+	"github.com/lib/pq"
 
 	"github.com/openwatch/openwatch/internal/clone"
 	"github.com/openwatch/openwatch/internal/defaults"
@@ -301,14 +303,14 @@ func Run(ctx context.Context, o Options) (rep Report, err error) {
 			for _, st := range rep.Steps {
 				failed.Applied = append(failed.Applied, st.Migration)
 			}
-			fmt.Fprintf(o.Out, "rehearsal: %s FAILED after %s\n", m.Name, progress.Duration(took))
+			fmt.Fprintf(o.Out, "rehearsal: %s FAILED after %s\n", m.Name, Duration(took))
 			return rep, &WouldFailError{Failed: failed, Took: took}
 		}
 		if err != nil {
 			return rep, fmt.Errorf("rehearse migration %s: %w", m.Name, err)
 		}
 		rep.Steps = append(rep.Steps, Step{Migration: m, Took: took})
-		fmt.Fprintf(o.Out, "rehearsal: %s ok in %s\n", m.Name, progress.Duration(took))
+		fmt.Fprintf(o.Out, "rehearsal: %s ok in %s\n", m.Name, Duration(took))
 	}
 	return rep, nil
 }
@@ -499,4 +501,35 @@ func (s subsetFS) ReadDir(name string) ([]fs.DirEntry, error) {
 		}
 	}
 	return shown, err
+}
+
+// Detail is the DETAIL (and HINT) PostgreSQL sent with a migration's error,
+// such as the duplicated key of a unique index: what names the rows to
+// correct. "" when there is none.
+func Detail(err error) string {
+	var q *dbmate.QueryError // does not unwrap
+	if errors.As(err, &q) {
+		err = q.Err
+	}
+	var pqErr *pq.Error
+	if !errors.As(err, &pqErr) {
+		return ""
+	}
+	var parts []string
+	if pqErr.Detail != "" {
+		parts = append(parts, pqErr.Detail)
+	}
+	if pqErr.Hint != "" {
+		parts = append(parts, "hint: "+pqErr.Hint)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Duration formats a migration's time: milliseconds below a tenth of a
+// second (where progress.Duration shows 0s), else as progress.Duration.
+func Duration(d time.Duration) string {
+	if d < 100*time.Millisecond {
+		return d.Round(time.Millisecond).String()
+	}
+	return progress.Duration(d)
 }
