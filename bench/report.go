@@ -416,8 +416,11 @@ func (r *results) write(o options) error {
 		p("\n")
 	}
 	r.why(p, main)
-	if o.also != "" {
-		if err := crossCheck(p, o.also); err != nil {
+	for _, file := range strings.Split(o.also, ",") {
+		if file == "" {
+			continue
+		}
+		if err := crossCheck(p, file); err != nil {
 			return err
 		}
 	}
@@ -746,5 +749,6 @@ func crossCheck(p func(string, ...any), file string) error {
 		p("Swap of a clone %s (%s × plain). ", secs(swap), ratio(swap, plain))
 	}
 	p("`migrate --check` median %s.\n", secs(r.Check.Median))
+	r.rehearsalTable(p)
 	return nil
 }
