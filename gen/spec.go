@@ -176,8 +176,9 @@ func Default() *Spec {
 			LockWait:      30,
 			RestorePoint:  "auto",
 			Rehearse:      "auto",
-			// pg_dump | pg_restore copies about 1 GiB in 2 minutes here
-			// (docs/BENCHMARKS.md): 2 GiB is a copy of minutes, not hours.
+			// pg_dump | pg_restore copied 266 MB in 8 s here
+			// (docs/BENCHMARKS.md, the 261MB run): 2 GiB, about a minute
+			// here, stays a copy of minutes, not hours, on slower disks.
 			RehearseAutoMaxMB: 2048,
 		},
 		// init-system-helpers: deb-systemd-helper and deb-systemd-invoke,
