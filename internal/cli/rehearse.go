@@ -55,8 +55,11 @@ func (a *app) rehearsalFailed(ctx context.Context, cfg config.Config, d *dsn.DSN
 	var sum *migrate.ChecksumError
 	var unreachable *dsn.UnreachableError
 	unchanged := "Nothing was changed: the live database is as it was and the scratch copy was dropped"
-	if rep.DropErr != nil {
+	switch {
+	case rep.DropErr != nil:
 		unchanged = "The live database is as it was; " + rep.DropErr.Error()
+	case rep.Scratch == "":
+		unchanged = "Nothing was changed"
 	}
 	switch {
 	case errors.As(err, &wf):
@@ -83,10 +86,10 @@ func (a *app) rehearsalFailed(ctx context.Context, cfg config.Config, d *dsn.DSN
 		if prefix != "" {
 			what = fmt.Sprintf("REHEARSE=yes in %s, but the rehearsal could not run", a.configPath)
 		}
-		a.errorf("%s%s: %v\n%s. Fix the cause, then run: %s", prefix, what, d.Redactor.Error(cannot), strings.TrimPrefix(unchanged, "Nothing was changed: "), again)
+		a.errorf("%s%s: %v\n%s. Fix the cause, then run: %s", prefix, what, d.Redactor.Error(cannot), unchanged, again)
 		return ExitNoRehearsal
 	case errors.As(err, &intr):
-		a.errorf("%srehearsal interrupted (%v) before it finished; %s. To rehearse, run: %s", prefix, intr.Err, strings.ToLower(unchanged[:1])+unchanged[1:], again)
+		a.errorf("%sthe rehearsal was interrupted by a signal (SIGTERM or SIGINT) before it finished. %s. To rehearse, run: %s", prefix, unchanged, again)
 		return ExitInterrupted
 	case errors.As(err, &newer):
 		a.refuseNewer(ctx, cfg, d, newer.State)

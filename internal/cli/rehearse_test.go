@@ -160,7 +160,7 @@ func TestWithoutCreatedbRehearseNamesTheGrantAndAutoSkipsSayingWhy(t *testing.T)
 	grant := "ALTER ROLE " + quoteIdent(e.db.User) + " CREATEDB;"
 	code, out := e.inProcess(ctx, fsys, "migrate", "--rehearse")
 	if code != ExitNoRehearsal || !strings.Contains(out, "lacks CREATEDB") || !strings.Contains(out, "a superuser grants it with: "+grant) ||
-		!strings.Contains(out, "Fix the cause, then run: openwatch migrate --rehearse") {
+		!strings.Contains(out, "\nNothing was changed. Fix the cause, then run: openwatch migrate --rehearse") || strings.Contains(out, "scratch copy was dropped") {
 		t.Errorf("--rehearse without CREATEDB: %d\n%s", code, out)
 	}
 	e.writeConf("BACKUP_DIR=" + e.backups + "\nDATABASE_WAIT_TIMEOUT=0\nREHEARSE=yes\n")
@@ -200,7 +200,7 @@ func TestASignalStopsTheRehearsalAndDropsItsCopy(t *testing.T) {
 	}()
 	start := time.Now()
 	code, out := e.inProcess(ctx, fsys, "migrate", "--rehearse")
-	if code != ExitInterrupted || !strings.Contains(out, "rehearsal interrupted") || !strings.Contains(out, "the scratch copy was dropped") ||
+	if code != ExitInterrupted || !strings.Contains(out, "the rehearsal was interrupted by a signal") || !strings.Contains(out, "Nothing was changed: the live database is as it was and the scratch copy was dropped.") ||
 		!strings.Contains(out, "To rehearse, run: openwatch migrate --rehearse") {
 		t.Fatalf("want exit 15 and what happened: %d\n%s", code, out)
 	}
