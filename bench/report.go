@@ -482,7 +482,7 @@ func (r *results) rehearsalTable(p func(string, ...any)) {
 		return
 	}
 	p("\n### The preflight's rehearsal (`REHEARSE=auto`), while the service is up\n\n")
-	p("In each pending run of B the preflight rehearsed the migration on a scratch copy (`pg_dump | pg_restore` into `%s…`, dropped; the run fails if it did not, or left the database behind) before the helper stopped the service. Its time is its first output line to its result line, as they arrived; it is not downtime. The estimate is the migration's time on the copy, which the preflight prints as the downtime estimate for the migrations.\n\n", rehearse.Prefix)
+	p("In each pending run of B at the default compression (the alternatives run with `REHEARSE=no`) the preflight rehearsed the migration on a scratch copy (`pg_dump | pg_restore` into `%s…`, dropped; the run fails if it did not, or left the database behind) before the helper stopped the service. Its time is its first output line to its result line, as they arrived; it is not downtime. The estimate is the migration's time on the copy, which the preflight prints as the downtime estimate for the migrations.\n\n", rehearse.Prefix)
 	p("| database | approach | rehearsal (median, min–max), service up | its copy on the server | estimate: the migration on the copy | downtime that followed (median) |\n|---|---|---|---|---|---|\n")
 	for _, x := range rows {
 		p("| %s | %s | %s (%s–%s) | %s | %s | %s |\n", r.Sizes[x.size].Label, x.name, secs(x.wall), secs(x.lo), secs(x.hi), human(x.copy), secs(x.est), secs(x.down))
