@@ -25,6 +25,7 @@ import (
 	"github.com/openwatch/openwatch/internal/clone"
 	"github.com/openwatch/openwatch/internal/defaults"
 	"github.com/openwatch/openwatch/internal/dump"
+	"github.com/openwatch/openwatch/internal/migrate/rehearse"
 	"github.com/openwatch/openwatch/internal/pgtest"
 )
 
@@ -212,10 +213,16 @@ func confValue(conf, key string) string {
 }
 
 // writeConf writes upgrade.conf: the shipped file with the benchmark's
-// BACKUP_DIR, the given compression level and RESTORE_POINT.
+// BACKUP_DIR, the given compression level and RESTORE_POINT. The
+// compression alternatives run with REHEARSE=no: the rehearsal does not
+// depend on the level, and at 1 GB it would add half a minute to each.
 func (e *env) writeConf(level, restorePoint string) error {
 	c := regexp.MustCompile(`(?m)^BACKUP_DIR=.*$`).ReplaceAllString(e.confBase, "BACKUP_DIR='"+e.backups+"'")
-	for _, kv := range [][2]string{{"BACKUP_COMPRESSION", level}, {"RESTORE_POINT", restorePoint}} {
+	rehearse := confValue(e.confBase, "REHEARSE")
+	if level != e.defLevel {
+		rehearse = "no"
+	}
+	for _, kv := range [][2]string{{"BACKUP_COMPRESSION", level}, {"RESTORE_POINT", restorePoint}, {"REHEARSE", rehearse}} {
 		line := kv[0] + "=" + kv[1]
 		if re := regexp.MustCompile(`(?m)^` + kv[0] + `=.*$`); re.MatchString(c) {
 			c = re.ReplaceAllString(c, line)
@@ -369,6 +376,13 @@ type sample struct {
 	// to the export's first line ("exporting the clone restore point").
 	ExportSeconds float64 `json:"export_s,omitempty"`
 	ExportStart   float64 `json:"export_start_after_start_s,omitempty"`
+	// B (pending): the preflight's rehearsal (REHEARSE=auto as shipped),
+	// before the stop: its first line to its result line as they arrived,
+	// the copy's size on the server, and the migrations' time on the copy
+	// (the downtime estimate the preflight prints).
+	RehearsalSeconds  float64 `json:"rehearsal_s,omitempty"`
+	RehearsalCopy     int64   `json:"rehearsal_copy_bytes,omitempty"`
+	RehearsalEstimate float64 `json:"rehearsal_estimate_s,omitempty"`
 }
 
 func maxRSS(ps *os.ProcessState) int64 {
@@ -477,20 +491,26 @@ func (l *lineLog) String() string {
 // What the binary says about the restore point it took (internal/cli): a
 // clone, or a file's path; and the export's first line.
 var (
-	cloneLineRE  = regexp.MustCompile(`restore point: (` + regexp.QuoteMeta(clone.Prefix) + `[0-9a-z_]+), a clone of the database taken in (\S+)`)
-	fileLineRE   = regexp.MustCompile(`^restore point: (/\S+)$`)
-	exportLineRE = regexp.MustCompile(`^exporting the clone restore point (` + regexp.QuoteMeta(clone.Prefix) + `[0-9a-z_]+) to `)
+	cloneLineRE = regexp.MustCompile(`restore point: (` + regexp.QuoteMeta(clone.Prefix) + `[0-9a-z_]+), a clone of the database taken in (\S+)`)
+	fileLineRE  = regexp.MustCompile(`^restore point: (/\S+)$`)
+	// The preflight's rehearsal: its first line, the copy, its result.
+	rehearsalStartRE = regexp.MustCompile(`^rehearsal: copying database `)
+	rehearsalCopyRE  = regexp.MustCompile(`^rehearsal: copied in \S+; the copy takes ([0-9.]+) (B|KiB|MiB|GiB|TiB) on the database server$`)
+	rehearsalDoneRE  = regexp.MustCompile(`^preflight: rehearsal: all \d+ migration\(s\) succeeded on a copy of the database`)
+	rehearsalEstRE   = regexp.MustCompile(`^preflight: estimated downtime: (\S+) for the migrations`)
+	exportLineRE     = regexp.MustCompile(`^exporting the clone restore point (` + regexp.QuoteMeta(clone.Prefix) + `[0-9a-z_]+) to `)
 )
 
 // clones lists the databases named like clones (clone.Prefix), with or
-// without openwatch's record.
+// without openwatch's record, and like a rehearsal's scratch database
+// (rehearse.Prefix).
 func (e *env) clones(ctx context.Context) ([]string, error) {
 	conn, err := pgx.Connect(ctx, e.srv.SuperURL("postgres"))
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", clone.Prefix)
+	rows, err := conn.Query(ctx, "SELECT datname FROM pg_database WHERE starts_with(datname, $1) OR starts_with(datname, $2) ORDER BY 1", clone.Prefix, rehearse.Prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -607,7 +627,7 @@ func (e *env) checkB(ctx context.Context, s *sample, out *lineLog, exited time.T
 		return err
 	}
 	if len(left) != 0 {
-		return fmt.Errorf("clone databases left on the server after the helper: %s", strings.Join(left, ", "))
+		return fmt.Errorf("clone or scratch databases left on the server after the helper: %s", strings.Join(left, ", "))
 	}
 	if strings.Contains(out.String(), "could not be exported") {
 		return fmt.Errorf("the helper could not export the clone restore point")
@@ -622,6 +642,11 @@ func (e *env) checkB(ctx context.Context, s *sample, out *lineLog, exited time.T
 	}
 	if len(files) != 1 {
 		return fmt.Errorf("want one restore point file in %s, found %d", e.backups, len(files))
+	}
+	if s.Level == e.defLevel {
+		if err := rehearsal(s, out); err != nil {
+			return err
+		}
 	}
 	fi, err := os.Stat(files[0])
 	if err != nil {
@@ -689,6 +714,28 @@ func (e *env) checkB(ctx context.Context, s *sample, out *lineLog, exited time.T
 		return nil
 	}
 	return fmt.Errorf("measure: unknown variant %s", s.Approach)
+}
+
+// rehearsal fills in the preflight's rehearsal from the helper's output; the
+// role has CREATEDB and the database is small, so REHEARSE=auto must have
+// rehearsed (and left no scratch database: checked with the clones).
+func rehearsal(s *sample, out *lineLog) error {
+	start, _, ok1 := out.first(rehearsalStartRE)
+	_, cp, ok2 := out.first(rehearsalCopyRE)
+	done, _, ok3 := out.first(rehearsalDoneRE)
+	_, est, ok4 := out.first(rehearsalEstRE)
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		return fmt.Errorf("the preflight did not rehearse the migration (REHEARSE=auto, CREATEDB)")
+	}
+	s.RehearsalSeconds = done.at.Sub(start.at).Seconds()
+	n, _ := strconv.ParseFloat(cp[1], 64)
+	s.RehearsalCopy = int64(n * float64(map[string]int64{"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}[cp[2]]))
+	d, err := time.ParseDuration(est[1])
+	if err != nil {
+		return fmt.Errorf("the rehearsal's estimate %q: %w", est[1], err)
+	}
+	s.RehearsalEstimate = d.Seconds()
+	return nil
 }
 
 func dirSize(dir string) int64 {

@@ -83,7 +83,7 @@ func main() {
 	flag.StringVar(&o.svg, "svg", "docs/benchmarks-downtime.svg", "plot")
 	flag.StringVar(&o.raw, "raw", "bench/results/latest.json", "every sample, as JSON")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
-	flag.StringVar(&o.also, "also", "", "add a summary of this second saved run to the report")
+	flag.StringVar(&o.also, "also", "", "add a summary of these other saved runs (comma-separated files) to the report")
 	renderFile := flag.String("render", "", "only rewrite the report and plot from this saved results file")
 	flag.Parse()
 	if *renderFile != "" {

@@ -15,6 +15,7 @@ import (
 	"github.com/openwatch/openwatch/internal/clone"
 	"github.com/openwatch/openwatch/internal/defaults"
 	"github.com/openwatch/openwatch/internal/dump"
+	"github.com/openwatch/openwatch/internal/migrate/rehearse"
 )
 
 type machine struct {
@@ -313,6 +314,7 @@ func (r *results) write(o options) error {
 		}
 	}
 
+	r.rehearsalTable(p)
 	if r.agg("B-clone", r.DefaultLevel, false, main).n > 0 {
 		r.exportTable(p)
 	}
@@ -414,8 +416,11 @@ func (r *results) write(o options) error {
 		p("\n")
 	}
 	r.why(p, main)
-	if o.also != "" {
-		if err := crossCheck(p, o.also); err != nil {
+	for _, file := range strings.Split(o.also, ",") {
+		if file == "" {
+			continue
+		}
+		if err := crossCheck(p, file); err != nil {
 			return err
 		}
 	}
@@ -445,6 +450,45 @@ func (r *results) write(o options) error {
 }
 
 // exportTable shows the clone and its export at each size.
+// rehearsalTable shows what the preflight's rehearsal cost in B's pending
+// runs, while the service was still up, next to the downtime that followed.
+func (r *results) rehearsalTable(p func(string, ...any)) {
+	type row struct {
+		size         int
+		name         string
+		wall, lo, hi float64
+		est, down    float64
+		copy         int64
+	}
+	var rows []row
+	for i := range r.Sizes {
+		for _, v := range []struct{ approach, name string }{{"B-file", "B-file-Z" + r.DefaultLevel}, {"B-clone", "B-clone"}} {
+			var w, est []float64
+			var cp int64
+			for _, s := range r.Samples {
+				if s.Approach == v.approach && s.Level == r.DefaultLevel && !s.Noop && s.Size == i && s.RehearsalSeconds > 0 {
+					w, est = append(w, s.RehearsalSeconds), append(est, s.RehearsalEstimate)
+					cp = max(cp, s.RehearsalCopy)
+				}
+			}
+			if len(w) == 0 {
+				continue
+			}
+			sort.Float64s(w)
+			rows = append(rows, row{i, v.name, median(w), w[0], w[len(w)-1], median(est), r.agg(v.approach, r.DefaultLevel, false, i).down, cp})
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	p("\n### The preflight's rehearsal (`REHEARSE=auto`), while the service is up\n\n")
+	p("In each pending run of B at the default compression (the alternatives run with `REHEARSE=no`) the preflight rehearsed the migration on a scratch copy (`pg_dump | pg_restore` into `%s…`, dropped; the run fails if it did not, or left the database behind) before the helper stopped the service. Its time is its first output line to its result line, as they arrived; it is not downtime. The estimate is the migration's time on the copy, which the preflight prints as the downtime estimate for the migrations.\n\n", rehearse.Prefix)
+	p("| database | approach | rehearsal (median, min–max), service up | its copy on the server | estimate: the migration on the copy | downtime that followed (median) |\n|---|---|---|---|---|---|\n")
+	for _, x := range rows {
+		p("| %s | %s | %s (%s–%s) | %s | %s | %s |\n", r.Sizes[x.size].Label, x.name, secs(x.wall), secs(x.lo), secs(x.hi), human(x.copy), secs(x.est), secs(x.down))
+	}
+}
+
 func (r *results) exportTable(p func(string, ...any)) {
 	p("\n## The clone and its export (B-clone)\n\n| database | clone (`taken in`) | B-clone downtime | export: `systemctl start` → helper exit (median, min–max) | export's first line after `systemctl start` | exported file | checked (after start, one verified file of the clone, clone dropped) | B-file: the same step, no clone |\n|---|---|---|---|---|---|---|---|\n")
 	for i, d := range r.Sizes {
@@ -705,5 +749,6 @@ func crossCheck(p func(string, ...any), file string) error {
 		p("Swap of a clone %s (%s × plain). ", secs(swap), ratio(swap, plain))
 	}
 	p("`migrate --check` median %s.\n", secs(r.Check.Median))
+	r.rehearsalTable(p)
 	return nil
 }

@@ -71,6 +71,10 @@ func failingMigrationWithClone(e *env) {
 		e.t.Fatal(err)
 	}
 	e.exec("CREATE TABLE e2e_block_migration (why text)")
+	// A failure once the service is stopped, as without a rehearsal (which
+	// would find it first: failingMigrationRehearsed).
+	conf := e.r.readFile(upgradeConfPath)
+	e.r.writeFile(upgradeConfPath, conf+"\nREHEARSE=no\n", 0o640)
 	data := e.data()
 
 	res := e.pm(e.f.upgrade(e.f.pkg(failing))...)

@@ -23,6 +23,7 @@ var upgradeCases = []upgradeCase{
 	{"an upgrade takes its restore point in the BACKUP_DIR set in upgrade.conf", backupDirFromConfig, false},
 	{"with CREATEDB an upgrade takes a clone restore point and the export leaves the file and no clone", cloneRestorePoint, false},
 	{"with CREATEDB a failed upgrade keeps its clone and lists it, and the recovery keeps it too and exports every clone", failingMigrationWithClone, false},
+	{"with CREATEDB the preflight's rehearsal fails a migration that fails on the data before the service is stopped, and the recovery upgrades", failingMigrationRehearsed, false},
 	{"an upgrade with the database unreachable installs, warns, stops nothing, and the start guard refuses the old schema until migrate runs", unreachableDatabase, false},
 	{"an upgrade while the service is stopped leaves it stopped", stoppedServiceStaysStopped, false},
 	{"a reinstall and an upgrade with nothing pending make no restore point and do not stop the service", nothingPending, false},

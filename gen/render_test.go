@@ -40,7 +40,7 @@ func goldenSpec() *Spec {
 	s.Units.OnCalendar = "*-*-* 03:00:00"
 	s.Units.RandomizedDelay = "30m"
 	s.Units.DropIn = "10-guard.conf"
-	s.Backup = Backup{Auto: false, RetentionDays: 7, Compression: 1, LockTimeout: 60, LockWait: 10, RestorePoint: "file"}
+	s.Backup = Backup{Auto: false, RetentionDays: 7, Compression: 1, LockTimeout: 60, LockWait: 10, RestorePoint: "file", Rehearse: "no", RehearseAutoMaxMB: 512}
 	return s
 }
 

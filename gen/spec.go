@@ -87,6 +87,12 @@ type Backup struct {
 	DatabaseWait  int    // seconds to wait for an unreachable database
 	LockWait      int    // seconds a migration waits for a table or row lock (MIGRATION_LOCK_WAIT)
 	RestorePoint  string // auto, clone or file (RESTORE_POINT)
+	// Rehearse: auto, yes or no (REHEARSE): whether migrate --preflight
+	// rehearses the migrations on a scratch copy of the database.
+	Rehearse string
+	// RehearseAutoMaxMB: REHEARSE=auto rehearses a database of at most this
+	// many MiB (pg_database_size); a larger one's copy takes too long.
+	RehearseAutoMaxMB int
 }
 
 // Derived names.
@@ -169,6 +175,11 @@ func Default() *Spec {
 			DatabaseWait:  30,
 			LockWait:      30,
 			RestorePoint:  "auto",
+			Rehearse:      "auto",
+			// pg_dump | pg_restore copied 266 MB in 8 s here
+			// (docs/BENCHMARKS.md, the 261MB run): 2 GiB, about a minute
+			// here, stays a copy of minutes, not hours, on slower disks.
+			RehearseAutoMaxMB: 2048,
 		},
 		// init-system-helpers: deb-systemd-helper and deb-systemd-invoke,
 		// which the DEB systemd snippets call (dh_installsystemd adds the
@@ -312,6 +323,12 @@ func (s *Spec) Validate() error {
 	default:
 		errs = append(errs, &FieldError{"Backup.RestorePoint", s.Backup.RestorePoint, ErrBadName})
 	}
+	switch s.Backup.Rehearse {
+	case "auto", "yes", "no":
+	default:
+		errs = append(errs, &FieldError{"Backup.Rehearse", s.Backup.Rehearse, ErrBadName})
+	}
+	positive("Backup.RehearseAutoMaxMB", s.Backup.RehearseAutoMaxMB, 1<<30)
 	if s.Backup.DatabaseWait < 0 || s.Backup.DatabaseWait > 3600 {
 		errs = append(errs, &FieldError{"Backup.DatabaseWait", fmt.Sprint(s.Backup.DatabaseWait), ErrOutOfRange})
 	}

@@ -39,6 +39,7 @@ const (
 	ExitFailedPartly = 17 // a transaction:false migration failed; it may have left objects behind
 	ExitLockTimeout  = 18 // a lock wait timed out; nothing more was applied
 	ExitConfig       = 19 // upgrade.conf, secrets.env or the DSN is invalid
+	ExitNoRehearsal  = 20 // the rehearsal could not run (no CREATEDB, no room on the server, the copy failed); nothing changed
 )
 
 const exitCodes = `Exit codes:
@@ -53,10 +54,15 @@ const exitCodes = `Exit codes:
       both checksums); nothing applied
   15  interrupted (SIGTERM/SIGINT): the migration in progress completed, no later one ran
   16  a migration failed and was rolled back; the ones before it stay applied
+      (--rehearse, --preflight: would fail; nothing was changed)
   17  a transaction:false migration failed and may have left objects behind (named)
+      (--rehearse, --preflight: would fail so; nothing was changed)
   18  a lock wait timed out (another migrate, or a session holding a table lock:
       MIGRATION_LOCK_WAIT; the blocking session is named)
   19  invalid configuration (upgrade.conf, secrets.env or the DSN)
+  20  --rehearse, or --preflight with REHEARSE=yes: the rehearsal could not run
+      (no CREATEDB, no room for the copy on the server, the copy failed); nothing
+      was changed
 `
 
 const commonFlags = `Common flags:
@@ -71,7 +77,7 @@ const usage = `openwatch applies the appliance's database migrations and makes a
 restore points.
 
 Usage:
-  openwatch migrate [--check | --preflight | --status [--json]] [--backup-dir DIR | --no-backup]
+  openwatch migrate [--check | --preflight | --rehearse | --status [--json]] [--backup-dir DIR | --no-backup]
   openwatch backup  [--dir DIR | --list | --prune | --export]
   openwatch restore [--yes] FILE|CLONE
   openwatch --version
@@ -82,7 +88,7 @@ Usage:
 
 // help is each command's --help text.
 var help = map[string]string{
-	"migrate": `Usage: openwatch migrate [--check | --preflight | --status [--json]] [--backup-dir DIR | --no-backup]
+	"migrate": `Usage: openwatch migrate [--check | --preflight | --rehearse | --status [--json]] [--backup-dir DIR | --no-backup]
 
 Without flags: take a restore point when migrations are pending and the schema
 is not empty (AUTO_BACKUP=yes in upgrade.conf, or --backup-dir DIR), then apply
@@ -94,8 +100,15 @@ stops it after the migration in progress (exit 15).
   --preflight      check, without changing anything, everything the migration
                    needs: both config files, the database and the role's
                    privileges, pg_dump and its compression setting, the backup
-                   directory and its free space (the upgrade helper runs this
-                   before it stops the service)
+                   directory and its free space, and (REHEARSE in upgrade.conf)
+                   the rehearsal (the upgrade helper runs this before it stops
+                   the service)
+  --rehearse       while the service runs, apply the pending migrations to a
+                   scratch copy of the database (pg_dump | pg_restore into a new
+                   database, dropped afterwards, also on SIGTERM/SIGINT) and
+                   report each one's success or the database's error, and its
+                   time; the live database is only read. Needs CREATEDB and
+                   room for the copy on the database server
   --status         show the schema version, pending and unknown migrations, the
                    restore points and the last upgrade's outcome
   --json           with --status: the same as one JSON object (an "error"

@@ -20,6 +20,7 @@ import (
 
 type migrateFlags struct {
 	check, preflight, status, json, noBackup bool
+	rehearse                                 bool
 	backupDir                                string
 }
 
@@ -29,6 +30,7 @@ func (a *app) migrate(ctx context.Context, args []string) int {
 	fl.BoolVar(&f.check, "check", false, "")
 	fl.BoolVar(&f.preflight, "preflight", false, "")
 	fl.BoolVar(&f.status, "status", false, "")
+	fl.BoolVar(&f.rehearse, "rehearse", false, "")
 	fl.BoolVar(&f.json, "json", false, "")
 	fl.BoolVar(&f.noBackup, "no-backup", false, "")
 	fl.StringVar(&f.backupDir, "backup-dir", "", "")
@@ -48,6 +50,8 @@ func (a *app) migrate(ctx context.Context, args []string) int {
 		return a.check(ctx, cfg, d)
 	case f.preflight:
 		return a.preflight(ctx, cfg, d, f)
+	case f.rehearse:
+		return a.rehearse(ctx, cfg, d)
 	case f.status:
 		return a.jsonError(f.json, a.status(ctx, cfg, d, f.json))
 	}
@@ -96,6 +100,8 @@ func exitKind(code int) string {
 		return "lock-timeout"
 	case ExitConfig:
 		return "config-error"
+	case ExitNoRehearsal:
+		return "rehearsal-not-possible"
 	}
 	return "error"
 }
@@ -104,8 +110,10 @@ func (f migrateFlags) conflict(extra []string) string {
 	switch {
 	case len(extra) > 0:
 		return fmt.Sprintf("unexpected argument %q", extra[0])
-	case btoi(f.check)+btoi(f.status)+btoi(f.preflight) > 1:
-		return "--check, --preflight and --status exclude each other"
+	case btoi(f.check)+btoi(f.status)+btoi(f.preflight)+btoi(f.rehearse) > 1:
+		return "--check, --preflight, --rehearse and --status exclude each other"
+	case f.rehearse && (f.noBackup || f.backupDir != ""):
+		return "--backup-dir and --no-backup do not apply to --rehearse (it takes no restore point)"
 	case f.json && !f.status:
 		return "--json goes with --status"
 	case (f.check || f.status) && (f.noBackup || f.backupDir != ""):

@@ -26,7 +26,8 @@ import (
 // preflight checks, changing nothing, everything `migrate` will need, while
 // the service still runs: the configuration (already loaded strictly), the
 // database, and for the restore point pg_dump, its compression setting, the
-// backup directory, its free space and the role's read privileges.
+// backup directory, its free space and the role's read privileges; then,
+// as REHEARSE says, it rehearses the migrations on a scratch copy.
 func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrateFlags) int {
 	conn, code := a.connectToChange(ctx, cfg, d, "openwatch migrate --preflight")
 	if conn == nil {
@@ -53,6 +54,9 @@ func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f mi
 		return ExitError
 	}
 	if reason := a.backupPolicy(cfg, f, hasData); reason != "" {
+		if code := a.preflightRehearsal(ctx, cfg, d, conn); code != ExitOK {
+			return code
+		}
 		fmt.Fprintf(a.Stdout, "preflight: ready; no restore point will be taken: %s\n", reason)
 		return ExitOK
 	}
@@ -103,6 +107,9 @@ func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f mi
 		a.errorf("preflight: the restore point could not be taken:\n  - %s\nNothing was changed. Fix the cause, then run: %s",
 			strings.Join(problems, "\n  - "), a.next("openwatch migrate --preflight"))
 		return ExitBackupFailed
+	}
+	if code := a.preflightRehearsal(ctx, cfg, d, conn); code != ExitOK {
+		return code
 	}
 	if cfg.RestorePoint != "file" {
 		// A clone forces a checkpoint; most of its cost can be paid now,

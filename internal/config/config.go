@@ -34,14 +34,17 @@ const (
 	DefaultDatabaseWait       = defaults.DatabaseWaitSeconds * time.Second
 	DefaultMigrationLockWait  = defaults.MigrationLockWaitSeconds * time.Second
 	DefaultRestorePoint       = defaults.RestorePoint
-	DefaultJournalPath        = defaults.JournalPath
-	DefaultUpgradeHelper      = defaults.UpgradeHelper
-	DSNVar                    = "OPENWATCH_DATABASE_DSN"
+	DefaultRehearse           = defaults.Rehearse
+	// RehearseAutoMaxBytes is the largest database REHEARSE=auto rehearses.
+	RehearseAutoMaxBytes = defaults.RehearseAutoMaxBytes
+	DefaultJournalPath   = defaults.JournalPath
+	DefaultUpgradeHelper = defaults.UpgradeHelper
+	DSNVar               = "OPENWATCH_DATABASE_DSN"
 )
 
 // Keys are the settings upgrade.conf may hold; anything else is refused as a
 // typo, naming the closest of these.
-var Keys = []string{"AUTO_BACKUP", "BACKUP_DIR", "BACKUP_RETENTION_DAYS", "BACKUP_COMPRESSION", "MIGRATE_LOCK_TIMEOUT", "DATABASE_WAIT_TIMEOUT", "MIGRATION_LOCK_WAIT", "RESTORE_POINT"}
+var Keys = []string{"AUTO_BACKUP", "BACKUP_DIR", "BACKUP_RETENTION_DAYS", "BACKUP_COMPRESSION", "MIGRATE_LOCK_TIMEOUT", "DATABASE_WAIT_TIMEOUT", "MIGRATION_LOCK_WAIT", "RESTORE_POINT", "REHEARSE"}
 
 // SecretsError means secrets.env exists but cannot be read.
 type SecretsError struct{ Err error }
@@ -63,6 +66,10 @@ type Config struct {
 	// RestorePoint chooses the kind of restore point: auto (a clone of the
 	// database when that is safe, else a file), clone, or file.
 	RestorePoint string
+	// Rehearse chooses whether migrate --preflight rehearses the migrations
+	// on a scratch copy of the database: auto (when the database is at most
+	// RehearseAutoMaxBytes and the rehearsal can run), yes, or no.
+	Rehearse string
 
 	DSN         string // empty when not configured
 	SecretsPath string // where the DSN was looked for, for messages
@@ -83,6 +90,7 @@ func Defaults() Config {
 		DatabaseWait:       DefaultDatabaseWait,
 		MigrationLockWait:  DefaultMigrationLockWait,
 		RestorePoint:       DefaultRestorePoint,
+		Rehearse:           DefaultRehearse,
 	}
 }
 
@@ -233,6 +241,14 @@ func (c *Config) apply(vars map[string]string) error {
 			c.RestorePoint = v
 		default:
 			return fmt.Errorf("RESTORE_POINT=%q: want auto, clone or file", v)
+		}
+	}
+	if v, ok := vars["REHEARSE"]; ok && v != "" {
+		switch v {
+		case "auto", "yes", "no":
+			c.Rehearse = v
+		default:
+			return fmt.Errorf("REHEARSE=%q: want auto, yes or no", v)
 		}
 	}
 	return nil

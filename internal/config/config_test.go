@@ -199,3 +199,27 @@ func TestTheMigrationLockWaitIsRead(t *testing.T) {
 		}
 	}
 }
+
+func TestRehearseIsReadStrictly(t *testing.T) {
+	t.Setenv(DSNVar, "")
+	if c := Defaults(); c.Rehearse != "auto" {
+		t.Fatalf("default Rehearse %q, want auto", c.Rehearse)
+	}
+	for _, v := range []string{"auto", "yes", "no"} {
+		c, err := Load(write(t, "upgrade.conf", "REHEARSE="+v+"\n"), "/nonexistent")
+		if err != nil || c.Rehearse != v {
+			t.Fatalf("REHEARSE=%s: Rehearse %q, err %v", v, c.Rehearse, err)
+		}
+	}
+	for _, bad := range []string{"maybe", "Yes", "true"} {
+		_, err := Load(write(t, "upgrade.conf", "REHEARSE="+bad+"\n"), "/nonexistent")
+		var ce *ConfError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), `REHEARSE="`+bad+`": want auto, yes or no`) {
+			t.Fatalf("REHEARSE=%s: err %v", bad, err)
+		}
+	}
+	_, err := Load(write(t, "upgrade.conf", "REHERSE=yes\n"), "/nonexistent")
+	if err == nil || !strings.Contains(err.Error(), "did you mean REHEARSE?") {
+		t.Fatalf("a misspelt REHEARSE: %v", err)
+	}
+}

@@ -43,4 +43,6 @@ const (
 	DatabaseWaitSeconds       = 30
 	MigrationLockWaitSeconds  = 30
 	RestorePoint              = "auto"
+	Rehearse                  = "auto"
+	RehearseAutoMaxBytes      = 2048 << 20
 )

@@ -43,4 +43,6 @@ const (
 	DatabaseWaitSeconds       = 0
 	MigrationLockWaitSeconds  = 10
 	RestorePoint              = "file"
+	Rehearse                  = "no"
+	RehearseAutoMaxBytes      = 512 << 20
 )
