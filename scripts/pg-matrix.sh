@@ -16,7 +16,7 @@ set -eu
 
 cache=${OPENWATCH_TEST_CACHE:-/var/cache/openwatch-test}
 majors=${*:-13 17 18}
-pkgs='./internal/pgtest ./internal/migrate ./internal/dump ./internal/dsn ./internal/clone ./internal/cli'
+pkgs='./internal/pgtest ./internal/migrate ./internal/migrate/rehearse ./internal/dump ./internal/dsn ./internal/clone ./internal/cli'
 go=${GO:-go}
 
 [ -f go.mod ] || { echo "pg-matrix: run it from the top of the checkout" >&2; exit 2; }
