@@ -30,6 +30,10 @@ journalctl:systemd
 apt-get:apt
 pg_createcluster:postgresql-common
 pg_lsclusters:postgresql-common
+dnf:dnf
+createrepo_c:createrepo-c
+cpio:cpio
+dpkg-scanpackages:dpkg-dev
 '
 
 missing=''
