@@ -20,7 +20,7 @@ func TestApt(t *testing.T) {
 
 		upgrade := append(apt, "install", "openwatch")
 		res := e.pm(upgrade...)
-		e.refusedUntouched(res, old, old.FullVersion()+" ii ", strings.Join(upgrade, " "))
+		e.refusedUntouched(res, old, old.FullVersion()+" ii", strings.Join(upgrade, " "))
 
 		e.r.writeFile(upgradeConfPath, conf, 0o640)
 		e.r.resetEvents()
@@ -28,7 +28,7 @@ func TestApt(t *testing.T) {
 		if res.code != 0 || !strings.Contains(res.out, "is ready for this database; the upgrade goes on") {
 			t.Errorf("the upgrade with the setting fixed: exit %d\n%s", res.code, res.out)
 		}
-		if got := e.installedVersion(); got != next.FullVersion()+" ii " {
+		if got := e.installedVersion(); got != next.FullVersion()+" ii" {
 			t.Errorf("installed %q, want %s ii", got, next.FullVersion())
 		}
 		if got := e.head(); got != next.Head {
@@ -43,14 +43,14 @@ func TestApt(t *testing.T) {
 		apt := e.aptRepo(old, next)
 		e.mustOperator(append(apt, "install", "openwatch="+old.FullVersion())...)
 		e.initialise(old)
-		e.r.writeFile(upgradeConfPath, e.r.readFile(upgradeConfPath)+"DATABASE_WAIT_TIMEOUT=0\n", 0o640)
+		e.r.writeFile(upgradeConfPath, strings.Replace(e.r.readFile(upgradeConfPath), "\nDATABASE_WAIT_TIMEOUT=30\n", "\nDATABASE_WAIT_TIMEOUT=0\n", 1), 0o640)
 		e.writeSecrets(e.closedDSN())
 
 		res := e.pm(append(apt, "upgrade")...)
 		if res.code != 0 || !strings.Contains(res.out, "openwatch-gate: cannot decide: the database is unreachable") {
 			t.Errorf("apt-get upgrade with the database down: exit %d\n%s", res.code, res.out)
 		}
-		if got := e.installedVersion(); got != next.FullVersion()+" ii " {
+		if got := e.installedVersion(); got != next.FullVersion()+" ii" {
 			t.Errorf("installed %q, want %s ii", got, next.FullVersion())
 		}
 	})

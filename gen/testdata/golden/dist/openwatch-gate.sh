@@ -45,7 +45,7 @@ apt_transaction() {
 		if [ "$section" = config ]; then
 			case $line in
 			'') section=packages ;;
-			CommandLine::AsString=?*) rerun=${line#CommandLine::AsString=} ;;
+			CommandLine::AsString=?*) rerun=$(url_decode "${line#CommandLine::AsString=}") || rerun="apt-get install $pkg" ;;
 			esac
 			continue
 		fi
@@ -59,12 +59,21 @@ apt_transaction() {
 	return 0
 }
 
+# url_decode VALUE: apt writes the configuration's values with the
+# characters that would break its lines percent-encoded (a space is %20).
+# Fails on an encoding not decoded here.
+url_decode() {
+	v=$(printf '%s\n' "$1" | sed 's/%20/ /g; s/%3[Dd]/=/g; s/%22/"/g; s/%27/'"'"'/g; s/%25/%/g')
+	case $(printf '%s\n' "$1" | sed 's/%2[05]//g; s/%3[Dd]//g; s/%2[27]//g') in *%[0-9A-Fa-f][0-9A-Fa-f]*) return 1 ;; esac
+	printf '%s\n' "$v"
+}
+
 # extract FILE DIR: unpack the binary, and only the binary, of the package
 # FILE into DIR.
 extract() {
 	case $1 in
 	*.deb) dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" -f - ".$bin" ;;
-	*.rpm) (cd "$2" && rpm2cpio "$1" | cpio -idm --quiet --no-absolute-filenames "*$bin") ;;
+	*.rpm) (cd "$2" && rpm2cpio "$1" | cpio -idm --quiet --no-absolute-filenames "*${bin#/}") ;;
 	*) return 1 ;;
 	esac
 }

@@ -116,11 +116,15 @@ class OpenwatchPlugin(dnf.Plugin):
         outcome = journal.get("OUTCOME", "")
         if outcome == "succeeded":
             return
-        what = journal.get("MESSAGE") or outcome or "no outcome recorded"
+        message = journal.get("MESSAGE", "")
         if outcome in INSTALLED_NOT_MIGRATED:
             logger.warning("%s: installed, but the database schema was not migrated (%s); when the cause is fixed, run: %s",
-                           PACKAGE, what, HELPER)
+                           PACKAGE, message or outcome, HELPER)
             return
+        # dnf's progress lines end without a newline: its error starts on its own line.
+        sys.stdout.write("\n")
+        sys.stdout.flush()
         raise dnf.exceptions.Error(
-            "%s: THE UPGRADE FAILED in its %%post (%s; outcome %s, phase %s). To recover, run: %s" % (
-                PACKAGE, what, outcome or "none", journal.get("PHASE", "?"), journal.get("RECOVERY") or HELPER))
+            "%s: THE UPGRADE FAILED in its %%post (%soutcome %s, phase %s). To recover, run: %s" % (
+                PACKAGE, message + "; " if message else "", outcome or "none", journal.get("PHASE", "?"),
+                journal.get("RECOVERY") or HELPER))
