@@ -106,11 +106,14 @@ type Gate struct {
 }
 
 // RPMTarget is one RPM build: a dist tag appended to the release (the
-// convention EL operators know: 1.el9) and the directory from which that
-// distribution's dnf 4 loads its plugins (its Python's site-packages).
+// convention EL operators know: 1.el9), the directory from which that
+// distribution's dnf 4 loads its plugins (its Python's site-packages) and
+// that Python's version, which the RPM requires as python(abi) = X.Y, so
+// that dnf refuses the RPM built for another release.
 type RPMTarget struct {
 	Dist      string // "el9"; empty: no tag
 	PluginDir string
+	Python    string // "3.9"; empty: no python(abi) requirement
 }
 
 // Derived names.
@@ -216,9 +219,9 @@ func Default() *Spec {
 			SkipEnv:   "OPENWATCH_SKIP_GATE",
 			// dnf 4 runs on the platform Python: EL 8 3.6, EL 9 3.9, EL 10 3.12.
 			RPMTargets: []RPMTarget{
-				{Dist: "el9", PluginDir: "/usr/lib/python3.9/site-packages/dnf-plugins"},
-				{Dist: "el8", PluginDir: "/usr/lib/python3.6/site-packages/dnf-plugins"},
-				{Dist: "el10", PluginDir: "/usr/lib/python3.12/site-packages/dnf-plugins"},
+				{Dist: "el9", PluginDir: "/usr/lib/python3.9/site-packages/dnf-plugins", Python: "3.9"},
+				{Dist: "el8", PluginDir: "/usr/lib/python3.6/site-packages/dnf-plugins", Python: "3.6"},
+				{Dist: "el10", PluginDir: "/usr/lib/python3.12/site-packages/dnf-plugins", Python: "3.12"},
 			},
 		},
 		// init-system-helpers: deb-systemd-helper and deb-systemd-invoke,
@@ -273,6 +276,7 @@ var (
 	pyModuleRE  = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 	envNameRE   = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
 	distRE      = regexp.MustCompile(`^[a-z][a-z0-9]*$`)
+	pythonRE    = regexp.MustCompile(`^3\.[0-9]+$`)
 	relRE       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 |().,:=<>+~-]*$`)
 )
 
@@ -361,6 +365,9 @@ func (s *Spec) Validate() error {
 			errs = append(errs, &FieldError{fmt.Sprintf("Gate.RPMTargets[%d].Dist", i), t.Dist, ErrBadName})
 		}
 		abs(fmt.Sprintf("Gate.RPMTargets[%d].PluginDir", i), t.PluginDir)
+		if t.Python != "" && !pythonRE.MatchString(t.Python) {
+			errs = append(errs, &FieldError{fmt.Sprintf("Gate.RPMTargets[%d].Python", i), t.Python, ErrBadName})
+		}
 	}
 
 	u := s.Units

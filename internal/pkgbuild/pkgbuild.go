@@ -121,6 +121,9 @@ func Build(opts Options) (Result, error) {
 			if err := placePlugin(info, opts.PluginDst, b.target.PluginDir); err != nil {
 				return res, fmt.Errorf("rpm %s: %w", b.target.Dist, err)
 			}
+			if b.target.Python != "" {
+				info.Depends = append(append([]string{}, info.Depends...), "python(abi) = "+b.target.Python)
+			}
 		}
 		info = nfpm.WithDefaults(info)
 		if err := resolve(info, cfgDir, binary, opts.BinaryDst); err != nil {
