@@ -57,7 +57,7 @@ func TestGateUnderApt(t *testing.T) {
 			say: []string{"the incoming openwatch 1.1.0-1 is ready for this database; the upgrade goes on"}},
 		{name: "a failed preflight refuses, naming apt's own command line", lines: upgrade, preflight: 19, code: 1,
 			ran: "incoming migrate --preflight recovery=apt-get -y install openwatch",
-			say: []string{"UPGRADE REFUSED (the incoming openwatch 1.1.0-1: ", "migrate --preflight exit 19)", "run again: apt-get -y install openwatch"}},
+			say: []string{"UPGRADE REFUSED (the incoming openwatch 1.1.0-1: migrate --preflight exit 19)", "run again: apt-get -y install openwatch"}},
 		{name: "an unreachable database cannot decide and goes on", lines: upgrade, preflight: 12, code: 0,
 			ran: "incoming migrate --preflight recovery=apt-get -y install openwatch",
 			say: []string{"cannot decide: the database is unreachable or not configured (exit 12); the upgrade goes on"}},

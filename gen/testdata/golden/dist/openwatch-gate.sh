@@ -23,6 +23,11 @@ say() {
 	printf 'openwatch-gate: %s\n' "$@" >&2
 }
 
+# undecided WHY: the gate cannot decide; the transaction goes on.
+undecided() {
+	say "cannot decide: $1; the upgrade goes on, and the package's own upgrade step ($helper) checks again."
+}
+
 # apt_transaction reads apt's hook protocol version 2 from stdin: "VERSION 2",
 # apt's configuration as "key=value" lines, an empty line, then one line per
 # package: NAME OLD-VERSION DIRECTION NEW-VERSION ACTION, where ACTION is the
@@ -36,8 +41,7 @@ apt_transaction() {
 	IFS= read -r version || version=''
 	if [ "$version" != "VERSION 2" ]; then
 		cat >/dev/null
-		say "cannot decide: apt speaks hook protocol '$version', not VERSION 2; the upgrade goes on" \
-			"and the package's own upgrade step checks again."
+		undecided "apt speaks hook protocol '$version', not VERSION 2"
 		return 1
 	fi
 	section=config
@@ -88,21 +92,21 @@ if [ "${1:-}" = --apt ]; then
 	apt_transaction || exit 0
 	[ -n "$seen" ] || exit 0
 	if [ -z "$file" ]; then
-		say "cannot decide: this apt run brings no $pkg package file; it goes on."
+		undecided "this apt run brings no $pkg package file"
 		exit 0
 	fi
 else
 	file=${1:-}
 	rerun=${2:-"the same command"}
 	if [ ! -f "$file" ]; then
-		say "cannot decide: no package file '$file'; the upgrade goes on."
+		undecided "no package file '$file'"
 		exit 0
 	fi
 fi
 case $file in /*) ;; *) file=$PWD/$file ;; esac
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/openwatch-gate.XXXXXX") || {
-	say "cannot decide: no temporary directory; the upgrade goes on."
+	undecided "no temporary directory"
 	exit 0
 }
 trap 'rm -rf "$tmp"' EXIT
@@ -110,13 +114,13 @@ trap 'exit 1' HUP INT TERM
 mkdir "$tmp/pkg"
 if ! extract "$file" "$tmp/pkg" 2>"$tmp/extract.log" || [ ! -x "$tmp/pkg$bin" ]; then
 	cat "$tmp/extract.log" >&2
-	say "cannot decide: $bin could not be taken from $file; the upgrade goes on."
+	undecided "$bin could not be taken from $file"
 	exit 0
 fi
 incoming=$("$tmp/pkg$bin" --version 2>/dev/null | sed -n 1p)
 [ -n "$incoming" ] || incoming="$pkg package"
 
-say "checking the upgrade with the incoming $incoming before anything is installed: $bin migrate --preflight"
+say "checking the upgrade before anything is installed: the incoming $incoming runs migrate --preflight"
 OPENWATCH_RECOVERY_COMMAND=$rerun "$tmp/pkg$bin" migrate --preflight >&2
 rc=$?
 case $rc in
@@ -125,11 +129,10 @@ case $rc in
 	exit 0
 	;;
 12)
-	say "cannot decide: the database is unreachable or not configured (exit 12); the upgrade goes on," \
-		"and the package's own upgrade step ($helper) checks again."
+	undecided "the database is unreachable or not configured (exit 12)"
 	exit 0
 	;;
 esac
-say "UPGRADE REFUSED (the incoming $incoming: $bin migrate --preflight exit $rc): nothing was installed or" \
+say "UPGRADE REFUSED (the incoming $incoming: migrate --preflight exit $rc): nothing was installed or" \
 	"changed; the installed $pkg stays, and $unit was not touched. Fix what the lines above name, then run again: $rerun"
 exit 1
