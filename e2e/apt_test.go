@@ -34,6 +34,20 @@ func TestApt(t *testing.T) {
 		if got := e.head(); got != next.Head {
 			t.Errorf("schema at %s, want %s", got, next.Head)
 		}
+
+		// Removed, not purged: the hook's conffile stays, the gate is gone,
+		// and apt must still work.
+		e.mustOperator(append(apt, "remove", "openwatch")...)
+		if !e.r.exists("/etc/apt/apt.conf.d/50openwatch-gate") || e.r.exists(helperPath) {
+			t.Fatalf("after apt-get remove: want the hook's conffile kept and the package's files gone")
+		}
+		res = e.pm(append(apt, "install", "openwatch")...)
+		if res.code != 0 || strings.Contains(res.out, "openwatch-gate:") || !strings.Contains(res.out, "openwatch-gate.sh: not found") {
+			t.Errorf("apt-get install after a remove, with the hook's conffile left: exit %d (want 0, with only the shell's \"not found\" for the gate)\n%s", res.code, res.out)
+		}
+		if got := e.installedVersion(); got != next.FullVersion()+" ii" {
+			t.Errorf("installed %q after the reinstall, want %s ii", got, next.FullVersion())
+		}
 	})
 
 	t.Run("an unreachable database: the gate cannot decide, says so and lets apt-get upgrade go on", func(t *testing.T) {
