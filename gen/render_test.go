@@ -235,12 +235,15 @@ func ExampleRender() {
 		fmt.Println(name)
 	}
 	// Output:
+	// dist/apt/50openwatch-gate
 	// dist/copyright
 	// dist/deb/postinst
 	// dist/deb/postrm
 	// dist/deb/preinst
 	// dist/deb/prerm
+	// dist/dnf/openwatch.py
 	// dist/lintian-overrides
+	// dist/openwatch-gate.sh
 	// dist/openwatch-upgrade.sh
 	// dist/rpm/post.sh
 	// dist/rpm/posttrans.sh
