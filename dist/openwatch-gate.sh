@@ -17,7 +17,6 @@ pkg='openwatch'
 bin='/usr/bin/openwatch'
 unit='openwatch.service'
 skip_var='OPENWATCH_SKIP_GATE'
-helper='/usr/lib/openwatch/openwatch-upgrade.sh'
 
 say() {
 	printf 'openwatch-gate: %s\n' "$@" >&2
@@ -25,7 +24,7 @@ say() {
 
 # undecided WHY: the gate cannot decide; the transaction goes on.
 undecided() {
-	say "cannot decide: $1; the upgrade goes on, and the package's own upgrade step ($helper) checks again."
+	say "cannot decide: $1; the upgrade goes on, and the package's own upgrade step checks again."
 }
 
 # apt_transaction reads apt's hook protocol version 2 from stdin: "VERSION 2",
