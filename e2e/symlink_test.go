@@ -67,8 +67,13 @@ func owningVariant(t *testing.T) *variant {
 			}
 		}
 		v := &variant{Name: "owning", Version: old.Version, Release: "0", Head: old.Head, Binary: old.Binary}
+		targets, err := hostRPMTargets()
+		if err != nil {
+			owningErr = err
+			return
+		}
 		res, err := pkgbuild.Build(pkgbuild.Options{Config: filepath.Join(dir, "nfpm.yaml"), Version: v.Version,
-			Release: v.Release, Binary: v.Binary, OutDir: filepath.Join(pkgDir, v.Name)})
+			Release: v.Release, Binary: v.Binary, OutDir: filepath.Join(pkgDir, v.Name), RPMTargets: targets})
 		if err != nil {
 			owningErr = err
 			return

@@ -44,3 +44,15 @@ func yamlQuote(s string) string {
 	}
 	return strings.TrimSuffix(b.String(), "\n")
 }
+
+// aptQuote writes s as an apt.conf string: apt's configuration parser knows
+// no escapes, so a value holding '"' cannot be written.
+func aptQuote(s string) (string, error) {
+	if strings.ContainsAny(s, "\"\n") {
+		return "", fmt.Errorf("%q cannot be written into an apt.conf string", s)
+	}
+	return `"` + s + `"`, nil
+}
+
+// pyQuote writes s as a Python string literal (a JSON string is one).
+func pyQuote(s string) string { return yamlQuote(s) }

@@ -157,8 +157,8 @@ func TestScriptsPassShellcheck(t *testing.T) {
 			writeFile(t, p, string(b), 0o755)
 			scripts = append(scripts, p)
 		}
-		if len(scripts) != 10 {
-			t.Errorf("%d scripts rendered, want 10", len(scripts))
+		if len(scripts) != 11 { // nine maintainer scripts, the upgrade helper, the gate
+			t.Errorf("%d scripts rendered, want 11", len(scripts))
 		}
 		out, err := exec.Command("shellcheck", append([]string{"-s", "sh", "-S", "style"}, scripts...)...).CombinedOutput()
 		if err != nil {
@@ -235,12 +235,15 @@ func ExampleRender() {
 		fmt.Println(name)
 	}
 	// Output:
+	// dist/apt/50openwatch-gate
 	// dist/copyright
 	// dist/deb/postinst
 	// dist/deb/postrm
 	// dist/deb/preinst
 	// dist/deb/prerm
+	// dist/dnf/openwatch.py
 	// dist/lintian-overrides
+	// dist/openwatch-gate.sh
 	// dist/openwatch-upgrade.sh
 	// dist/rpm/post.sh
 	// dist/rpm/posttrans.sh

@@ -34,6 +34,11 @@ type Spec struct {
 
 	Backup Backup
 
+	// Gate is the package managers' own check before a transaction that
+	// brings a new package (apt's DPkg::Pre-Install-Pkgs hook, the dnf
+	// plugin) and the dnf plugin's report after it.
+	Gate Gate
+
 	// Package relations.
 	DebDepends  []string
 	RPMRequires []string
@@ -61,6 +66,7 @@ type Paths struct {
 	SystemdRunDir string // exists when systemd is the running init
 	LintianDir    string // lintian overrides directory
 	DocDir        string // the runbook and, on DEB, the copyright file
+	AptConfDir    string // apt's configuration fragments (the gate's hook)
 }
 
 // Units are systemd unit names.
@@ -95,6 +101,27 @@ type Backup struct {
 	RehearseAutoMaxMB int
 }
 
+// Gate names the pre-transaction gate's pieces.
+type Gate struct {
+	AptConf   string // file name of the apt hook in Paths.AptConfDir
+	DNFPlugin string // the dnf plugin's name: its module <name>.py and what --disableplugin takes
+	SkipEnv   string // environment variable that skips the gate for one run when set to 1
+	// RPMTargets are the RPMs `make packages` builds, one per dnf the
+	// plugin must sit beside: the first is the nfpm.yaml default.
+	RPMTargets []RPMTarget
+}
+
+// RPMTarget is one RPM build: a dist tag appended to the release (the
+// convention EL operators know: 1.el9), the directory from which that
+// distribution's dnf 4 loads its plugins (its Python's site-packages) and
+// that Python's version, which the RPM requires as python(abi) = X.Y, so
+// that dnf refuses the RPM built for another release.
+type RPMTarget struct {
+	Dist      string // "el9"; empty: no tag
+	PluginDir string
+	Python    string // "3.9"; empty: no python(abi) requirement
+}
+
 // Derived names.
 
 // UpgradeHelper is the installed path of openwatch-upgrade.sh.
@@ -119,6 +146,21 @@ func (s *Spec) RestorePointFile() string { return s.Name + "_{package}_schema-{s
 // {schema} and {time} as in RestorePointFile.
 func (s *Spec) RestorePointClone() string {
 	return strings.ReplaceAll(s.Name, "-", "_") + "_rp_{schema}_{time}"
+}
+
+// GateScript is the installed path of the pre-transaction gate.
+func (s *Spec) GateScript() string { return path.Join(s.Paths.LibDir, "openwatch-gate.sh") }
+
+// AptHook is the installed path of the apt configuration that runs the gate.
+func (s *Spec) AptHook() string { return path.Join(s.Paths.AptConfDir, s.Gate.AptConf) }
+
+// DNFPluginFile is the plugin's file name.
+func (s *Spec) DNFPluginFile() string { return s.Gate.DNFPlugin + ".py" }
+
+// DNFPluginPath is where the plugin goes in nfpm.yaml: the first target's
+// directory (internal/pkgbuild moves it for the others).
+func (s *Spec) DNFPluginPath() string {
+	return path.Join(s.Gate.RPMTargets[0].PluginDir, s.DNFPluginFile())
 }
 
 // DropInPath is the installed path of the start guard drop-in.
@@ -157,6 +199,7 @@ func Default() *Spec {
 			SystemdRunDir: "/run/systemd/system",
 			LintianDir:    "/usr/share/lintian/overrides",
 			DocDir:        "/usr/share/doc/openwatch",
+			AptConfDir:    "/etc/apt/apt.conf.d",
 		},
 		Units: Units{
 			App:             "openwatch.service",
@@ -181,11 +224,23 @@ func Default() *Spec {
 			// here, stays a copy of minutes, not hours, on slower disks.
 			RehearseAutoMaxMB: 2048,
 		},
+		Gate: Gate{
+			AptConf:   "50openwatch-gate",
+			DNFPlugin: "openwatch",
+			SkipEnv:   "OPENWATCH_SKIP_GATE",
+			// dnf 4 runs on the platform Python: EL 8 3.6, EL 9 3.9, EL 10 3.12.
+			RPMTargets: []RPMTarget{
+				{Dist: "el9", PluginDir: "/usr/lib/python3.9/site-packages/dnf-plugins", Python: "3.9"},
+				{Dist: "el8", PluginDir: "/usr/lib/python3.6/site-packages/dnf-plugins", Python: "3.6"},
+				{Dist: "el10", PluginDir: "/usr/lib/python3.12/site-packages/dnf-plugins", Python: "3.12"},
+			},
+		},
 		// init-system-helpers: deb-systemd-helper and deb-systemd-invoke,
 		// which the DEB systemd snippets call (dh_installsystemd adds the
 		// same dependency through ${misc:Depends}).
-		DebDepends:    []string{"postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17", "init-system-helpers (>= 1.54~)"},
-		RPMRequires:   []string{"postgresql"},
+		DebDepends: []string{"postgresql-client | postgresql-client-15 | postgresql-client-16 | postgresql-client-17", "init-system-helpers (>= 1.54~)"},
+		// cpio: the gate unpacks the incoming package's binary with rpm2cpio | cpio.
+		RPMRequires:   []string{"postgresql", "cpio"},
 		BinarySource:  "build/openwatch",
 		DistDir:       "dist",
 		RunbookSource: "docs/UPGRADING.md",
@@ -228,6 +283,11 @@ var (
 	dropInRE    = regexp.MustCompile(`^[A-Za-z0-9_.-]+\.conf$`)
 	calendarRE  = regexp.MustCompile(`^[A-Za-z0-9 :*,./~-]+$`)
 	timespanRE  = regexp.MustCompile(`^[0-9]+ ?(us|ms|s|sec|m|min|h|hr|d|day|w)?$`)
+	aptConfRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`) // apt reads only such names from apt.conf.d
+	pyModuleRE  = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+	envNameRE   = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
+	distRE      = regexp.MustCompile(`^[a-z][a-z0-9]*$`)
+	pythonRE    = regexp.MustCompile(`^3\.[0-9]+$`)
 	relRE       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 |().,:=<>+~-]*$`)
 )
 
@@ -302,6 +362,24 @@ func (s *Spec) Validate() error {
 	abs("Paths.SystemdRunDir", p.SystemdRunDir)
 	abs("Paths.LintianDir", p.LintianDir)
 	abs("Paths.DocDir", p.DocDir)
+	abs("Paths.AptConfDir", p.AptConfDir)
+
+	g := s.Gate
+	match("Gate.AptConf", g.AptConf, aptConfRE, ErrBadName)
+	match("Gate.DNFPlugin", g.DNFPlugin, pyModuleRE, ErrBadName)
+	match("Gate.SkipEnv", g.SkipEnv, envNameRE, ErrBadName)
+	if len(g.RPMTargets) == 0 {
+		errs = append(errs, &FieldError{"Gate.RPMTargets", "", ErrEmpty})
+	}
+	for i, t := range g.RPMTargets {
+		if t.Dist != "" && !distRE.MatchString(t.Dist) {
+			errs = append(errs, &FieldError{fmt.Sprintf("Gate.RPMTargets[%d].Dist", i), t.Dist, ErrBadName})
+		}
+		abs(fmt.Sprintf("Gate.RPMTargets[%d].PluginDir", i), t.PluginDir)
+		if t.Python != "" && !pythonRE.MatchString(t.Python) {
+			errs = append(errs, &FieldError{fmt.Sprintf("Gate.RPMTargets[%d].Python", i), t.Python, ErrBadName})
+		}
+	}
 
 	u := s.Units
 	match("Units.App", u.App, unitRE, ErrBadUnitName)

@@ -41,6 +41,13 @@ func TestValidateRejects(t *testing.T) {
 		{"a compression of 10", func(s *Spec) { s.Backup.Compression = 10 }, "Backup.Compression", ErrOutOfRange},
 		{"a dependency with a newline", func(s *Spec) { s.DebDepends = []string{"a\nb"} }, "DebDepends[0]", ErrBadName},
 		{"an escaping dist dir", func(s *Spec) { s.DistDir = "../dist" }, "DistDir", ErrNotAbsolute},
+		{"an apt hook name apt does not read", func(s *Spec) { s.Gate.AptConf = "50openwatch gate" }, "Gate.AptConf", ErrBadName},
+		{"a dnf plugin that is no Python module name", func(s *Spec) { s.Gate.DNFPlugin = "open-watch" }, "Gate.DNFPlugin", ErrBadName},
+		{"a skip variable with a $", func(s *Spec) { s.Gate.SkipEnv = "$(id)" }, "Gate.SkipEnv", ErrBadName},
+		{"no RPM target", func(s *Spec) { s.Gate.RPMTargets = nil }, "Gate.RPMTargets", ErrEmpty},
+		{"a dist tag with a dot", func(s *Spec) { s.Gate.RPMTargets[1].Dist = "el.8" }, "Gate.RPMTargets[1].Dist", ErrBadName},
+		{"a relative plugin dir", func(s *Spec) { s.Gate.RPMTargets[0].PluginDir = "dnf-plugins" }, "Gate.RPMTargets[0].PluginDir", ErrNotAbsolute},
+		{"a Python version that is not 3.X", func(s *Spec) { s.Gate.RPMTargets[2].Python = "3.12; rm" }, "Gate.RPMTargets[2].Python", ErrBadName},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

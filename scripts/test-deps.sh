@@ -32,6 +32,10 @@ pg_createcluster:postgresql-common
 pg_lsclusters:postgresql-common
 debootstrap:debootstrap
 chroot:coreutils
+dnf:dnf
+createrepo_c:createrepo-c
+cpio:cpio
+dpkg-scanpackages:dpkg-dev
 '
 
 missing=''

@@ -1,4 +1,5 @@
-// Command mkpkg builds the .rpm and .deb (see internal/pkgbuild).
+// Command mkpkg builds the .deb and one .rpm per target distribution
+// (openwatch-<version>-<release>.el9.x86_64.rpm…; see internal/pkgbuild).
 //
 //	go run ./cmd/mkpkg -version 1.1.0 -release 1 -binary build/openwatch -out dist
 package main
@@ -28,6 +29,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "mkpkg:", err)
 		os.Exit(1)
 	}
-	fmt.Println(res.RPM)
+	for _, rpm := range res.RPMs {
+		fmt.Println(rpm)
+	}
 	fmt.Println(res.DEB)
 }

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 
 	"github.com/goreleaser/nfpm/v2"
 	_ "github.com/goreleaser/nfpm/v2/deb" // registers the deb packager
+	"github.com/goreleaser/nfpm/v2/files"
 	_ "github.com/goreleaser/nfpm/v2/rpm" // registers the rpm packager
 
 	"github.com/openwatch/openwatch/gen"
@@ -25,11 +27,20 @@ type Options struct {
 	// BinaryDst is the installed path that identifies the binary's entry
 	// (default: the spec's Paths.Binary).
 	BinaryDst string
+	// RPMTargets are the RPMs to build, one per distribution's dnf (default:
+	// the spec's Gate.RPMTargets): each gets the dist tag on its release and
+	// the dnf plugin in that target's plugin directory.
+	RPMTargets []gen.RPMTarget
+	// PluginDst is the dnf plugin's destination in the config, which each
+	// target replaces (default: the spec's DNFPluginPath()).
+	PluginDst string
 }
 
 // Result holds the paths of the built packages.
 type Result struct {
-	RPM, DEB string
+	RPM  string   // the first target's
+	RPMs []string // every target's, in the order of Options.RPMTargets
+	DEB  string
 }
 
 // Errors Build returns, wrapped with context.
@@ -37,6 +48,7 @@ var (
 	ErrNoConfig = errors.New("nfpm config not given")
 	ErrNoBinary = errors.New("binary not given")
 	ErrNoEntry  = errors.New("nfpm config has no entry for the binary")
+	ErrNoPlugin = errors.New("nfpm config has no entry for the dnf plugin")
 )
 
 // Build writes the .rpm and the .deb into opts.OutDir.
@@ -51,8 +63,15 @@ func Build(opts Options) (Result, error) {
 	if opts.OutDir == "" {
 		opts.OutDir = "."
 	}
+	spec := gen.Default()
 	if opts.BinaryDst == "" {
-		opts.BinaryDst = gen.Default().Paths.Binary
+		opts.BinaryDst = spec.Paths.Binary
+	}
+	if len(opts.RPMTargets) == 0 {
+		opts.RPMTargets = spec.Gate.RPMTargets
+	}
+	if opts.PluginDst == "" {
+		opts.PluginDst = spec.DNFPluginPath()
 	}
 	binary, err := filepath.Abs(opts.Binary)
 	if err != nil {
@@ -74,10 +93,19 @@ func Build(opts Options) (Result, error) {
 	if err := os.MkdirAll(opts.OutDir, 0o755); err != nil {
 		return res, err
 	}
-	for _, format := range []string{"rpm", "deb"} {
-		info, err := config.Get(format)
+	type build struct {
+		format string
+		target gen.RPMTarget
+	}
+	var builds []build
+	for _, t := range opts.RPMTargets {
+		builds = append(builds, build{"rpm", t})
+	}
+	builds = append(builds, build{format: "deb"})
+	for _, b := range builds {
+		info, err := config.Get(b.format)
 		if err != nil {
-			return res, fmt.Errorf("%s: %w", format, err)
+			return res, fmt.Errorf("%s: %w", b.format, err)
 		}
 		if opts.Version != "" {
 			info.Version = opts.Version
@@ -85,21 +113,59 @@ func Build(opts Options) (Result, error) {
 		if opts.Release != "" {
 			info.Release = opts.Release
 		}
+		info.Contents = copyContents(info.Contents)
+		if b.format == "rpm" {
+			if b.target.Dist != "" {
+				info.Release += "." + b.target.Dist
+			}
+			if err := placePlugin(info, opts.PluginDst, b.target.PluginDir); err != nil {
+				return res, fmt.Errorf("rpm %s: %w", b.target.Dist, err)
+			}
+			if b.target.Python != "" {
+				info.Depends = append(append([]string{}, info.Depends...), "python(abi) = "+b.target.Python)
+			}
+		}
 		info = nfpm.WithDefaults(info)
 		if err := resolve(info, cfgDir, binary, opts.BinaryDst); err != nil {
-			return res, fmt.Errorf("%s: %w", format, err)
+			return res, fmt.Errorf("%s: %w", b.format, err)
 		}
-		out, err := write(info, format, opts.OutDir)
+		out, err := write(info, b.format, opts.OutDir)
 		if err != nil {
 			return res, err
 		}
-		if format == "rpm" {
-			res.RPM = out
+		if b.format == "rpm" {
+			res.RPMs = append(res.RPMs, out)
 		} else {
 			res.DEB = out
 		}
 	}
+	res.RPM = res.RPMs[0]
 	return res, nil
+}
+
+// copyContents copies the entries, so that one build's changes stay its own.
+func copyContents(in files.Contents) files.Contents {
+	out := make(files.Contents, 0, len(in))
+	for _, c := range in {
+		cc := *c
+		if c.FileInfo != nil {
+			fi := *c.FileInfo
+			cc.FileInfo = &fi
+		}
+		out = append(out, &cc)
+	}
+	return out
+}
+
+// placePlugin moves the dnf plugin's entry (destination dst) into dir.
+func placePlugin(info *nfpm.Info, dst, dir string) error {
+	for _, c := range info.Contents {
+		if c.Destination == dst {
+			c.Destination = path.Join(dir, path.Base(dst))
+			return nil
+		}
+	}
+	return fmt.Errorf("%w (dst %s)", ErrNoPlugin, dst)
 }
 
 // resolve makes src paths absolute against the config's directory and puts

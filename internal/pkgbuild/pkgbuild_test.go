@@ -108,6 +108,7 @@ var payload = map[string]string{
 	"/usr/bin/openwatch":                                               "-rwxr-xr-x root root",
 	"/usr/lib/openwatch":                                               "drwxr-xr-x root root",
 	"/usr/lib/openwatch/openwatch-upgrade.sh":                          "-rwxr-xr-x root root",
+	"/usr/lib/openwatch/openwatch-gate.sh":                             "-rwxr-xr-x root root",
 	"/usr/lib/systemd/system/openwatch-backup-cleanup.service":         "-rw-r--r-- root root",
 	"/usr/lib/systemd/system/openwatch-backup-cleanup.timer":           "-rw-r--r-- root root",
 	"/usr/lib/systemd/system/openwatch.service.d":                      "drwxr-xr-x root root",
@@ -118,10 +119,10 @@ var payload = map[string]string{
 
 func TestRPM(t *testing.T) {
 	rpm := packages(t).RPM
-	if got := filepath.Base(rpm); got != "openwatch-1.1.0-2.x86_64.rpm" {
+	if got := filepath.Base(rpm); got != "openwatch-1.1.0-2.el9.x86_64.rpm" {
 		t.Errorf("file name %s", got)
 	}
-	if got := run(t, "rpm", "-qp", "--qf", "%{NAME} %{VERSION} %{RELEASE} %{ARCH}", rpm); got != "openwatch 1.1.0 2 x86_64" {
+	if got := run(t, "rpm", "-qp", "--qf", "%{NAME} %{VERSION} %{RELEASE} %{ARCH}", rpm); got != "openwatch 1.1.0 2.el9 x86_64" {
 		t.Errorf("NVRA %q", got)
 	}
 	// Owners and modes, by name (rpm -qlv shortens names to 8 characters).
@@ -131,7 +132,11 @@ func TestRPM(t *testing.T) {
 		f := strings.SplitN(l, " ", 2)
 		got[f[0]] = f[1]
 	}
-	compare(t, "rpm payload", payload, got)
+	want := map[string]string{"/usr/lib/python3.9/site-packages/dnf-plugins/openwatch.py": "-rw-r--r-- root root"}
+	for k, v := range payload {
+		want[k] = v
+	}
+	compare(t, "rpm payload", want, got)
 	run(t, "rpm", "-qplv", rpm) // readable listing works
 
 	if got := strings.TrimSpace(run(t, "rpm", "-qpd", rpm)); got != "/usr/share/doc/openwatch/UPGRADING.md" {
@@ -164,6 +169,49 @@ func TestRPM(t *testing.T) {
 	}
 }
 
+// One RPM per EL release, each named with its dist tag, with the dnf plugin
+// where that release's dnf loads it, and requiring that Python, so that dnf
+// refuses the RPM of another release.
+func TestRPMPerTarget(t *testing.T) {
+	res := packages(t)
+	want := []struct{ file, plugin, python string }{
+		{"openwatch-1.1.0-2.el9.x86_64.rpm", "/usr/lib/python3.9/site-packages/dnf-plugins/openwatch.py", "3.9"},
+		{"openwatch-1.1.0-2.el8.x86_64.rpm", "/usr/lib/python3.6/site-packages/dnf-plugins/openwatch.py", "3.6"},
+		{"openwatch-1.1.0-2.el10.x86_64.rpm", "/usr/lib/python3.12/site-packages/dnf-plugins/openwatch.py", "3.12"},
+	}
+	if len(res.RPMs) != len(want) || res.RPM != res.RPMs[0] {
+		t.Fatalf("built %v (first %s), want %d RPMs", res.RPMs, res.RPM, len(want))
+	}
+	plugin := dist(t, "dnf/openwatch.py")
+	for i, w := range want {
+		rpm := res.RPMs[i]
+		if got := filepath.Base(rpm); got != w.file {
+			t.Errorf("RPM %d: %s, want %s", i, got, w.file)
+		}
+		var plugins []string
+		for _, f := range strings.Fields(run(t, "rpm", "-qpl", rpm)) {
+			if strings.Contains(f, "dnf-plugins") {
+				plugins = append(plugins, f)
+			}
+		}
+		if len(plugins) != 1 || plugins[0] != w.plugin {
+			t.Errorf("%s: dnf plugin at %v, want %s", w.file, plugins, w.plugin)
+		}
+		if req := run(t, "rpm", "-qp", "--requires", rpm); !strings.Contains(req, "python(abi) = "+w.python+"\n") {
+			t.Errorf("%s requires:\n%s", w.file, req)
+		}
+		dir := t.TempDir()
+		cmd := exec.Command("sh", "-c", `rpm2cpio "$1" | cpio -idm --quiet --no-absolute-filenames "*dnf-plugins/openwatch.py" 2>/dev/null`, "sh", rpm)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("unpacking the plugin: %v\n%s", err, out)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, w.plugin)); err != nil || string(b) != plugin {
+			t.Errorf("%s: the plugin is not dist/dnf/openwatch.py (%v)", w.file, err)
+		}
+	}
+}
+
 func TestDEB(t *testing.T) {
 	deb := packages(t).DEB
 	if got := filepath.Base(deb); got != "openwatch_1.1.0-2_amd64.deb" {
@@ -180,6 +228,7 @@ func TestDEB(t *testing.T) {
 	want := map[string]string{
 		"/usr/share/lintian/overrides/openwatch": "-rw-r--r-- root root",
 		"/usr/share/doc/openwatch/copyright":     "-rw-r--r-- root root",
+		"/etc/apt/apt.conf.d/50openwatch-gate":   "-rw-r--r-- root root",
 	}
 	for k, v := range payload {
 		want[k] = v
@@ -189,7 +238,7 @@ func TestDEB(t *testing.T) {
 		// drwxr-x--- root/openwatch 0 2026-11-24 15:10 ./etc/openwatch/
 		f := strings.Fields(l)
 		name := strings.TrimSuffix(strings.TrimPrefix(f[5], "."), "/")
-		if strings.HasSuffix(f[5], "/") && !strings.Contains(name, "openwatch") {
+		if strings.HasSuffix(f[5], "/") && (!strings.Contains(name, "openwatch") || name == "/etc/apt" || name == "/etc/apt/apt.conf.d") {
 			continue // standard parent directories (/usr, /usr/share/doc…)
 		}
 		owner := strings.SplitN(f[1], "/", 2)
@@ -201,7 +250,7 @@ func TestDEB(t *testing.T) {
 	ctrl := t.TempDir()
 	run(t, "dpkg-deb", "-e", deb, ctrl)
 	conffiles, _ := os.ReadFile(filepath.Join(ctrl, "conffiles"))
-	if strings.TrimSpace(string(conffiles)) != "/etc/openwatch/upgrade.conf" {
+	if strings.TrimSpace(string(conffiles)) != "/etc/apt/apt.conf.d/50openwatch-gate\n/etc/openwatch/upgrade.conf" {
 		t.Errorf("conffiles: %q", conffiles)
 	}
 	for _, s := range []string{"preinst", "postinst", "prerm", "postrm"} {
@@ -273,10 +322,12 @@ func TestLinters(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(shim, "cpio"), []byte("#!/bin/sh\nexec /usr/bin/cpio --no-absolute-filenames \"$@\"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd = exec.Command("rpmlint", "-r", filepath.Join(repoRoot, "dist", "rpmlintrc"), res.RPM)
-	cmd.Env = hostEnv(t, "PATH="+shim+":"+os.Getenv("PATH"))
-	out, err = cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "0 errors, 0 warnings") {
-		t.Errorf("rpmlint: %v\n%s", err, out)
+	for _, rpm := range res.RPMs {
+		cmd = exec.Command("rpmlint", "-r", filepath.Join(repoRoot, "dist", "rpmlintrc"), rpm)
+		cmd.Env = hostEnv(t, "PATH="+shim+":"+os.Getenv("PATH"))
+		out, err = cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "0 errors, 0 warnings") {
+			t.Errorf("rpmlint %s: %v\n%s", filepath.Base(rpm), err, out)
+		}
 	}
 }
