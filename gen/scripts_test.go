@@ -10,7 +10,9 @@ import (
 // Names the expectations use.
 const (
 	check         = "openwatch migrate --check"
-	migrate       = "openwatch migrate"
+	migrate       = "openwatch migrate --attempt new"
+	migrateRetry  = "openwatch migrate --attempt retry"
+	isFailed      = "systemctl --quiet is-failed openwatch.service"
 	isActive      = "systemctl --quiet is-active openwatch.service"
 	unitFileState = "systemctl show -p UnitFileState --value openwatch.service"
 	preflight     = "openwatch migrate --preflight"
@@ -112,13 +114,13 @@ func TestUpgradeHelper(t *testing.T) {
 		{
 			name:  "pending migrations with the service running: preflight, stop, migrate, start",
 			setup: both(active, pending),
-			want:  []string{isActive, check, preflight, isActive, stopApp, migrate, startApp, exportBg},
+			want:  []string{isActive, check, preflight, isActive, stopApp, migrate, startApp},
 			check: journalSays("succeeded"),
 		},
 		{
 			name:  "pending migrations with the service stopped: preflight, migrate, service stays stopped",
 			setup: pending,
-			want:  []string{isActive, check, preflight, isActive, migrate, exportBg},
+			want:  []string{isActive, check, preflight, isActive, migrate},
 			check: journalSays("succeeded"),
 		},
 		{
@@ -126,7 +128,7 @@ func TestUpgradeHelper(t *testing.T) {
 			env:     []string{"DPKG_MAINTSCRIPT_PACKAGE=openwatch"},
 			setup:   both(active, pending, func(sb *sandbox) { sb.answer(preflight, 13) }),
 			wantRC:  1,
-			want:    []string{isActive, check, preflight, isActive},
+			want:    []string{isActive, check, preflight, isActive, isActive},
 			wantOut: []string{"PREFLIGHT FAILED", "nothing was", "changed and openwatch.service was not stopped", "openwatch.service is running.", "run: dpkg --configure -a"},
 			check:   journalSays("preflight-failed"),
 		},
@@ -142,9 +144,11 @@ func TestUpgradeHelper(t *testing.T) {
 			check: journalSays("succeeded"),
 		},
 		{
-			name:  "schema at head after an earlier failed attempt stopped the service: start it, export the clone it may have left",
-			setup: afterFailure,
-			want:  []string{isActive, check, isActive, startApp, exportBg},
+			name: "schema at head after an earlier failed attempt stopped the service: start it, export the clone it may have left",
+			setup: both(afterFailure, func(sb *sandbox) {
+				sb.output(list, "openwatch_rp_1_20260101t000000z  (clone, package 1.0.0-1, schema 1, 1.0 MiB)")
+			}),
+			want:  []string{isActive, check, isActive, startApp, list, exportBg},
 			check: journalSays("succeeded"),
 		},
 		{
@@ -152,36 +156,52 @@ func TestUpgradeHelper(t *testing.T) {
 			setup: both(afterFailure, pending, func(sb *sandbox) {
 				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "222")
 			}),
-			want:    []string{isActive, check, preflight, isActive, migrate, exportBg},
+			want:    []string{isActive, check, preflight, isActive, migrateRetry},
 			wantOut: []string{"started or stopped after the earlier attempt stopped it: it stays stopped"},
 			check:   journalSays("succeeded"),
 		},
 		{
 			name:    "after a failed attempt the operator masked the service: it stays stopped",
 			setup:   both(afterFailure, func(sb *sandbox) { sb.output(unitFileState, "masked") }),
-			want:    []string{isActive, check, exportBg},
+			want:    []string{isActive, check, list},
 			wantOut: []string{"masked after the earlier attempt stopped it"},
 		},
 		{
 			name:    "after a failed attempt the operator disabled the service: it stays stopped",
 			setup:   both(afterFailure, func(sb *sandbox) { sb.output(unitFileState, "disabled") }),
-			want:    []string{isActive, check, exportBg},
+			want:    []string{isActive, check, list},
 			wantOut: []string{"disabled after the earlier attempt stopped it"},
 		},
 		{
-			name: "after a failed attempt a start was refused by the schema guard: it stays stopped, saying how to start it",
+			name: "after a failed attempt a start was refused with no record of the start guard's: it stays stopped, saying how to start it",
 			setup: both(afterFailure, pending, func(sb *sandbox) {
 				sb.output("systemctl show -p ActiveState --value openwatch.service", "failed")
 				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "333")
 			}),
-			want:    []string{isActive, check, preflight, isActive, migrate, exportBg},
+			want:    []string{isActive, check, preflight, isActive, migrateRetry},
 			wantOut: []string{"it stays stopped", "systemctl start openwatch.service"},
+			check:   journalSays("succeeded"),
+		},
+		{
+			name:    "after a failed attempt the start guard refused a restart (its record names the unit's last invocation): the service is started after the migration",
+			setup:   both(afterFailure, pending, guardRefused("inv-1", "inv-1")),
+			want:    []string{isActive, check, preflight, isActive, migrateRetry, isActive, startApp, isActive},
+			wantOut: []string{"stopped by the start guard's refusal", "not by an operator"},
+			check:   journalSays("succeeded"),
+		},
+		{
+			name: "after a failed attempt the guard's record names an older invocation: the operator started and stopped it since, it stays stopped",
+			setup: both(afterFailure, pending, guardRefused("inv-1", "inv-2"), func(sb *sandbox) {
+				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "444")
+			}),
+			want:    []string{isActive, check, preflight, isActive, migrateRetry, isActive},
+			wantOut: []string{"it stays stopped"},
 			check:   journalSays("succeeded"),
 		},
 		{
 			name:  "rerun after a failed migration: migrate, then start the service that ran before",
 			setup: both(afterFailure, pending),
-			want:  []string{isActive, check, preflight, isActive, migrate, isActive, startApp, exportBg},
+			want:  []string{isActive, check, preflight, isActive, migrateRetry, isActive, startApp},
 			check: journalSays("succeeded"),
 		},
 		{
@@ -190,9 +210,11 @@ func TestUpgradeHelper(t *testing.T) {
 			setup: both(active, pending, func(sb *sandbox) {
 				sb.answer(migrate, 16)
 				sb.answer(isActive, 0)
+				sb.answer(startApp, 1) // the start guard refuses
+				sb.answer(isFailed, 1)
 			}),
 			wantRC:  1,
-			want:    []string{isActive, check, preflight, isActive, stopApp, migrate, list, isActive},
+			want:    []string{isActive, check, preflight, isActive, stopApp, migrate, list, isActive, check, startApp, isActive, isFailed},
 			wantOut: []string{"MIGRATION FAILED and was rolled back", "openwatch.service is stopped.", "After fixing the cause, run: dpkg --configure -a", "restore one with: ROOT/bin/openwatch restore NAME, NAME as listed"},
 			check: func(t *testing.T, sb *sandbox) {
 				journalSays("migration-failed")(t, sb)
@@ -207,9 +229,9 @@ func TestUpgradeHelper(t *testing.T) {
 		},
 		{
 			name:    "service fails to start after the migration: exit 1, journal says so",
-			setup:   both(active, pending, func(sb *sandbox) { sb.answer(startApp, 1) }),
+			setup:   both(active, pending, func(sb *sandbox) { sb.answer(startApp, 1); sb.answer(isFailed, 1) }),
 			wantRC:  1,
-			want:    []string{isActive, check, preflight, isActive, stopApp, migrate, startApp, isActive},
+			want:    []string{isActive, check, preflight, isActive, stopApp, migrate, startApp, isActive, isFailed},
 			wantOut: []string{"journalctl -u openwatch.service", "openwatch.service is stopped.", "run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
 			check:   journalSays("start-failed"),
 		},
@@ -218,17 +240,19 @@ func TestUpgradeHelper(t *testing.T) {
 			setup: func(sb *sandbox) {
 				active(sb)
 				sb.answer(check, 11)
+				sb.answer(startApp, 1) // the start guard refuses
+				sb.answer(isFailed, 1)
 			},
 			wantRC:  1,
-			want:    []string{isActive, check, isActive, stopApp, list, isActive},
+			want:    []string{isActive, check, isActive, stopApp, list, isActive, check, startApp, isActive, isFailed},
 			wantOut: []string{"NEWER THAN THIS PACKAGE", "ROOT/bin/openwatch restore NAME (NAME as listed above)", "openwatch.service is stopped."},
 			check:   journalSays("newer-schema"),
 		},
 		{
 			name:    "schema newer than the binary with the service stopped: fail, nothing stopped",
-			setup:   func(sb *sandbox) { sb.answer(check, 11) },
+			setup:   func(sb *sandbox) { sb.answer(check, 11); sb.answer(isFailed, 1) },
 			wantRC:  1,
-			want:    []string{isActive, check, isActive, list, isActive},
+			want:    []string{isActive, check, isActive, list, isActive, isFailed},
 			wantOut: []string{"NEWER THAN THIS PACKAGE", "openwatch.service is stopped."},
 		},
 		{
@@ -238,14 +262,14 @@ func TestUpgradeHelper(t *testing.T) {
 				active(sb)
 				sb.answer(check, 12)
 			},
-			want:    []string{isActive, check, isActive},
+			want:    []string{isActive, check, isActive, isActive},
 			wantOut: []string{"UNREACHABLE OR NOT CONFIGURED", "openwatch.service is running;", "When the database is back, run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
 			check:   journalSays("unreachable"),
 		},
 		{
 			name:    "check fails otherwise: warn saying what failed, succeed",
-			setup:   func(sb *sandbox) { sb.answer(check, 1) },
-			want:    []string{isActive, check, isActive},
+			setup:   func(sb *sandbox) { sb.answer(check, 1); sb.answer(isFailed, 1) },
+			want:    []string{isActive, check, isActive, isFailed, isActive, isFailed},
 			wantOut: []string{"failed (exit 1", "run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
 			check:   journalSays("error"),
 		},
@@ -253,7 +277,7 @@ func TestUpgradeHelper(t *testing.T) {
 			name:      "no systemd running (chroot): migrate, touch no unit",
 			noSystemd: true,
 			setup:     pending,
-			want:      []string{check, preflight, migrate, exportFg},
+			want:      []string{check, preflight, migrate},
 		},
 		{
 			// The postinst never runs the helper under DPKG_ROOT (see
@@ -262,7 +286,7 @@ func TestUpgradeHelper(t *testing.T) {
 			name:  "DPKG_ROOT exported when run by hand: systemd is not ours to drive",
 			env:   []string{"DPKG_ROOT=/nonexistent"},
 			setup: both(active, pending),
-			want:  []string{check, preflight, migrate, exportFg},
+			want:  []string{check, preflight, migrate},
 		},
 	}
 	// Each outcome of `openwatch migrate` has its own message and journal entry.
@@ -277,15 +301,24 @@ func TestUpgradeHelper(t *testing.T) {
 	} {
 		cases = append(cases, scriptCase{
 			name:    fmt.Sprintf("migrate exits %d: %s", rc, o.outcome),
-			setup:   both(active, pending, func(sb *sandbox) { sb.answer(migrate, rc) }),
+			setup:   both(active, pending, func(sb *sandbox) { sb.answer(migrate, rc); sb.answer(startApp, 1) }),
 			wantRC:  1,
-			wantOut: []string{o.say, "openwatch.service is stopped.", "After fixing the cause, run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
+			wantOut: []string{o.say, "openwatch.service is stopped", "After fixing the cause, run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
 			check:   journalSays(o.outcome),
 		})
 	}
 	for _, c := range cases {
 		c.script = helper
 		t.Run(c.name, c.run)
+	}
+}
+
+// guardRefused leaves the start guard's record of a refused invocation and
+// makes systemd name the unit's last invocation.
+func guardRefused(recorded, last string) func(sb *sandbox) {
+	return func(sb *sandbox) {
+		writeFile(sb.t, sb.spec.GuardRecord(), "INVOCATION_ID="+recorded+"\nEXIT=10\n", 0o644)
+		sb.output("systemctl show -p InvocationID --value openwatch.service", last)
 	}
 }
 

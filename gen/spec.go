@@ -61,6 +61,9 @@ type Paths struct {
 	SystemdRunDir string // exists when systemd is the running init
 	LintianDir    string // lintian overrides directory
 	DocDir        string // the runbook and, on DEB, the copyright file
+	// Motd is the login message (pam_motd reads /run/motd.d/) the helper
+	// writes while an upgrade has failed or is unfinished.
+	Motd string
 }
 
 // Units are systemd unit names.
@@ -115,6 +118,11 @@ func (s *Spec) RestorePointClone() string {
 	return strings.ReplaceAll(s.Name, "-", "_") + "_rp_{schema}_{time}"
 }
 
+// GuardRecord is where the start guard records a refused start (the
+// binary derives the same path: next to the journal, in the state directory
+// the service's user may write).
+func (s *Spec) GuardRecord() string { return path.Join(path.Dir(s.Paths.Journal), "start-refused") }
+
 // DropInPath is the installed path of the start guard drop-in.
 func (s *Spec) DropInPath() string {
 	return path.Join(s.Paths.UnitDir, s.Units.App+".d", s.Units.DropIn)
@@ -151,6 +159,7 @@ func Default() *Spec {
 			SystemdRunDir: "/run/systemd/system",
 			LintianDir:    "/usr/share/lintian/overrides",
 			DocDir:        "/usr/share/doc/openwatch",
+			Motd:          "/run/motd.d/openwatch",
 		},
 		Units: Units{
 			App:             "openwatch.service",
@@ -291,6 +300,7 @@ func (s *Spec) Validate() error {
 	abs("Paths.SystemdRunDir", p.SystemdRunDir)
 	abs("Paths.LintianDir", p.LintianDir)
 	abs("Paths.DocDir", p.DocDir)
+	abs("Paths.Motd", p.Motd)
 
 	u := s.Units
 	match("Units.App", u.App, unitRE, ErrBadUnitName)

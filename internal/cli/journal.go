@@ -200,7 +200,7 @@ func (a *app) guard(code int) {
 	next := ""
 	switch last := a.lastUpgrade(); {
 	case last.failed():
-		next = fmt.Sprintf("The last upgrade failed (%s). After fixing the cause, run: %s", orNone(last.Message), last.RecoveryCommand)
+		next = fmt.Sprintf("The last upgrade ended %s: %s. After fixing the cause, run: %s", last.Outcome, orNone(last.Message), last.RecoveryCommand)
 	case code == ExitPending || code == ExitUnreachable && last != nil && last.Outcome == "unreachable":
 		next = "To take a restore point, migrate, and start the service, run: " + config.DefaultUpgradeHelper
 	case code == ExitUnreachable:
