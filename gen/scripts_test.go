@@ -2,6 +2,7 @@ package gen
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -326,5 +327,162 @@ func restorePointKept(t *testing.T, sb *sandbox) {
 	t.Helper()
 	if !sb.exists(filepath.Join(sb.spec.Paths.BackupDir, "openwatch_1.0.0-1_schema-1_20260101T000000Z.dump")) {
 		t.Error("restore point deleted")
+	}
+}
+
+// calls returns the recorded commands starting with prefix, without
+// clearing the log.
+func (sb *sandbox) calls(prefix string) []string {
+	b, _ := os.ReadFile(filepath.Join(sb.root, "log"))
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, strings.ReplaceAll(l, sb.root, "ROOT"))
+		}
+	}
+	return out
+}
+
+// migrateRecords makes the stub `openwatch migrate --attempt KIND` record a
+// restore point in the journal, as the binary does.
+func migrateRecords(kind, restorePoint string) func(sb *sandbox) {
+	return func(sb *sandbox) {
+		bin := sb.spec.Paths.Binary
+		real := filepath.Join(sb.root, "real", "openwatch") // the same name: the stub keys on it
+		os.MkdirAll(filepath.Dir(real), 0o755)
+		if err := os.Rename(bin, real); err != nil {
+			sb.t.Fatal(err)
+		}
+		writeFile(sb.t, bin, "#!/bin/sh\nif [ \"$1 $2 $3\" = \"migrate --attempt "+kind+"\" ]; then\n"+
+			"\tprintf 'RESTORE_POINT=\"%s\"\\n' "+shQuote(restorePoint)+" >>"+shQuote(sb.spec.Paths.Journal)+"\nfi\nexec "+shQuote(real)+" \"$@\"\n", 0o755)
+	}
+}
+
+// A failure is visible after the package manager's output is gone: the
+// login message and the system journal at priority err name it and the one
+// command; the upgrade journal keeps its one-line reason and the binary's
+// lines. The successful recovery takes the login message away.
+func TestAFailureStaysVisibleUntilTheRecoverySucceeds(t *testing.T) {
+	for _, shell := range shells {
+		t.Run(shellName(shell), func(t *testing.T) {
+			sb := newSandbox(t)
+			sb.systemd()
+			sb.answer(check, 10)
+			sb.answer(isActive, 0)
+			sb.answer(migrate, 16)
+			sb.answer(startApp, 1)
+			migrateRecords("new", "/var/backups/openwatch/openwatch_1.1.0-1_schema-1_20260101T000000Z.dump")(sb)
+			env := []string{"DPKG_MAINTSCRIPT_PACKAGE=openwatch"}
+			if rc, out := sb.exec(shell, sb.spec.UpgradeHelper(), env); rc != 1 {
+				t.Fatalf("exit %d, want 1:\n%s", rc, out)
+			}
+			motd, err := os.ReadFile(sb.spec.Paths.Motd)
+			if err != nil || !strings.Contains(string(motd), "a migration failed and was rolled back") || !strings.Contains(string(motd), "run: dpkg --configure -a") {
+				t.Errorf("login message %q (%v), want the reason and dpkg --configure -a", motd, err)
+			}
+			logged := sb.calls("logger ")
+			if len(logged) != 1 || !strings.HasPrefix(logged[0], "logger -t openwatch-upgrade -p user.err -- THE UPGRADE FAILED: a migration failed and was rolled back.") ||
+				!strings.HasSuffix(logged[0], "After fixing the cause, run: dpkg --configure -a") {
+				t.Errorf("system journal: %q, want one line at priority err with the reason and the command", logged)
+			}
+			j := sb.journal()
+			if j["MESSAGE"] != "'a migration failed and was rolled back'" || j["RESTORE_POINT"] == "" {
+				t.Errorf("journal = %v, want MESSAGE and the binary's RESTORE_POINT", j)
+			}
+			if got := sb.calls(startApp); len(got) != 1 {
+				t.Errorf("the failure did not ask for the start the guard refuses (the unit's failed state): %q", got)
+			}
+			sb.log()
+
+			sb.answer(migrateRetry, 0)
+			sb.answer(startApp, 0)
+			if rc, out := sb.exec(shell, sb.spec.UpgradeHelper(), nil); rc != 0 {
+				t.Fatalf("retry exit %d:\n%s", rc, out)
+			}
+			if sb.exists(sb.spec.Paths.Motd) {
+				t.Error("the login message outlived the successful recovery")
+			}
+			if got := sb.calls("logger "); len(got) != 1 || !strings.Contains(got[0], "-p user.notice") {
+				t.Errorf("system journal after the recovery: %q", got)
+			}
+			if j := sb.journal(); j["OUTCOME"] != "succeeded" || j["RESTORE_POINT"] != "" || j["MESSAGE"] != "''" {
+				t.Errorf("journal after the recovery = %v", j)
+			}
+		})
+	}
+}
+
+// Only a clone restore point is exported, and only then does the helper say
+// so; a file restore point gets no word about clones.
+func TestOnlyACloneRestorePointIsSaidToBeExported(t *testing.T) {
+	for _, tc := range []struct {
+		name, rp string
+		want     []string
+		say      string
+	}{
+		{"a clone", "openwatch_rp_1_20260101t000000z", []string{isActive, check, preflight, isActive, migrate, exportBg}, "the clone restore point openwatch_rp_1_20260101t000000z is exported to a file in the background"},
+		{"a file", "/var/backups/openwatch/openwatch_1.1.0-1_schema-1_20260101T000000Z.dump", []string{isActive, check, preflight, isActive, migrate}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sb := newSandbox(t)
+			sb.systemd()
+			sb.answer(check, 10)
+			sb.answer(isActive, 3)
+			migrateRecords("new", tc.rp)(sb)
+			rc, out := sb.exec(shells[0], sb.spec.UpgradeHelper(), nil)
+			if rc != 0 {
+				t.Fatalf("exit %d:\n%s", rc, out)
+			}
+			if d := Diff("want", "got", lines(tc.want), lines(sb.log())); d != "" {
+				t.Errorf("commands run (-want +got):\n%s", d)
+			}
+			if tc.say != "" && !strings.Contains(out, tc.say) || tc.say == "" && strings.Contains(out, "clone") {
+				t.Errorf("output:\n%s\nwant it to say %q (and nothing of clones for a file)", out, tc.say)
+			}
+		})
+	}
+}
+
+// The binary reuses the earlier attempt's restore point only when the helper
+// can tell the service has not run since: same boot, no stop earlier than
+// the one the attempt saw, its main process not started since.
+func TestTheHelperTellsTheBinaryWhetherTheServiceStayedStopped(t *testing.T) {
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	thisBoot := strings.TrimSpace(string(boot))
+	const inactive, mainStart = "systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "systemctl show -p ExecMainStartTimestampMonotonic --value openwatch.service"
+	for _, tc := range []struct {
+		name             string
+		bootID           string
+		inactiveNow, run string
+		want             string
+	}{
+		{"stopped by the attempt and untouched since", thisBoot, "111", "50", "retry-stopped"},
+		{"a start the guard refused since (the main process never ran)", thisBoot, "333", "50", "retry-stopped"},
+		{"started and stopped since", thisBoot, "333", "222", "retry"},
+		{"another boot since", "0123", "111", "50", "retry"},
+		{"systemd unloaded the unit (no timestamps)", thisBoot, "0", "0", "retry"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sb := newSandbox(t)
+			sb.systemd()
+			writeFile(t, sb.spec.Paths.Journal, "OUTCOME=migration-failed\nPHASE=migrate\nSERVICE_BEFORE=running\nSTOPPED_AT=111\nINACTIVE_SINCE=111\nBOOT_ID="+tc.bootID+
+				"\nUNIT_FILE_STATE=enabled\nRECOVERY='dpkg --configure -a'\nRESTORE_POINT=\"/var/backups/openwatch/x.dump\"\n", 0o600)
+			sb.answer(check, 10)
+			sb.answer(isActive, 3)
+			sb.answer("openwatch migrate --attempt "+tc.want, 16)
+			sb.answer(startApp, 1)
+			sb.output(inactive, tc.inactiveNow)
+			sb.output(mainStart, tc.run)
+			sb.exec(shells[0], sb.spec.UpgradeHelper(), nil)
+			if got := sb.calls("openwatch migrate --attempt"); len(got) != 1 || got[0] != "openwatch migrate --attempt "+tc.want {
+				t.Errorf("ran %q, want openwatch migrate --attempt %s", got, tc.want)
+			}
+			if j := sb.journal(); j["RESTORE_POINT"] != `"/var/backups/openwatch/x.dump"` {
+				t.Errorf("the failed retry lost the earlier attempt's restore point from the journal: %v", j)
+			}
+		})
 	}
 }
