@@ -106,13 +106,16 @@ func TestUnattendedUpgrades(t *testing.T) {
 		t.Errorf("the run with an unrelated upgrade took another restore point: %v, want only %v", got, rps)
 	}
 	dpkgLog := s.m.run(time.Minute, "cat", "/var/log/unattended-upgrades/unattended-upgrades-dpkg.log").out
-	for _, want := range []string{"taken by the earlier attempt of this upgrade; no new one is taken", "this is the same failure as the earlier attempt's"} {
+	for _, want := range []string{"taken by the earlier attempt of this upgrade; no new one is taken", "this is the same failure as the earlier attempt's",
+		"openwatch failed to configure (a migration failed and was rolled back); the packages upgraded with it are not the cause."} {
 		if !strings.Contains(dpkgLog, want) {
 			t.Errorf("unattended-upgrades' dpkg log does not say %q:\n%s", want, dpkgLog)
 		}
 	}
-	if mails := s.mails(); len(mails) > 1 {
-		last := mails[len(mails)-1]
+	if mails := s.mails(); len(mails) != 2 {
+		t.Errorf("unattended-upgrades sent %d mails in all, want 2 (the failed run and the one with the unrelated upgrade)", len(mails))
+	} else {
+		last := mails[1]
 		if !strings.Contains(last, "this is the same failure") || !strings.Contains(last, "After fixing the cause, run: "+retry) {
 			t.Errorf("the mail of the run with an unrelated upgrade does not name openwatch's same failure and %q:\n%s", retry, last)
 		}

@@ -255,6 +255,9 @@ fail() {
 	shift 3
 	now_state=$(service_now)
 	notify err "THE UPGRADE FAILED: $message. $now_state. After fixing the cause, run: $recovery"
+	# Under apt or unattended-upgrades, other packages may be configured in
+	# the same run: say which one failed.
+	[ -z "${DPKG_MAINTSCRIPT_PACKAGE:-}" ] || say "$pkg failed to configure ($message); the packages upgraded with it are not the cause."
 	say "$@" "$now_state." "After fixing the cause, run: $recovery"
 	exit 1
 }
@@ -309,7 +312,7 @@ if [ -n "$prev_outcome" ] && [ "$prev_outcome" != succeeded ]; then
 	keep_attempt=yes
 	prev_stopped_at=$(journal_get STOPPED_AT)
 	prev_inactive_since=$(journal_get INACTIVE_SINCE)
-	prev_message=$(journal_get MESSAGE)
+	prev_message=$(journal_get MESSAGE | tr -d "'")
 	say "resuming after an earlier attempt that ended: $prev_outcome${prev_message:+ ($prev_message)}"
 fi
 active_now=''
