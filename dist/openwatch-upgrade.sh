@@ -17,6 +17,8 @@ self='/usr/lib/openwatch/openwatch-upgrade.sh'
 pkg='openwatch'
 systemd_run_dir='/run/systemd/system'
 export_unit='openwatch-export.service'
+motd='/run/motd.d/openwatch'
+guard_record='/var/lib/openwatch/start-refused'
 
 say() {
 	printf 'openwatch-upgrade: %s\n' "$@" >&2
@@ -45,19 +47,33 @@ journal_get() {
 	sed -n "s/^$1=//p" "$journal" | tail -n 1
 }
 
+# journal_write OUTCOME PHASE [MESSAGE]: MESSAGE is the one-line reason.
+# The lines the binary writes (its restore point and its failure, for the
+# next retry) are kept while the upgrade is unfinished.
 journal_write() {
 	outcome=$1
 	phase=$2
+	message=$(printf '%s' "${3:-}" | tr -d "'")
 	tmp="$journal.new"
-	if (umask 077 && printf '%s\n' \
-		"# openwatch upgrade journal, kept by $self; shown by: $bin migrate --status" \
-		"OUTCOME=$outcome" \
-		"PHASE=$phase" \
-		"SERVICE_BEFORE=$service_before" \
-		"STOPPED_AT=$stopped_at" \
-		"UNIT_FILE_STATE=$unit_file_state" \
-		"RECOVERY='$recovery'" \
-		"UPDATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$tmp") && mv -f "$tmp" "$journal"; then
+	kept=''
+	if [ "$outcome" != succeeded ] && [ -n "$keep_attempt" ] && [ -f "$journal" ]; then
+		kept=$(grep -E '^(RESTORE_POINT|FAILURE)=' "$journal")
+	fi
+	if (umask 077 && {
+		printf '%s\n' \
+			"# openwatch upgrade journal, kept by $self; shown by: $bin migrate --status" \
+			"OUTCOME=$outcome" \
+			"PHASE=$phase" \
+			"SERVICE_BEFORE=$service_before" \
+			"STOPPED_AT=$stopped_at" \
+			"INACTIVE_SINCE=$inactive_since" \
+			"BOOT_ID=$boot_id" \
+			"UNIT_FILE_STATE=$unit_file_state" \
+			"RECOVERY='$recovery'" \
+			"MESSAGE='$message'" \
+			"UPDATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+		[ -z "$kept" ] || printf '%s\n' "$kept"
+	} >"$tmp") && mv -f "$tmp" "$journal"; then
 		return 0
 	fi
 	say "warning: cannot write the upgrade journal $journal"
@@ -81,14 +97,38 @@ recovery_command() {
 	echo "$self"
 }
 
+# Whether the unit's last start was refused by the start guard: the guard
+# records the invocation it refused, and systemd keeps the ID of a unit's
+# last invocation until the next start. A refusal is not an operator's stop.
+guard_refused_last() {
+	[ -f "$guard_record" ] || return 1
+	inv=$(unit_show InvocationID)
+	[ -n "$inv" ] && [ "$(sed -n 's/^INVOCATION_ID=//p' "$guard_record" | tail -n 1)" = "$inv" ]
+}
+
+# Whether the service has not run since the earlier attempt: the same boot,
+# still inactive, its last stop no earlier than the one the attempt saw, and
+# its main process not started since (a start the guard refused never
+# starts it). Anything the script cannot tell counts as "it may have run".
+stayed_stopped() {
+	systemd_running || return 1
+	[ -z "$active_now" ] && [ -n "$prev_inactive_since" ] && [ -n "$boot_id" ] && [ "$(journal_get BOOT_ID)" = "$boot_id" ] || return 1
+	since=$(unit_show InactiveEnterTimestampMonotonic)
+	main=$(unit_show ExecMainStartTimestampMonotonic)
+	case $since$main in *[!0-9]* | '') return 1 ;; esac
+	[ "$since" -ge "$prev_inactive_since" ] && [ "$main" -le "$prev_inactive_since" ] || return 1
+	[ "$since" != 0 ] || [ "$prev_inactive_since" = 0 ]
+}
+
 # Whether the service should run after this attempt: as it is now, unless an
-# earlier attempt stopped it and nobody has touched it since.
+# earlier attempt found it running, and since then only that attempt (or the
+# start guard's refusal) stopped it.
 service_intent() {
-	if unit_active; then
+	if [ -n "$active_now" ]; then
 		echo running
 		return
 	fi
-	if [ -z "$prev_stopped_at" ] || ! systemd_running; then
+	if [ -z "$resuming" ] || [ "$(journal_get SERVICE_BEFORE)" != running ] || ! systemd_running; then
 		echo stopped
 		return
 	fi
@@ -105,8 +145,20 @@ service_intent() {
 		echo stopped
 		return
 	fi
-	# Any start or stop since ours (by hand, or refused at boot by the schema
-	# guard) is newer than what the journal remembers: leave it to the operator.
+	if guard_refused_last; then
+		say "$unit was stopped by the start guard's refusal (a restart while the schema was not migrated)," \
+			"not by an operator: it is started again once the schema is migrated."
+		echo running
+		return
+	fi
+	if [ -z "$prev_stopped_at" ]; then
+		say "$unit was stopped after the earlier attempt: it stays stopped" \
+			"(start it yourself once this succeeds: systemctl start $unit)."
+		echo stopped
+		return
+	fi
+	# Any other start or stop since ours is newer than what the journal
+	# remembers: leave it to the operator.
 	now=$(unit_show InactiveEnterTimestampMonotonic)
 	if [ "$prev_stopped_at" != unknown ] && [ -n "$now" ] && [ "$now" != 0 ] && [ "$now" != "$prev_stopped_at" ]; then
 		say "$unit was started or stopped after the earlier attempt stopped it: it stays stopped" \
@@ -123,12 +175,13 @@ stop_unit() {
 	journal_write in-progress stop
 	if ! systemctl stop "$unit"; then
 		stopped_at=''
-		fail error stop "systemctl stop $unit failed; nothing was applied." \
+		fail error stop "systemctl stop $unit failed" "systemctl stop $unit failed; nothing was applied." \
 			"Find out why with: journalctl -u $unit"
 	fi
 	stopped_here=yes
 	unit_file_state=$(unit_show UnitFileState)
 	stopped_at=$(unit_show InactiveEnterTimestampMonotonic)
+	inactive_since=$stopped_at
 	[ -n "$stopped_at" ] || stopped_at=unknown
 	journal_write in-progress migrate
 }
@@ -142,34 +195,103 @@ start_unit() {
 	elif systemctl start "$unit"; then
 		return 0
 	fi
-	fail start-failed start "The schema is up to date, but $unit failed to start." \
+	fail start-failed start "the schema is migrated, but $unit failed to start" "The schema is up to date, but $unit failed to start." \
 		"Find out why with: journalctl -u $unit"
 }
 
 service_now() {
-	if unit_active; then echo "$unit is running"; else echo "$unit is stopped"; fi
+	if unit_active; then
+		echo "$unit is running"
+	elif systemd_running && systemctl --quiet is-failed "$unit" >/dev/null 2>&1; then
+		echo "$unit is stopped and marked failed (systemctl --failed shows it until this is fixed)"
+	else
+		echo "$unit is stopped"
+	fi
 }
 
-# fail OUTCOME PHASE LINE... : record the outcome, say what happened and the
-# one command that recovers, and fail the package manager.
+# A failure that left a service that ran stopped must show where monitoring
+# looks (systemctl --failed): a start the start guard refuses puts the unit
+# into the failed state with the guard's reason and command in its journal.
+# Only when the guard will refuse (the schema does not match); never for a
+# service that was stopped before.
+mark_failed() {
+	[ "$service_before" = running ] && systemd_running || return 0
+	unit_active && return 0
+	"$bin" migrate --check >/dev/null 2>&1 && return 0
+	systemctl start "$unit" >/dev/null 2>&1 || true
+}
+
+# notify PRIORITY LINE: the outcome where an operator looks after the package
+# manager's output is gone: the login message and the system journal.
+notify() {
+	if (umask 022 && mkdir -p "${motd%/*}" && printf '%s\n' "openwatch: $2" >"$motd.new" && mv -f "$motd.new" "$motd") 2>/dev/null; then :; fi
+	if command -v logger >/dev/null 2>&1; then
+		logger -t openwatch-upgrade -p "user.$1" -- "$2" 2>/dev/null || true
+	fi
+}
+
+# A successful recovery clears what notify and mark_failed left: the login
+# message, and a failed mark the guard's refusal left on a unit that stays
+# stopped because the operator stopped it.
+clear_failure() {
+	[ -z "$resuming" ] && [ ! -e "$motd" ] && return 0
+	rm -f "$motd"
+	if [ -f "$guard_record" ] && systemd_running && ! unit_active && guard_refused_last; then
+		systemctl reset-failed "$unit" >/dev/null 2>&1 || true
+	fi
+	if command -v logger >/dev/null 2>&1; then
+		logger -t openwatch-upgrade -p user.notice -- "the upgrade is complete: the earlier failure is resolved" 2>/dev/null || true
+	fi
+}
+
+# fail OUTCOME PHASE MESSAGE LINE... : record the outcome and its one-line
+# reason, say what happened and the one command that recovers, make it
+# visible, and fail the package manager.
 fail() {
-	journal_write "$1" "$2"
-	shift 2
-	say "$@" "$(service_now)." "After fixing the cause, run: $recovery"
+	journal_write "$1" "$2" "$3"
+	message=$3
+	# A unit that failed to start is in the failed state already.
+	[ "$1" = start-failed ] || mark_failed
+	shift 3
+	now_state=$(service_now)
+	notify err "THE UPGRADE FAILED: $message. $now_state. After fixing the cause, run: $recovery"
+	# Under apt or unattended-upgrades, other packages may be configured in
+	# the same run: say which one failed.
+	[ -z "${DPKG_MAINTSCRIPT_PACKAGE:-}" ] || say "$pkg failed to configure ($message); the packages upgraded with it are not the cause."
+	say "$@" "$now_state." "After fixing the cause, run: $recovery"
 	exit 1
+}
+
+# unfinished OUTCOME PHASE MESSAGE: the package installed but the schema was
+# not migrated; the helper is the one command (dpkg has nothing to retry).
+unfinished() {
+	recovery=$self
+	journal_write "$1" "$2" "$3"
+	notify warning "the upgrade is not finished: $3. $(service_now); the start guard refuses to start it until then. When the cause is fixed, run: $self"
 }
 
 # A clone restore point becomes a portable file once the service runs again,
 # without holding the package manager: in a transient unit where systemd
 # runs, else here.
+# Only a clone is exported: the restore point the binary recorded in the
+# journal, or, with "any" (after an attempt that may have been killed before
+# it recorded one), any clone on the server.
 export_restore_point() {
+	case $restore_point in
+		/*) return 0 ;;
+		'')
+			[ "${1:-}" = any ] && "$bin" backup --list 2>/dev/null | grep -q '(clone, ' || return 0
+			what="the clone restore point an earlier attempt left"
+			;;
+		*) what="the clone restore point $restore_point" ;;
+	esac
 	if systemd_running && command -v systemd-run >/dev/null 2>&1 &&
 		systemd-run --quiet --no-block --collect --unit="$export_unit" "$bin" backup --export >/dev/null 2>&1; then
-		say "a clone restore point, if one was taken, is exported to a file in the background: journalctl -u $export_unit"
+		say "$what is exported to a file in the background: journalctl -u $export_unit"
 		return 0
 	fi
 	"$bin" backup --export >/dev/null ||
-		say "warning: the clone restore point could not be exported to a file (it is kept); run: $bin backup --export"
+		say "warning: $what could not be exported to a file (it is kept); run: $bin backup --export"
 }
 
 list_restore_points() {
@@ -179,18 +301,40 @@ list_restore_points() {
 
 recovery=$(recovery_command)
 stopped_here=''
+boot_id=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
 prev_outcome=$(journal_get OUTCOME)
 prev_stopped_at=''
+prev_inactive_since=''
 resuming=''
+keep_attempt=''
 if [ -n "$prev_outcome" ] && [ "$prev_outcome" != succeeded ]; then
 	resuming=yes
+	keep_attempt=yes
 	prev_stopped_at=$(journal_get STOPPED_AT)
-	say "resuming after an earlier attempt that ended: $prev_outcome"
+	prev_inactive_since=$(journal_get INACTIVE_SINCE)
+	prev_message=$(journal_get MESSAGE | tr -d "'")
+	say "resuming after an earlier attempt that ended: $prev_outcome${prev_message:+ ($prev_message)}"
+fi
+active_now=''
+! unit_active || active_now=yes
+# What the binary needs to know to reuse the earlier attempt's restore point.
+attempt=new
+if [ -n "$resuming" ]; then
+	attempt=retry
+	! stayed_stopped || attempt=retry-stopped
 fi
 service_before=$(service_intent)
 stopped_at=$prev_stopped_at
+inactive_since=''
+if [ -z "$active_now" ] && systemd_running; then
+	inactive_since=$(unit_show InactiveEnterTimestampMonotonic)
+fi
 unit_file_state=''
-[ -z "$prev_stopped_at" ] || unit_file_state=$(journal_get UNIT_FILE_STATE)
+if [ -n "$prev_stopped_at" ]; then
+	unit_file_state=$(journal_get UNIT_FILE_STATE)
+elif [ -n "$active_now" ]; then
+	unit_file_state=$(unit_show UnitFileState)
+fi
 journal_write in-progress check
 
 # The binary's own messages then name the same one command as ours.
@@ -203,10 +347,12 @@ case $check in
 		# runs; after an earlier failed attempt, start what it stopped.
 		start_unit
 		stopped_at=''
+		restore_point=$(journal_get RESTORE_POINT | tr -d '"')
 		journal_write succeeded finished
+		clear_failure
 		# An earlier attempt that failed, or was killed, after its migrate
 		# took a clone never exported it.
-		[ -z "$resuming" ] || export_restore_point
+		[ -z "$resuming" ] || export_restore_point any
 		exit 0
 		;;
 	10)
@@ -216,7 +362,7 @@ case $check in
 		case $pre in
 			0) ;;
 			12)
-				journal_write unreachable preflight
+				unfinished unreachable preflight "the database became unreachable before the upgrade could stop $unit"
 				say "THE DATABASE BECAME UNREACHABLE before the upgrade could stop $unit:" \
 					"nothing was changed; the package is installed, the schema not migrated." \
 					"$(service_now) (the start guard refuses to start it until the schema is migrated)." \
@@ -224,66 +370,74 @@ case $check in
 				exit 0
 				;;
 			*)
-				fail preflight-failed preflight "PREFLIGHT FAILED (openwatch migrate --preflight exit $pre): nothing was" \
+				fail preflight-failed preflight "the preflight failed (openwatch migrate --preflight exit $pre); nothing was changed" \
+					"PREFLIGHT FAILED (openwatch migrate --preflight exit $pre): nothing was" \
 					"changed and $unit was not stopped."
 				;;
 		esac
 		stop_unit
-		OPENWATCH_RECOVERY_COMMAND=$recovery "$bin" migrate
+		# The binary records its restore point and failure in the journal.
+		keep_attempt=yes
+		OPENWATCH_RECOVERY_COMMAND=$recovery "$bin" migrate --attempt "$attempt"
 		rc=$?
+		restore_point=$(journal_get RESTORE_POINT | tr -d '"')
 		case $rc in
 			0)
 				start_unit
 				stopped_at=''
 				journal_write succeeded finished
+				clear_failure
 				say "database schema migrated"
 				export_restore_point
 				exit 0
 				;;
 			13)
-				fail no-restore-point migrate "NO RESTORE POINT COULD BE TAKEN: nothing was applied."
+				fail no-restore-point migrate "no restore point could be taken; nothing was applied" \
+					"NO RESTORE POINT COULD BE TAKEN: nothing was applied."
 				;;
 			15)
 				list_restore_points
-				fail interrupted migrate "MIGRATION INTERRUPTED: the migration in progress completed; none after it" \
+				fail interrupted migrate "the migration was interrupted" "MIGRATION INTERRUPTED: the migration in progress completed; none after it" \
 					"was applied (the lines above list what was)."
 				;;
 			16)
 				list_restore_points
-				fail migration-failed migrate "MIGRATION FAILED and was rolled back; the migrations before it in this run" \
+				fail migration-failed migrate "a migration failed and was rolled back" "MIGRATION FAILED and was rolled back; the migrations before it in this run" \
 					"stay applied. To go back instead, restore the restore point named above."
 				;;
 			17)
 				list_restore_points
-				fail migration-failed-partially migrate "MIGRATION FAILED AND COULD NOT BE ROLLED BACK (transaction:false): it may" \
+				fail migration-failed-partially migrate "a migration failed and could not be rolled back (transaction:false)" \
+					"MIGRATION FAILED AND COULD NOT BE ROLLED BACK (transaction:false): it may" \
 					"have left objects behind; the lines above name them and the command that clears them." \
 					"Clear them before retrying, or every retry fails the same way."
 				;;
 			18)
-				fail lock-timeout migrate "LOCK TIMEOUT: another session held a lock openwatch migrate needed;" \
+				fail lock-timeout migrate "a lock wait timed out" "LOCK TIMEOUT: another session held a lock openwatch migrate needed;" \
 					"nothing more was applied (the lines above name what was and the blocking session)."
 				;;
 			12)
-				fail unreachable migrate "THE DATABASE BECAME UNREACHABLE during the migration (the lines above say" \
+				fail unreachable migrate "the database became unreachable during the migration" "THE DATABASE BECAME UNREACHABLE during the migration (the lines above say" \
 					"what was applied)."
 				;;
 			19)
-				fail config-error migrate "CONFIGURATION ERROR (the lines above name it): nothing was applied."
+				fail config-error migrate "invalid configuration; nothing was applied" "CONFIGURATION ERROR (the lines above name it): nothing was applied."
 				;;
 			11)
 				list_restore_points
-				fail newer-schema migrate "THE DATABASE SCHEMA IS NEWER THAN THIS PACKAGE: nothing was applied."
+				fail newer-schema migrate "the database schema is newer than this package" "THE DATABASE SCHEMA IS NEWER THAN THIS PACKAGE: nothing was applied."
 				;;
 			*)
 				list_restore_points
-				fail error migrate "openwatch migrate failed (exit $rc); the lines above say what was applied."
+				fail error migrate "openwatch migrate failed (exit $rc)" "openwatch migrate failed (exit $rc); the lines above say what was applied."
 				;;
 		esac
 		;;
 	14)
 		# A shipped migration changed after it was applied: like a failed
 		# preflight, touch nothing.
-		fail preflight-failed check "MIGRATION CHECKSUM MISMATCH: a migration applied to this database differs from" \
+		fail preflight-failed check "an applied migration differs from the one this package ships; nothing was changed" \
+			"MIGRATION CHECKSUM MISMATCH: a migration applied to this database differs from" \
 			"the one this package ships (the lines above name it and both checksums); nothing was" \
 			"changed and $unit was not stopped. Install again the package version that applied it" \
 			"and report the changed file to the packager."
@@ -292,7 +446,7 @@ case $check in
 		# Never run a binary against a schema it does not know.
 		stop_unit
 		list_restore_points
-		fail newer-schema check "THE DATABASE SCHEMA IS NEWER THAN THIS PACKAGE (a downgrade, or another node" \
+		fail newer-schema check "the database schema is newer than this package" "THE DATABASE SCHEMA IS NEWER THAN THIS PACKAGE (a downgrade, or another node" \
 			"already migrated). Nothing was applied. Either install the package version" \
 			"that matches the database again, or restore the restore point the newer" \
 			"package took just before it migrated (the schema listed with it is this package's" \
@@ -300,7 +454,7 @@ case $check in
 			"then run the command below: it starts $unit again if it was running."
 		;;
 	12)
-		journal_write unreachable check
+		unfinished unreachable check "the database is unreachable or not configured; the schema was not migrated"
 		say "THE DATABASE IS UNREACHABLE OR NOT CONFIGURED (the lines above say which):" \
 			"the package is installed, but the schema was not checked or migrated." \
 			"$(service_now); the start guard refuses to start it while migrations are pending." \
@@ -309,7 +463,7 @@ case $check in
 		exit 0
 		;;
 	*)
-		journal_write error check
+		unfinished error check "openwatch migrate --check failed (exit $check); the schema was not migrated"
 		say "'$bin migrate --check' failed (exit $check; the lines above say why):" \
 			"the package is installed, but the schema was not checked or migrated." \
 			"$(service_now)." \

@@ -36,7 +36,7 @@ func cloneRestorePoint(e *env) {
 	// and only then the export (pg_dump of the clone) in systemd-run.
 	ev := lines(e.r.events())
 	stop := eventIndex(ev, 0, isCall(applianceUnit, "stop"))
-	start := eventIndex(ev, stop+1, startedUnit(applianceUnit))
+	start := startIndex(ev, stop+1, applianceUnit)
 	switch {
 	case stop < 0 || !strings.HasSuffix(ev[stop+1], "migrate-check=10"):
 		e.t.Errorf("%s was not stopped while the migration was pending", applianceUnit)

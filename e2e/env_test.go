@@ -310,6 +310,24 @@ func startedUnit(unit string) func(string) bool {
 	return isCall(unit, "start", "restart", "reload-or-restart")
 }
 
+// startIndex is the line number of the first call at or after from that
+// started unit and was not refused by the start guard, -1 when none did.
+func startIndex(events []string, from int, unit string) int {
+	for i := from; i < len(events); i++ {
+		if i = eventIndex(events, i, startedUnit(unit)); i < 0 {
+			return -1
+		}
+		refused := false
+		for j := i + 1; j < len(events) && j <= i+2; j++ {
+			refused = refused || events[j] == "e2e-note refused start "+unit
+		}
+		if !refused {
+			return i
+		}
+	}
+	return -1
+}
+
 func hasPrefix(p string) func(string) bool {
 	return func(line string) bool { return strings.HasPrefix(line, p) }
 }

@@ -111,9 +111,27 @@ guard_note() {
 	fi
 }
 
+# The package's start guard, as systemd runs it: the drop-in's ExecStartPre=
+# before a start of the appliance; a failure refuses the start.
+start_guard() {
+	[ "$1" = ` + applianceUnit + ` ] || return 0
+	for f in ` + dropInDir + `/*.conf; do
+		[ -f "$f" ] || continue
+		pre=$(sed -n 's/^ExecStartPre=//p' "$f")
+		[ -n "$pre" ] || continue
+		# shellcheck disable=SC2086 # the unit file's words
+		$pre >/dev/null 2>&1 || return 1
+	done
+}
+
 do_start() {
 	unit_file "$1" >/dev/null || { echo "Failed to start $1: Unit $1 not found." >&2; return 5; }
 	guard_note "$1" start
+	if ! start_guard "$1"; then
+		echo "e2e-note refused start $1" >>"$log"
+		echo "Job for $1 failed because the control process exited with error code." >&2
+		return 1
+	fi
 	: >"$state/$1.active"
 }
 

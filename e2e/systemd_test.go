@@ -30,9 +30,12 @@ var systemdCases = []struct {
 	{"an upgrade with a pending migration while the service writes keeps every row written before the stop in the restore point and brings the service back on the new schema", sysRestorePointHoldsEveryRow},
 	{"the start guard refuses to start the service while migrations are pending, and the service starts after openwatch migrate", sysStartGuard},
 	{"a failing migration leaves the service stopped and the schema unchanged, and dpkg --configure -a after the fix starts it", sysFailingMigration},
-	{"a service the operator stopped after a failed upgrade stays stopped through the retry", sysOperatorStopAfterFailure},
+	{"a service the operator disabled after a failed upgrade stays stopped through the retry", sysOperatorStopAfterFailure},
 	{"a stopped service stays stopped through an upgrade, a failed upgrade and its retries", sysStoppedStaysStopped},
 	{"an upgrade with PostgreSQL stopped installs, leaves the service running, and the one command it names stops, backs up, migrates and starts it", sysUnreachableFollowUp},
+	{"a failed upgrade shows in systemctl --failed, the login message and the journal at priority err; a retry while the service stayed stopped takes no second restore point and names the same failure; the successful retry clears it all", sysFailureVisibleAndRetryCheap},
+	{"after an upgrade with PostgreSQL down, a restart the start guard refuses leaves the unit failed, and the follow-up migrates and starts it again", sysGuardRefusalIsNotAStop},
+	{"after an upgrade with PostgreSQL down, a service the operator stopped stays stopped through the follow-up", sysOperatorStopIsKept},
 	{"with CREATEDB an upgrade takes a clone, a transient unit exports it to a file holding every row written before the stop, and the sandboxed cleanup unit reads BACKUP_RETENTION_DAYS=010 as ten days", sysCloneExportAndCleanup},
 }
 
@@ -590,8 +593,10 @@ func sysFailingMigration(s *sysCase) {
 // sysOperatorStopAfterFailure (case 4, first half): the service running,
 // new → failing fails; the upgrade remembers the service ran. The operator
 // tries `systemctl start` (the guard refuses: the migration is pending) and
-// then stops it: a decision of their own. After the fix, `dpkg --configure
-// -a` migrates and exits 0, and must not start the service.
+// then keeps it down, as systemd can see: `systemctl disable --now` (a stop
+// of a unit that is already stopped leaves no trace in systemd). After the
+// fix, `dpkg --configure -a` migrates and exits 0, and must not start the
+// service.
 func sysOperatorStopAfterFailure(s *sysCase) {
 	nw, failing := s.vs["new"], s.vs["failing"]
 	s.install(nw, true)
@@ -599,7 +604,7 @@ func sysOperatorStopAfterFailure(s *sysCase) {
 	if res := s.pm("systemctl", "start", applianceUnit); res.code == 0 {
 		s.t.Errorf("systemctl start %s succeeded with the failed migration pending", applianceUnit)
 	}
-	s.mustPM("systemctl", "stop", applianceUnit)
+	s.mustPM("systemctl", "disable", "--now", applianceUnit)
 	since := now()
 
 	s.sql(appDB, "DROP TABLE "+blockTable)

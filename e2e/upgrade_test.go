@@ -172,7 +172,7 @@ func (e *env) assertStopMigrateStart() {
 		e.t.Errorf("no pg_dump after stopping %s", applianceUnit)
 		return
 	}
-	start := eventIndex(ev, dump, startedUnit(applianceUnit))
+	start := startIndex(ev, dump, applianceUnit)
 	if start < 0 {
 		e.t.Errorf("%s was not started after the migration", applianceUnit)
 		return
@@ -224,7 +224,7 @@ func failingMigrationCase(e *env) {
 	stop := eventIndex(ev, 0, isCall(applianceUnit, "stop"))
 	if stop < 0 {
 		e.t.Errorf("%s was not stopped before the migration", applianceUnit)
-	} else if i := eventIndex(ev, stop, startedUnit(applianceUnit)); i >= 0 {
+	} else if i := startIndex(ev, stop, applianceUnit); i >= 0 {
 		e.t.Errorf("%s was started after the failed migration: %s", applianceUnit, ev[i])
 	}
 	if e.r.active(applianceUnit) {
@@ -402,7 +402,7 @@ func stoppedServiceStaysStopped(e *env) {
 	}
 	e.oneRestorePoint(nw, old.Head)
 	ev := lines(e.r.events())
-	if i := eventIndex(ev, 0, startedUnit(applianceUnit)); i >= 0 {
+	if i := startIndex(ev, 0, applianceUnit); i >= 0 {
 		e.t.Errorf("the stopped %s was started: %s", applianceUnit, ev[i])
 	}
 	if e.r.active(applianceUnit) {

@@ -15,7 +15,7 @@ func TestUpgradeHelperTreatsAChecksumMismatchLikeAFailedPreflight(t *testing.T) 
 			sb.answer(check, 14)
 		},
 		wantRC: 1,
-		want:   []string{isActive, check, isActive},
+		want:   []string{isActive, check, isActive, isActive},
 		wantOut: []string{"MIGRATION CHECKSUM MISMATCH", "nothing was", "changed and openwatch.service was not stopped",
 			"Install again the package version that applied it", "openwatch.service is running.", "run: dpkg --configure -a"},
 		check: journalSays("preflight-failed"),

@@ -16,12 +16,12 @@ var shells = [][]string{{"dash"}, {"busybox", "sh"}, {"posh"}, {"bash", "--posix
 // stubbed are the commands the scripts may call that the tests replace.
 var stubbed = []string{
 	"openwatch", "systemctl", "deb-systemd-helper", "deb-systemd-invoke",
-	"getent", "groupadd", "useradd", "addgroup", "adduser", "dpkg-query", "systemd-run",
+	"getent", "groupadd", "useradd", "addgroup", "adduser", "dpkg-query", "systemd-run", "logger",
 }
 
 // unlogged are read-only queries the helper makes that the expectations
 // leave out; what they answer shows in the behaviour.
-var unlogged = []string{"dpkg-query ", "systemctl show "}
+var unlogged = []string{"dpkg-query ", "systemctl show ", "logger "}
 
 // stubScript records its argv in $root/log and answers with the exit code
 // in $root/rc/<name>_<args joined by _>, default 0; it prints
@@ -87,6 +87,7 @@ func newSandbox(t *testing.T, mutate ...func(s *Spec, root string)) *sandbox {
 	s.Paths.Journal = filepath.Join(root, "var/lib/openwatch/upgrade.state")
 	s.Paths.BackupDir = filepath.Join(root, "var/backups/openwatch")
 	s.Paths.SystemdRunDir = filepath.Join(root, "run/systemd/system")
+	s.Paths.Motd = filepath.Join(root, "run/motd.d/openwatch")
 	for _, m := range mutate {
 		m(s, root)
 	}

@@ -125,9 +125,11 @@ func TestDebPolicyForms(t *testing.T) {
 				sb.answer(check, 10)
 				sb.answer(isActive, 0)
 				sb.answer(migrate, 16)
+				sb.answer(startApp, 1) // the start guard refuses
+				sb.answer(isFailed, 1)
 			},
 			wantRC:  1,
-			want:    cat(enableTimer, []string{reload, invokeRestart, isActive, check, preflight, isActive, stopApp, migrate, list, isActive}),
+			want:    cat(enableTimer, []string{reload, invokeRestart, isActive, check, preflight, isActive, stopApp, migrate, list, isActive, check, startApp, isActive, isFailed}),
 			wantOut: []string{"dpkg --configure -a"}},
 		{name: "postinst configure without systemd running enables the timer offline", script: "deb/postinst", args: []string{"configure"}, noSystemd: true,
 			want: enableTimer},
@@ -228,7 +230,7 @@ func TestRPMCounts(t *testing.T) {
 				sb.answer(migrate, 16)
 			},
 			wantRC:  1,
-			want:    []string{reload, isActive, check, preflight, isActive, migrate, list, isActive},
+			want:    []string{reload, isActive, check, preflight, isActive, migrate, list, isActive, isFailed},
 			wantOut: []string{"ROOT/usr/lib/openwatch/openwatch-upgrade.sh"}},
 		{name: "preun 0 (erase) disables and stops the timer and its service", script: "rpm/preun.sh", args: []string{"0"}, setup: earlierState,
 			want: []string{disableNowRPM}, check: kept},

@@ -2,6 +2,7 @@ package gen
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,7 +11,9 @@ import (
 // Names the expectations use.
 const (
 	check         = "openwatch migrate --check"
-	migrate       = "openwatch migrate"
+	migrate       = "openwatch migrate --attempt new"
+	migrateRetry  = "openwatch migrate --attempt retry"
+	isFailed      = "systemctl --quiet is-failed openwatch.service"
 	isActive      = "systemctl --quiet is-active openwatch.service"
 	unitFileState = "systemctl show -p UnitFileState --value openwatch.service"
 	preflight     = "openwatch migrate --preflight"
@@ -112,13 +115,13 @@ func TestUpgradeHelper(t *testing.T) {
 		{
 			name:  "pending migrations with the service running: preflight, stop, migrate, start",
 			setup: both(active, pending),
-			want:  []string{isActive, check, preflight, isActive, stopApp, migrate, startApp, exportBg},
+			want:  []string{isActive, check, preflight, isActive, stopApp, migrate, startApp},
 			check: journalSays("succeeded"),
 		},
 		{
 			name:  "pending migrations with the service stopped: preflight, migrate, service stays stopped",
 			setup: pending,
-			want:  []string{isActive, check, preflight, isActive, migrate, exportBg},
+			want:  []string{isActive, check, preflight, isActive, migrate},
 			check: journalSays("succeeded"),
 		},
 		{
@@ -126,7 +129,7 @@ func TestUpgradeHelper(t *testing.T) {
 			env:     []string{"DPKG_MAINTSCRIPT_PACKAGE=openwatch"},
 			setup:   both(active, pending, func(sb *sandbox) { sb.answer(preflight, 13) }),
 			wantRC:  1,
-			want:    []string{isActive, check, preflight, isActive},
+			want:    []string{isActive, check, preflight, isActive, isActive},
 			wantOut: []string{"PREFLIGHT FAILED", "nothing was", "changed and openwatch.service was not stopped", "openwatch.service is running.", "run: dpkg --configure -a"},
 			check:   journalSays("preflight-failed"),
 		},
@@ -142,9 +145,11 @@ func TestUpgradeHelper(t *testing.T) {
 			check: journalSays("succeeded"),
 		},
 		{
-			name:  "schema at head after an earlier failed attempt stopped the service: start it, export the clone it may have left",
-			setup: afterFailure,
-			want:  []string{isActive, check, isActive, startApp, exportBg},
+			name: "schema at head after an earlier failed attempt stopped the service: start it, export the clone it may have left",
+			setup: both(afterFailure, func(sb *sandbox) {
+				sb.output(list, "openwatch_rp_1_20260101t000000z  (clone, package 1.0.0-1, schema 1, 1.0 MiB)")
+			}),
+			want:  []string{isActive, check, isActive, startApp, list, exportBg},
 			check: journalSays("succeeded"),
 		},
 		{
@@ -152,36 +157,52 @@ func TestUpgradeHelper(t *testing.T) {
 			setup: both(afterFailure, pending, func(sb *sandbox) {
 				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "222")
 			}),
-			want:    []string{isActive, check, preflight, isActive, migrate, exportBg},
+			want:    []string{isActive, check, preflight, isActive, migrateRetry},
 			wantOut: []string{"started or stopped after the earlier attempt stopped it: it stays stopped"},
 			check:   journalSays("succeeded"),
 		},
 		{
 			name:    "after a failed attempt the operator masked the service: it stays stopped",
 			setup:   both(afterFailure, func(sb *sandbox) { sb.output(unitFileState, "masked") }),
-			want:    []string{isActive, check, exportBg},
+			want:    []string{isActive, check, list},
 			wantOut: []string{"masked after the earlier attempt stopped it"},
 		},
 		{
 			name:    "after a failed attempt the operator disabled the service: it stays stopped",
 			setup:   both(afterFailure, func(sb *sandbox) { sb.output(unitFileState, "disabled") }),
-			want:    []string{isActive, check, exportBg},
+			want:    []string{isActive, check, list},
 			wantOut: []string{"disabled after the earlier attempt stopped it"},
 		},
 		{
-			name: "after a failed attempt a start was refused by the schema guard: it stays stopped, saying how to start it",
+			name: "after a failed attempt a start was refused with no record of the start guard's: it stays stopped, saying how to start it",
 			setup: both(afterFailure, pending, func(sb *sandbox) {
 				sb.output("systemctl show -p ActiveState --value openwatch.service", "failed")
 				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "333")
 			}),
-			want:    []string{isActive, check, preflight, isActive, migrate, exportBg},
+			want:    []string{isActive, check, preflight, isActive, migrateRetry},
 			wantOut: []string{"it stays stopped", "systemctl start openwatch.service"},
+			check:   journalSays("succeeded"),
+		},
+		{
+			name:    "after a failed attempt the start guard refused a restart (its record names the unit's last invocation): the service is started after the migration",
+			setup:   both(afterFailure, pending, guardRefused("inv-1", "inv-1")),
+			want:    []string{isActive, check, preflight, isActive, migrateRetry, isActive, startApp, isActive},
+			wantOut: []string{"stopped by the start guard's refusal", "not by an operator"},
+			check:   journalSays("succeeded"),
+		},
+		{
+			name: "after a failed attempt the guard's record names an older invocation: the operator started and stopped it since, it stays stopped",
+			setup: both(afterFailure, pending, guardRefused("inv-1", "inv-2"), func(sb *sandbox) {
+				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "444")
+			}),
+			want:    []string{isActive, check, preflight, isActive, migrateRetry, isActive},
+			wantOut: []string{"it stays stopped"},
 			check:   journalSays("succeeded"),
 		},
 		{
 			name:  "rerun after a failed migration: migrate, then start the service that ran before",
 			setup: both(afterFailure, pending),
-			want:  []string{isActive, check, preflight, isActive, migrate, isActive, startApp, exportBg},
+			want:  []string{isActive, check, preflight, isActive, migrateRetry, isActive, startApp},
 			check: journalSays("succeeded"),
 		},
 		{
@@ -190,9 +211,11 @@ func TestUpgradeHelper(t *testing.T) {
 			setup: both(active, pending, func(sb *sandbox) {
 				sb.answer(migrate, 16)
 				sb.answer(isActive, 0)
+				sb.answer(startApp, 1) // the start guard refuses
+				sb.answer(isFailed, 1)
 			}),
 			wantRC:  1,
-			want:    []string{isActive, check, preflight, isActive, stopApp, migrate, list, isActive},
+			want:    []string{isActive, check, preflight, isActive, stopApp, migrate, list, isActive, check, startApp, isActive, isFailed},
 			wantOut: []string{"MIGRATION FAILED and was rolled back", "openwatch.service is stopped.", "After fixing the cause, run: dpkg --configure -a", "restore one with: ROOT/bin/openwatch restore NAME, NAME as listed"},
 			check: func(t *testing.T, sb *sandbox) {
 				journalSays("migration-failed")(t, sb)
@@ -207,9 +230,9 @@ func TestUpgradeHelper(t *testing.T) {
 		},
 		{
 			name:    "service fails to start after the migration: exit 1, journal says so",
-			setup:   both(active, pending, func(sb *sandbox) { sb.answer(startApp, 1) }),
+			setup:   both(active, pending, func(sb *sandbox) { sb.answer(startApp, 1); sb.answer(isFailed, 1) }),
 			wantRC:  1,
-			want:    []string{isActive, check, preflight, isActive, stopApp, migrate, startApp, isActive},
+			want:    []string{isActive, check, preflight, isActive, stopApp, migrate, startApp, isActive, isFailed},
 			wantOut: []string{"journalctl -u openwatch.service", "openwatch.service is stopped.", "run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
 			check:   journalSays("start-failed"),
 		},
@@ -218,17 +241,19 @@ func TestUpgradeHelper(t *testing.T) {
 			setup: func(sb *sandbox) {
 				active(sb)
 				sb.answer(check, 11)
+				sb.answer(startApp, 1) // the start guard refuses
+				sb.answer(isFailed, 1)
 			},
 			wantRC:  1,
-			want:    []string{isActive, check, isActive, stopApp, list, isActive},
+			want:    []string{isActive, check, isActive, stopApp, list, isActive, check, startApp, isActive, isFailed},
 			wantOut: []string{"NEWER THAN THIS PACKAGE", "ROOT/bin/openwatch restore NAME (NAME as listed above)", "openwatch.service is stopped."},
 			check:   journalSays("newer-schema"),
 		},
 		{
 			name:    "schema newer than the binary with the service stopped: fail, nothing stopped",
-			setup:   func(sb *sandbox) { sb.answer(check, 11) },
+			setup:   func(sb *sandbox) { sb.answer(check, 11); sb.answer(isFailed, 1) },
 			wantRC:  1,
-			want:    []string{isActive, check, isActive, list, isActive},
+			want:    []string{isActive, check, isActive, list, isActive, isFailed},
 			wantOut: []string{"NEWER THAN THIS PACKAGE", "openwatch.service is stopped."},
 		},
 		{
@@ -238,14 +263,14 @@ func TestUpgradeHelper(t *testing.T) {
 				active(sb)
 				sb.answer(check, 12)
 			},
-			want:    []string{isActive, check, isActive},
+			want:    []string{isActive, check, isActive, isActive},
 			wantOut: []string{"UNREACHABLE OR NOT CONFIGURED", "openwatch.service is running;", "When the database is back, run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
 			check:   journalSays("unreachable"),
 		},
 		{
 			name:    "check fails otherwise: warn saying what failed, succeed",
-			setup:   func(sb *sandbox) { sb.answer(check, 1) },
-			want:    []string{isActive, check, isActive},
+			setup:   func(sb *sandbox) { sb.answer(check, 1); sb.answer(isFailed, 1) },
+			want:    []string{isActive, check, isActive, isFailed, isActive, isFailed},
 			wantOut: []string{"failed (exit 1", "run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
 			check:   journalSays("error"),
 		},
@@ -253,7 +278,7 @@ func TestUpgradeHelper(t *testing.T) {
 			name:      "no systemd running (chroot): migrate, touch no unit",
 			noSystemd: true,
 			setup:     pending,
-			want:      []string{check, preflight, migrate, exportFg},
+			want:      []string{check, preflight, migrate},
 		},
 		{
 			// The postinst never runs the helper under DPKG_ROOT (see
@@ -262,7 +287,7 @@ func TestUpgradeHelper(t *testing.T) {
 			name:  "DPKG_ROOT exported when run by hand: systemd is not ours to drive",
 			env:   []string{"DPKG_ROOT=/nonexistent"},
 			setup: both(active, pending),
-			want:  []string{check, preflight, migrate, exportFg},
+			want:  []string{check, preflight, migrate},
 		},
 	}
 	// Each outcome of `openwatch migrate` has its own message and journal entry.
@@ -277,9 +302,9 @@ func TestUpgradeHelper(t *testing.T) {
 	} {
 		cases = append(cases, scriptCase{
 			name:    fmt.Sprintf("migrate exits %d: %s", rc, o.outcome),
-			setup:   both(active, pending, func(sb *sandbox) { sb.answer(migrate, rc) }),
+			setup:   both(active, pending, func(sb *sandbox) { sb.answer(migrate, rc); sb.answer(startApp, 1) }),
 			wantRC:  1,
-			wantOut: []string{o.say, "openwatch.service is stopped.", "After fixing the cause, run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
+			wantOut: []string{o.say, "openwatch.service is stopped", "After fixing the cause, run: ROOT/usr/lib/openwatch/openwatch-upgrade.sh"},
 			check:   journalSays(o.outcome),
 		})
 	}
@@ -289,9 +314,175 @@ func TestUpgradeHelper(t *testing.T) {
 	}
 }
 
+// guardRefused leaves the start guard's record of a refused invocation and
+// makes systemd name the unit's last invocation.
+func guardRefused(recorded, last string) func(sb *sandbox) {
+	return func(sb *sandbox) {
+		writeFile(sb.t, sb.spec.GuardRecord(), "INVOCATION_ID="+recorded+"\nEXIT=10\n", 0o644)
+		sb.output("systemctl show -p InvocationID --value openwatch.service", last)
+	}
+}
+
 func restorePointKept(t *testing.T, sb *sandbox) {
 	t.Helper()
 	if !sb.exists(filepath.Join(sb.spec.Paths.BackupDir, "openwatch_1.0.0-1_schema-1_20260101T000000Z.dump")) {
 		t.Error("restore point deleted")
+	}
+}
+
+// calls returns the recorded commands starting with prefix, without
+// clearing the log.
+func (sb *sandbox) calls(prefix string) []string {
+	b, _ := os.ReadFile(filepath.Join(sb.root, "log"))
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, strings.ReplaceAll(l, sb.root, "ROOT"))
+		}
+	}
+	return out
+}
+
+// migrateRecords makes the stub `openwatch migrate --attempt KIND` record a
+// restore point in the journal, as the binary does.
+func migrateRecords(kind, restorePoint string) func(sb *sandbox) {
+	return func(sb *sandbox) {
+		bin := sb.spec.Paths.Binary
+		real := filepath.Join(sb.root, "real", "openwatch") // the same name: the stub keys on it
+		os.MkdirAll(filepath.Dir(real), 0o755)
+		if err := os.Rename(bin, real); err != nil {
+			sb.t.Fatal(err)
+		}
+		writeFile(sb.t, bin, "#!/bin/sh\nif [ \"$1 $2 $3\" = \"migrate --attempt "+kind+"\" ]; then\n"+
+			"\tprintf 'RESTORE_POINT=\"%s\"\\n' "+shQuote(restorePoint)+" >>"+shQuote(sb.spec.Paths.Journal)+"\nfi\nexec "+shQuote(real)+" \"$@\"\n", 0o755)
+	}
+}
+
+// A failure is visible after the package manager's output is gone: the
+// login message and the system journal at priority err name it and the one
+// command; the upgrade journal keeps its one-line reason and the binary's
+// lines. The successful recovery takes the login message away.
+func TestAFailureStaysVisibleUntilTheRecoverySucceeds(t *testing.T) {
+	for _, shell := range shells {
+		t.Run(shellName(shell), func(t *testing.T) {
+			sb := newSandbox(t)
+			sb.systemd()
+			sb.answer(check, 10)
+			sb.answer(isActive, 0)
+			sb.answer(migrate, 16)
+			sb.answer(startApp, 1)
+			migrateRecords("new", "/var/backups/openwatch/openwatch_1.1.0-1_schema-1_20260101T000000Z.dump")(sb)
+			env := []string{"DPKG_MAINTSCRIPT_PACKAGE=openwatch"}
+			if rc, out := sb.exec(shell, sb.spec.UpgradeHelper(), env); rc != 1 {
+				t.Fatalf("exit %d, want 1:\n%s", rc, out)
+			}
+			motd, err := os.ReadFile(sb.spec.Paths.Motd)
+			if err != nil || !strings.Contains(string(motd), "a migration failed and was rolled back") || !strings.Contains(string(motd), "run: dpkg --configure -a") {
+				t.Errorf("login message %q (%v), want the reason and dpkg --configure -a", motd, err)
+			}
+			logged := sb.calls("logger ")
+			if len(logged) != 1 || !strings.HasPrefix(logged[0], "logger -t openwatch-upgrade -p user.err -- THE UPGRADE FAILED: a migration failed and was rolled back.") ||
+				!strings.HasSuffix(logged[0], "After fixing the cause, run: dpkg --configure -a") {
+				t.Errorf("system journal: %q, want one line at priority err with the reason and the command", logged)
+			}
+			j := sb.journal()
+			if j["MESSAGE"] != "'a migration failed and was rolled back'" || j["RESTORE_POINT"] == "" {
+				t.Errorf("journal = %v, want MESSAGE and the binary's RESTORE_POINT", j)
+			}
+			if got := sb.calls(startApp); len(got) != 1 {
+				t.Errorf("the failure did not ask for the start the guard refuses (the unit's failed state): %q", got)
+			}
+			sb.log()
+
+			sb.answer(migrateRetry, 0)
+			sb.answer(startApp, 0)
+			if rc, out := sb.exec(shell, sb.spec.UpgradeHelper(), nil); rc != 0 {
+				t.Fatalf("retry exit %d:\n%s", rc, out)
+			}
+			if sb.exists(sb.spec.Paths.Motd) {
+				t.Error("the login message outlived the successful recovery")
+			}
+			if got := sb.calls("logger "); len(got) != 1 || !strings.Contains(got[0], "-p user.notice") {
+				t.Errorf("system journal after the recovery: %q", got)
+			}
+			if j := sb.journal(); j["OUTCOME"] != "succeeded" || j["RESTORE_POINT"] != "" || j["MESSAGE"] != "''" {
+				t.Errorf("journal after the recovery = %v", j)
+			}
+		})
+	}
+}
+
+// Only a clone restore point is exported, and only then does the helper say
+// so; a file restore point gets no word about clones.
+func TestOnlyACloneRestorePointIsSaidToBeExported(t *testing.T) {
+	for _, tc := range []struct {
+		name, rp string
+		want     []string
+		say      string
+	}{
+		{"a clone", "openwatch_rp_1_20260101t000000z", []string{isActive, check, preflight, isActive, migrate, exportBg}, "the clone restore point openwatch_rp_1_20260101t000000z is exported to a file in the background"},
+		{"a file", "/var/backups/openwatch/openwatch_1.1.0-1_schema-1_20260101T000000Z.dump", []string{isActive, check, preflight, isActive, migrate}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sb := newSandbox(t)
+			sb.systemd()
+			sb.answer(check, 10)
+			sb.answer(isActive, 3)
+			migrateRecords("new", tc.rp)(sb)
+			rc, out := sb.exec(shells[0], sb.spec.UpgradeHelper(), nil)
+			if rc != 0 {
+				t.Fatalf("exit %d:\n%s", rc, out)
+			}
+			if d := Diff("want", "got", lines(tc.want), lines(sb.log())); d != "" {
+				t.Errorf("commands run (-want +got):\n%s", d)
+			}
+			if tc.say != "" && !strings.Contains(out, tc.say) || tc.say == "" && strings.Contains(out, "clone") {
+				t.Errorf("output:\n%s\nwant it to say %q (and nothing of clones for a file)", out, tc.say)
+			}
+		})
+	}
+}
+
+// The binary reuses the earlier attempt's restore point only when the helper
+// can tell the service has not run since: same boot, no stop earlier than
+// the one the attempt saw, its main process not started since.
+func TestTheHelperTellsTheBinaryWhetherTheServiceStayedStopped(t *testing.T) {
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	thisBoot := strings.TrimSpace(string(boot))
+	const inactive, mainStart = "systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "systemctl show -p ExecMainStartTimestampMonotonic --value openwatch.service"
+	for _, tc := range []struct {
+		name             string
+		bootID           string
+		inactiveNow, run string
+		want             string
+	}{
+		{"stopped by the attempt and untouched since", thisBoot, "111", "50", "retry-stopped"},
+		{"a start the guard refused since (the main process never ran)", thisBoot, "333", "50", "retry-stopped"},
+		{"started and stopped since", thisBoot, "333", "222", "retry"},
+		{"another boot since", "0123", "111", "50", "retry"},
+		{"systemd unloaded the unit (no timestamps)", thisBoot, "0", "0", "retry"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sb := newSandbox(t)
+			sb.systemd()
+			writeFile(t, sb.spec.Paths.Journal, "OUTCOME=migration-failed\nPHASE=migrate\nSERVICE_BEFORE=running\nSTOPPED_AT=111\nINACTIVE_SINCE=111\nBOOT_ID="+tc.bootID+
+				"\nUNIT_FILE_STATE=enabled\nRECOVERY='dpkg --configure -a'\nRESTORE_POINT=\"/var/backups/openwatch/x.dump\"\n", 0o600)
+			sb.answer(check, 10)
+			sb.answer(isActive, 3)
+			sb.answer("openwatch migrate --attempt "+tc.want, 16)
+			sb.answer(startApp, 1)
+			sb.output(inactive, tc.inactiveNow)
+			sb.output(mainStart, tc.run)
+			sb.exec(shells[0], sb.spec.UpgradeHelper(), nil)
+			if got := sb.calls("openwatch migrate --attempt"); len(got) != 1 || got[0] != "openwatch migrate --attempt "+tc.want {
+				t.Errorf("ran %q, want openwatch migrate --attempt %s", got, tc.want)
+			}
+			if j := sb.journal(); j["RESTORE_POINT"] != `"/var/backups/openwatch/x.dump"` {
+				t.Errorf("the failed retry lost the earlier attempt's restore point from the journal: %v", j)
+			}
+		})
 	}
 }

@@ -29,7 +29,7 @@ func TestUpgradeSequences(t *testing.T) {
 			},
 			want: []string{
 				groupOK, userOK,
-				reload, isActive, check, preflight, isActive, stopApp, migrate, startApp, exportBg,
+				reload, isActive, check, preflight, isActive, stopApp, migrate, startApp,
 				reload, tryRestartRPM,
 			},
 		},
@@ -45,7 +45,7 @@ func TestUpgradeSequences(t *testing.T) {
 			want: []string{
 				groupOK, userOK,
 				unmaskDeb, wasEnabled, enableDeb, reload, invokeRestart,
-				isActive, check, preflight, isActive, stopApp, migrate, startApp, exportBg,
+				isActive, check, preflight, isActive, stopApp, migrate, startApp,
 			},
 		},
 		{
@@ -65,7 +65,7 @@ func TestUpgradeSequences(t *testing.T) {
 				invokeStop, reload,
 				groupOK, userOK,
 				unmaskDeb, wasEnabled, enableDeb, reload, invokeRestart,
-				isActive, check, preflight, isActive, stopApp, migrate, startApp, exportBg,
+				isActive, check, preflight, isActive, stopApp, migrate, startApp,
 			},
 		},
 	}

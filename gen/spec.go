@@ -67,6 +67,9 @@ type Paths struct {
 	LintianDir    string // lintian overrides directory
 	DocDir        string // the runbook and, on DEB, the copyright file
 	AptConfDir    string // apt's configuration fragments (the gate's hook)
+	// Motd is the login message (pam_motd reads /run/motd.d/) the helper
+	// writes while an upgrade has failed or is unfinished.
+	Motd string
 }
 
 // Units are systemd unit names.
@@ -163,6 +166,11 @@ func (s *Spec) DNFPluginPath() string {
 	return path.Join(s.Gate.RPMTargets[0].PluginDir, s.DNFPluginFile())
 }
 
+// GuardRecord is where the start guard records a refused start (the
+// binary derives the same path: next to the journal, in the state directory
+// the service's user may write).
+func (s *Spec) GuardRecord() string { return path.Join(path.Dir(s.Paths.Journal), "start-refused") }
+
 // DropInPath is the installed path of the start guard drop-in.
 func (s *Spec) DropInPath() string {
 	return path.Join(s.Paths.UnitDir, s.Units.App+".d", s.Units.DropIn)
@@ -200,6 +208,7 @@ func Default() *Spec {
 			LintianDir:    "/usr/share/lintian/overrides",
 			DocDir:        "/usr/share/doc/openwatch",
 			AptConfDir:    "/etc/apt/apt.conf.d",
+			Motd:          "/run/motd.d/openwatch",
 		},
 		Units: Units{
 			App:             "openwatch.service",
@@ -380,6 +389,8 @@ func (s *Spec) Validate() error {
 			errs = append(errs, &FieldError{fmt.Sprintf("Gate.RPMTargets[%d].Python", i), t.Python, ErrBadName})
 		}
 	}
+
+	abs("Paths.Motd", p.Motd)
 
 	u := s.Units
 	match("Units.App", u.App, unitRE, ErrBadUnitName)

@@ -36,6 +36,7 @@ dnf:dnf
 createrepo_c:createrepo-c
 cpio:cpio
 dpkg-scanpackages:dpkg-dev
+unattended-upgrade:unattended-upgrades
 '
 
 missing=''

@@ -115,6 +115,13 @@ stops it after the migration in progress (exit 15).
                    object on failure)
   --backup-dir DIR take the restore point in DIR (overrides BACKUP_DIR)
   --no-backup      apply without a restore point
+  --guard          with --check: as the service's start guard (ExecStartPre=),
+                   log a refusal at priority err with the command that
+                   recovers, and record it for the upgrade helper
+  --attempt KIND   what the upgrade helper knows: new, retry, or retry-stopped
+                   (the service has stayed stopped since the earlier attempt,
+                   whose restore point is then reused); records the restore
+                   point and the failure in the upgrade journal
 
 ` + commonFlags + `
 ` + exitCodes,
@@ -164,6 +171,7 @@ type app struct {
 	commandLine                          string // how this command was run, for "run it again"
 	migrations                           fs.FS
 	messages                             []string // what errorf printed, for --json's error object
+	reusedRestorePoint                   bool     // migrate took the earlier attempt's restore point
 }
 
 // Main runs the command line and returns the exit code.

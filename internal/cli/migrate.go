@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/openwatch/openwatch/internal/clone"
 	"github.com/openwatch/openwatch/internal/config"
+	"github.com/openwatch/openwatch/internal/defaults"
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/dump"
 	"github.com/openwatch/openwatch/internal/migrate"
@@ -22,6 +24,8 @@ type migrateFlags struct {
 	check, preflight, status, json, noBackup bool
 	rehearse                                 bool
 	backupDir                                string
+	guard                                    bool   // --check as the service's start guard
+	attempt                                  string // what the upgrade helper knows of this attempt
 }
 
 func (a *app) migrate(ctx context.Context, args []string) int {
@@ -34,6 +38,8 @@ func (a *app) migrate(ctx context.Context, args []string) int {
 	fl.BoolVar(&f.json, "json", false, "")
 	fl.BoolVar(&f.noBackup, "no-backup", false, "")
 	fl.StringVar(&f.backupDir, "backup-dir", "", "")
+	fl.BoolVar(&f.guard, "guard", false, "")
+	fl.StringVar(&f.attempt, "attempt", "", "")
 	var extra []string
 	if code, ok := a.parse(fl, args, &extra, help["migrate"]); !ok {
 		return code
@@ -43,11 +49,18 @@ func (a *app) migrate(ctx context.Context, args []string) int {
 	}
 	cfg, d, code := a.connection(!f.check && !f.status)
 	if d == nil {
+		if f.guard {
+			a.guard(code)
+		}
 		return a.jsonError(f.json, code)
 	}
 	switch {
 	case f.check:
-		return a.check(ctx, cfg, d)
+		code := a.check(ctx, cfg, d, f.guard)
+		if f.guard {
+			a.guard(code)
+		}
+		return code
 	case f.preflight:
 		return a.preflight(ctx, cfg, d, f)
 	case f.rehearse:
@@ -118,6 +131,12 @@ func (f migrateFlags) conflict(extra []string) string {
 		return "--json goes with --status"
 	case (f.check || f.status) && (f.noBackup || f.backupDir != ""):
 		return "--backup-dir and --no-backup only apply when migrating (or with --preflight)"
+	case f.guard && !f.check:
+		return "--guard goes with --check"
+	case f.attempt != "" && (f.check || f.status || f.preflight):
+		return "--attempt only applies when migrating"
+	case !validAttempt(f.attempt):
+		return fmt.Sprintf("--attempt %q: want new, retry or retry-stopped", f.attempt)
 	case f.noBackup && f.backupDir != "":
 		return "--backup-dir and --no-backup exclude each other"
 	case f.backupDir != "" && !filepath.IsAbs(f.backupDir):
@@ -157,7 +176,11 @@ func (a *app) readState(ctx context.Context, cfg config.Config, d *dsn.DSN, veri
 	return s, ExitOK
 }
 
-func (a *app) check(ctx context.Context, cfg config.Config, d *dsn.DSN) int {
+// check reports the schema state. Run by hand it names the next command;
+// the upgrade helper (which names the recovery command itself, and runs the
+// next step anyway) and the start guard (which names the one command in its
+// refusal) get the state alone.
+func (a *app) check(ctx context.Context, cfg config.Config, d *dsn.DSN, guard bool) int {
 	s, code := a.readState(ctx, cfg, d, true)
 	if code != ExitOK {
 		return code
@@ -167,9 +190,11 @@ func (a *app) check(ctx context.Context, cfg config.Config, d *dsn.DSN) int {
 		a.refuseNewer(ctx, cfg, d, s)
 		return ExitNewer
 	case len(s.Pending) > 0:
-		fmt.Fprintf(a.Stdout, "%d migration(s) pending: %s (schema at %s, this binary's head %s)\n"+
-			"To take a restore point, migrate, and start the service again if it ran, run: %s\n",
-			len(s.Pending), names(s.Pending), orNone(s.Current), s.Head, config.DefaultUpgradeHelper)
+		fmt.Fprintf(a.Stdout, "%d migration(s) pending: %s (schema at %s, this binary's head %s)\n",
+			len(s.Pending), names(s.Pending), orNone(s.Current), s.Head)
+		if !guard && os.Getenv(RecoveryVar) == "" {
+			fmt.Fprintf(a.Stdout, "To take a restore point, migrate, and start the service again if it ran, run: %s\n", config.DefaultUpgradeHelper)
+		}
 		return ExitPending
 	}
 	fmt.Fprintf(a.Stdout, "schema at this binary's head (%s)\n", s.Head)
@@ -255,9 +280,19 @@ func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrat
 	if conn == nil {
 		return code
 	}
-	clonePoint, err := a.cloneRestorePoint(ctx, cfg, d, conn, f)
+	// A retry while the service stayed stopped takes the earlier attempt's
+	// restore point: the database changed only by that attempt's migrations.
+	reuse, notReused := a.reusableRestorePoint(ctx, cfg, d, f.attempt)
+	var clonePoint string
+	var err error
+	if reuse == "" {
+		clonePoint, err = a.cloneRestorePoint(ctx, cfg, d, conn, f)
+	} else {
+		conn.Close(context.Background())
+	}
 	if err != nil {
 		a.errorf("could not take a restore point: %v\nNothing was applied. Fix the cause, then run: %s", d.Redactor.Error(err), a.next("openwatch migrate"))
+		a.recordAttempt(f.attempt, "", ExitBackupFailed)
 		return ExitBackupFailed
 	}
 	var restorePoint, noBackupReason string
@@ -269,6 +304,15 @@ func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrat
 			if noBackupReason != "" {
 				fmt.Fprintf(a.Stdout, "no restore point: %s\n", noBackupReason)
 				return nil
+			}
+			if reuse != "" {
+				restorePoint, a.reusedRestorePoint = reuse, true
+				fmt.Fprintf(a.Stdout, "restore point: %s, taken by the earlier attempt of this upgrade; no new one is taken: "+
+					"%s has stayed stopped since, so only that attempt's migrations changed the database\n", reuse, defaults.AppUnit)
+				return nil
+			}
+			if notReused != "" {
+				fmt.Fprintf(a.Stdout, "restore point: a new one: %s\n", notReused)
 			}
 			if clonePoint != "" {
 				restorePoint = clonePoint
@@ -289,8 +333,11 @@ func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrat
 		},
 	})
 	if err != nil {
-		return a.applyFailed(ctx, cfg, d, err, restorePoint, noBackupReason)
+		code := a.applyFailed(ctx, cfg, d, err, restorePoint, noBackupReason)
+		a.recordAttempt(f.attempt, restorePoint, code)
+		return code
 	}
+	a.recordAttempt(f.attempt, restorePoint, ExitOK)
 	if len(res.Applied) == 0 {
 		fmt.Fprintf(a.Stdout, "nothing to migrate: schema at this binary's head (%s)\n", res.Before.Head)
 		return ExitOK
@@ -391,13 +438,21 @@ func (a *app) reportFailure(f *migrate.FailedError, restorePoint, noBackupReason
 		return
 	}
 	fmt.Fprintf(a.Stderr, "restore point: %s\n", restorePoint)
-	fmt.Fprintf(a.Stderr, "To put the database back as it was before this run:\n  openwatch restore --yes %s\n", restorePoint)
+	before := "this run"
+	if a.reusedRestorePoint {
+		before = "the earlier attempt of this upgrade"
+	}
+	fmt.Fprintf(a.Stderr, "To put the database back as it was before %s:\n  openwatch restore --yes %s\n", before, restorePoint)
 }
 
 // restoreHint names the restore point taken by this run.
 func (a *app) restoreHint(restorePoint, noBackupReason string) {
 	if restorePoint == "" {
 		fmt.Fprintf(a.Stderr, "no restore point was taken (%s).\n", orNone(noBackupReason))
+		return
+	}
+	if a.reusedRestorePoint {
+		fmt.Fprintf(a.Stderr, "restore point of this upgrade (taken by its earlier attempt): %s\n", restorePoint)
 		return
 	}
 	fmt.Fprintf(a.Stderr, "restore point of this run: %s\n", restorePoint)

@@ -70,7 +70,7 @@ func Start(w io.Writer, s Step) *Reporter {
 	if w == nil {
 		return nil
 	}
-	return start(w, s, IsTerminal(w), time.Now)
+	return start(w, s, Live(w), time.Now)
 }
 
 func start(w io.Writer, s Step, tty bool, now func() time.Time) *Reporter {
@@ -84,6 +84,21 @@ func start(w io.Writer, s Step, tty bool, now func() time.Time) *Reporter {
 		fmt.Fprintln(w, r.startLine())
 	}
 	return r
+}
+
+// Live reports whether w gets the live bar: a terminal, with a TERM that
+// understands it, that no package manager logs. dpkg runs maintainer scripts
+// on apt's pseudo-terminal and apt copies everything written there into
+// /var/log/apt/term.log, so under dpkg (DPKG_MAINTSCRIPT_NAME set) the output
+// gets plain lines, as does any other output that is not a terminal.
+func Live(w any) bool {
+	if !IsTerminal(w) {
+		return false
+	}
+	if t := os.Getenv("TERM"); t == "" || t == "dumb" {
+		return false
+	}
+	return os.Getenv("DPKG_MAINTSCRIPT_NAME") == ""
 }
 
 // IsTerminal reports whether w is a terminal.
@@ -106,7 +121,7 @@ func (r *Reporter) Update(n int64) {
 	defer r.mu.Unlock()
 	if now := r.now(); !r.ended && now.Sub(r.last) >= r.interval {
 		r.last = now
-		line := r.line(n, now.Sub(r.start))
+		line := r.line(n, now.Sub(r.start), r.tty)
 		if r.tty {
 			fmt.Fprintf(r.w, "\r\033[K%s", line)
 		} else {
@@ -179,8 +194,13 @@ func (r *Reporter) startLine() string {
 	return text
 }
 
-// line is one progress report after elapsed, n bytes done.
-func (r *Reporter) line(n int64, elapsed time.Duration) string {
+// line is one progress report after elapsed, n bytes done; with a bar on a
+// terminal only (a log gets words and numbers).
+func (r *Reporter) line(n int64, elapsed time.Duration, withBar bool) string {
+	bar, num := bar, "%3.0f" // a fixed width keeps the bar still
+	if !withBar {
+		bar, num = func(float64) string { return "" }, "%.0f"
+	}
 	s := r.s
 	if s.Timed {
 		text := fmt.Sprintf("%s: %s elapsed", s.Label, Duration(elapsed))
@@ -188,7 +208,7 @@ func (r *Reporter) line(n int64, elapsed time.Duration) string {
 			return text
 		}
 		frac := min(float64(elapsed)/float64(s.Expected), 1)
-		text = fmt.Sprintf("%s: %s ~%3.0f%%, %s elapsed", s.Label, bar(frac), frac*100, Duration(elapsed))
+		text = fmt.Sprintf("%s: %s~"+num+"%%, %s elapsed", s.Label, bar(frac), frac*100, Duration(elapsed))
 		if left, ok := TimedLeft(s.Expected, elapsed); ok {
 			return text + fmt.Sprintf(", about %s left", Duration(left))
 		}
@@ -203,7 +223,7 @@ func (r *Reporter) line(n int64, elapsed time.Duration) string {
 	if s.TotalIsEstimate {
 		approx, pct = "~", "% of ~"+Bytes(s.Total)
 	}
-	text := fmt.Sprintf("%s: %s %s%3.0f%s, %s", s.Label, bar(frac), approx, frac*100, pct, done)
+	text := fmt.Sprintf("%s: %s%s"+num+"%s, %s", s.Label, bar(frac), approx, frac*100, pct, done)
 	if left, ok := ETA(n, s.Total, elapsed); ok {
 		return text + fmt.Sprintf(", about %s left", Duration(left))
 	}
@@ -248,7 +268,7 @@ func rate(n int64, elapsed time.Duration) int64 {
 func bar(frac float64) string {
 	const width = 24
 	full := int(frac * width)
-	return "[" + strings.Repeat("=", full) + strings.Repeat(" ", width-full) + "]"
+	return "[" + strings.Repeat("=", full) + strings.Repeat(" ", width-full) + "] "
 }
 
 // Duration formats a duration for people: tenths of a second below 10s,

@@ -1,9 +1,13 @@
 package progress
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // clock is a time the test moves by hand.
@@ -77,8 +81,8 @@ func TestAnEstimatedTotalIsMarkedAsOne(t *testing.T) {
 	r.Update(50 << 20)
 	want := []string{
 		"backup: started, about 40.0 MiB expected (the previous restore point's size)",
-		"backup: [======                  ] ~ 25% of ~40.0 MiB, 10.0 MiB, 2.0 MiB/s, 5s elapsed, about 15s left",
-		"backup: [========================] ~100% of ~40.0 MiB, 50.0 MiB, 5.0 MiB/s, 10s elapsed, more than estimated",
+		"backup: ~25% of ~40.0 MiB, 10.0 MiB, 2.0 MiB/s, 5s elapsed, about 15s left",
+		"backup: ~100% of ~40.0 MiB, 50.0 MiB, 5.0 MiB/s, 10s elapsed, more than estimated",
 	}
 	wantLines(t, sb.String(), want)
 }
@@ -101,8 +105,8 @@ func TestATimedStepEstimatesFromThePreviousRate(t *testing.T) {
 	r.Done(0)
 	want := []string{
 		"clone: started, 1.0 GiB; estimated time: about 4s (the previous clone: 512.0 MiB in 2s)",
-		"clone: [======                  ] ~ 25%, 1s elapsed, about 3s left",
-		"clone: [========================] ~100%, 5s elapsed, longer than the 4s estimated",
+		"clone: ~25%, 1s elapsed, about 3s left",
+		"clone: ~100%, 5s elapsed, longer than the 4s estimated",
 		"clone: done in 5s, 1.0 GiB, 204.8 MiB/s",
 	}
 	wantLines(t, sb.String(), want)
@@ -175,6 +179,82 @@ func TestDuration(t *testing.T) {
 	for d, want := range map[time.Duration]string{2345 * time.Millisecond: "2.3s", 83 * time.Second: "1m23s", 0: "0s"} {
 		if got := Duration(d); got != want {
 			t.Errorf("Duration(%s) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// openPTY opens a pseudo-terminal pair; the test reads nothing from it.
+func openPTY(t *testing.T) *os.File {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("no pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { master.Close() })
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { slave.Close() })
+	return slave
+}
+
+// dpkg runs maintainer scripts on apt's pseudo-terminal and apt logs it to
+// term.log; unattended-upgrades sends it to a file it mails. Neither may get
+// escape codes or a bar: only a terminal someone reads does.
+func TestOnlyATerminalNoPackageManagerLogsGetsTheLiveBar(t *testing.T) {
+	pty := openPTY(t)
+	file, err := os.CreateTemp(t.TempDir(), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	for _, tc := range []struct {
+		name       string
+		w          any
+		term, dpkg string
+		live       bool
+	}{
+		{"a terminal", pty, "xterm-256color", "", true},
+		{"a terminal under dpkg (apt's pseudo-terminal, logged to term.log)", pty, "xterm-256color", "postinst", false},
+		{"a terminal with TERM=dumb", pty, "dumb", "", false},
+		{"a terminal without TERM", pty, "", "", false},
+		{"a file (unattended-upgrades' dpkg log)", file, "xterm-256color", "", false},
+		{"not a file", &strings.Builder{}, "xterm-256color", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("TERM", tc.term)
+			t.Setenv("DPKG_MAINTSCRIPT_NAME", tc.dpkg)
+			if got := Live(tc.w); got != tc.live {
+				t.Errorf("Live = %v, want %v", got, tc.live)
+			}
+		})
+	}
+}
+
+func TestPlainLinesHoldNoEscapeCodesNorBar(t *testing.T) {
+	for _, step := range []Step{
+		{Label: "backup", Total: 40 << 20, TotalIsEstimate: true},
+		{Label: "restore", Total: 40 << 20},
+		{Label: "clone", Timed: true, Size: 1 << 30, Expected: 4 * time.Second},
+	} {
+		var sb strings.Builder
+		c := &clock{time.Unix(0, 0)}
+		r := start(&sb, step, false, c.now)
+		for i := 0; i < 3; i++ {
+			c.advance(LogInterval)
+			r.Update(int64(i+1) * 10 << 20)
+		}
+		r.Fail(0)
+		if out := sb.String(); strings.ContainsAny(out, "\x1b\r[]") || strings.Contains(out, "==") {
+			t.Errorf("%s: plain lines hold escape codes or a bar:\n%q", step.Label, out)
 		}
 	}
 }
