@@ -157,7 +157,7 @@ func TestUpgradeHelper(t *testing.T) {
 			setup: both(afterFailure, pending, func(sb *sandbox) {
 				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "222")
 			}),
-			want:    []string{isActive, check, preflight, isActive, migrateRetry},
+			want:    []string{isActive, check, preflight, isActive, migrateRetry, list},
 			wantOut: []string{"started or stopped after the earlier attempt stopped it: it stays stopped"},
 			check:   journalSays("succeeded"),
 		},
@@ -179,14 +179,14 @@ func TestUpgradeHelper(t *testing.T) {
 				sb.output("systemctl show -p ActiveState --value openwatch.service", "failed")
 				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "333")
 			}),
-			want:    []string{isActive, check, preflight, isActive, migrateRetry},
+			want:    []string{isActive, check, preflight, isActive, migrateRetry, list},
 			wantOut: []string{"it stays stopped", "systemctl start openwatch.service"},
 			check:   journalSays("succeeded"),
 		},
 		{
 			name:    "after a failed attempt the start guard refused a restart (its record names the unit's last invocation): the service is started after the migration",
 			setup:   both(afterFailure, pending, guardRefused("inv-1", "inv-1")),
-			want:    []string{isActive, check, preflight, isActive, migrateRetry, isActive, startApp, isActive},
+			want:    []string{isActive, check, preflight, isActive, migrateRetry, isActive, startApp, isActive, list},
 			wantOut: []string{"stopped by the start guard's refusal", "not by an operator"},
 			check:   journalSays("succeeded"),
 		},
@@ -195,15 +195,24 @@ func TestUpgradeHelper(t *testing.T) {
 			setup: both(afterFailure, pending, guardRefused("inv-1", "inv-2"), func(sb *sandbox) {
 				sb.output("systemctl show -p InactiveEnterTimestampMonotonic --value openwatch.service", "444")
 			}),
-			want:    []string{isActive, check, preflight, isActive, migrateRetry, isActive},
+			want:    []string{isActive, check, preflight, isActive, migrateRetry, isActive, list},
 			wantOut: []string{"it stays stopped"},
 			check:   journalSays("succeeded"),
 		},
 		{
 			name:  "rerun after a failed migration: migrate, then start the service that ran before",
 			setup: both(afterFailure, pending),
-			want:  []string{isActive, check, preflight, isActive, migrateRetry, isActive, startApp},
+			want:  []string{isActive, check, preflight, isActive, migrateRetry, isActive, startApp, list},
 			check: journalSays("succeeded"),
+		},
+		{
+			name: "rerun after a failed migration that took a clone, whose own restore point is a file: the earlier clone is exported",
+			setup: both(afterFailure, pending, func(sb *sandbox) {
+				sb.output(list, "openwatch_rp_1_20260101t000000z  (clone, package 1.0.0-1, schema 1, 1.0 MiB)")
+			}),
+			want:    []string{isActive, check, preflight, isActive, migrateRetry, isActive, startApp, list, exportBg},
+			wantOut: []string{"the clone restore point an earlier attempt left is exported"},
+			check:   journalSays("succeeded"),
 		},
 		{
 			name: "migration fails under dpkg: service left stopped, journal kept, dpkg retry named",

@@ -283,6 +283,7 @@ func Create(ctx context.Context, d *dsn.DSN, name string, meta Meta) (Point, err
 		return Point{}, err
 	}
 	defer conn.Close(context.Background())
+	chosen := name == ""
 	if name == "" {
 		// A name holds the second it was taken in. A retry within the same
 		// second as an earlier clone of the same schema (a migration that
@@ -342,6 +343,13 @@ func Create(ctx context.Context, d *dsn.DSN, name string, meta Meta) (Point, err
 	}
 	if method == CopyPlain {
 		if _, err := conn.Exec(ctx, create); err != nil {
+			if chosen && duplicateDatabase(err) {
+				// Another clone of the same schema took the name between the
+				// look-up and CREATE (another database on this server, in
+				// the same second): take the next second.
+				meta.Created = meta.Created.Add(time.Second)
+				return Create(ctx, d, "", meta)
+			}
 			return Point{}, fmt.Errorf("copy database %q into %q (CREATE DATABASE … TEMPLATE): %w; nothing was changed", src, name, err)
 		}
 	}
@@ -366,6 +374,14 @@ func Create(ctx context.Context, d *dsn.DSN, name string, meta Meta) (Point, err
 	}
 	conn.QueryRow(ctx, "select pg_database_size($1::text)", name).Scan(&p.Size)
 	return p, nil
+}
+
+// duplicateDatabase tells whether CREATE DATABASE failed because the name is
+// taken: duplicate_database, or the unique index on pg_database's names when
+// two sessions create the same name at once.
+func duplicateDatabase(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "42P04" || (pe.Code == "23505" && pe.ConstraintName == "pg_database_datname_index"))
 }
 
 // finishClone closes the clone to PUBLIC (the source's ACL, which may have

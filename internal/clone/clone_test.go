@@ -744,3 +744,24 @@ func TestCreateInTheSameSecondTakesTheNextFreeName(t *testing.T) {
 		t.Errorf("names %v, want %v", names, want)
 	}
 }
+
+// A name taken between Create's look-up and its CREATE DATABASE (another
+// database of the same server cloned in the same second) is recognised as
+// taken, so Create moves on to the next second; other errors are not.
+func TestDuplicateDatabaseIsRecognised(t *testing.T) {
+	srv := pgtest.Shared(t)
+	ctx := context.Background()
+	name := fmt.Sprintf("ow_dup_%d", time.Now().UnixNano())
+	if err := srv.Exec(ctx, "postgres", "CREATE DATABASE "+ident(name)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Exec(context.Background(), "postgres", "DROP DATABASE IF EXISTS "+ident(name)) })
+	err := srv.Exec(ctx, "postgres", "CREATE DATABASE "+ident(name))
+	if err == nil || !duplicateDatabase(err) {
+		t.Errorf("CREATE DATABASE of a taken name: duplicateDatabase(%v) = false, want true", err)
+	}
+	err = srv.Exec(ctx, "postgres", "CREATE DATABASE "+ident(name+"_x")+" TEMPLATE no_such_template_db")
+	if err == nil || duplicateDatabase(err) {
+		t.Errorf("CREATE DATABASE from a missing template: duplicateDatabase(%v) = true, want false", err)
+	}
+}

@@ -115,7 +115,9 @@ stayed_stopped() {
 	[ -z "$active_now" ] && [ -n "$prev_inactive_since" ] && [ -n "$boot_id" ] && [ "$(journal_get BOOT_ID)" = "$boot_id" ] || return 1
 	since=$(unit_show InactiveEnterTimestampMonotonic)
 	main=$(unit_show ExecMainStartTimestampMonotonic)
-	case $since$main in *[!0-9]* | '') return 1 ;; esac
+	for n in "$since" "$main" "$prev_inactive_since"; do
+		case $n in *[!0-9]* | '') return 1 ;; esac
+	done
 	[ "$since" -ge "$prev_inactive_since" ] && [ "$main" -le "$prev_inactive_since" ] || return 1
 	[ "$since" != 0 ] || [ "$prev_inactive_since" = 0 ]
 }
@@ -274,13 +276,12 @@ unfinished() {
 # without holding the package manager: in a transient unit where systemd
 # runs, else here.
 # Only a clone is exported: the restore point the binary recorded in the
-# journal, or, with "any" (after an attempt that may have been killed before
-# it recorded one), any clone on the server.
+# journal, or, when this run took none or a file, a clone an earlier attempt
+# (failed, or killed before it recorded one) left on the server.
 export_restore_point() {
 	case $restore_point in
-		/*) return 0 ;;
-		'')
-			[ "${1:-}" = any ] && "$bin" backup --list 2>/dev/null | grep -q '(clone, ' || return 0
+		'' | /*)
+			[ -n "$resuming" ] && "$bin" backup --list 2>/dev/null | grep -q '(clone, ' || return 0
 			what="the clone restore point an earlier attempt left"
 			;;
 		*) what="the clone restore point $restore_point" ;;
@@ -352,7 +353,7 @@ case $check in
 		clear_failure
 		# An earlier attempt that failed, or was killed, after its migrate
 		# took a clone never exported it.
-		[ -z "$resuming" ] || export_restore_point any
+		export_restore_point
 		exit 0
 		;;
 	10)
