@@ -364,6 +364,9 @@ type sample struct {
 	RestorePoint string `json:"restore_point_kind,omitempty"` // file or clone
 	// B-clone: CREATE DATABASE … TEMPLATE as the binary timed it ("taken in").
 	CloneSeconds float64 `json:"clone_s,omitempty"`
+	// CloneCost: what the binary says the clone cost on the file system
+	// (shared blocks, or a copy, and the bytes written).
+	CloneCost string `json:"clone_cost,omitempty"`
 	// B (pending): the recorded systemctl start to the helper's exit (the
 	// helper's `backup --export`, in the foreground without systemd), and
 	// to the export's first line ("exporting the clone restore point").
@@ -479,6 +482,7 @@ func (l *lineLog) String() string {
 var (
 	cloneLineRE  = regexp.MustCompile(`restore point: (` + regexp.QuoteMeta(clone.Prefix) + `[0-9a-z_]+), a clone of the database taken in (\S+)`)
 	fileLineRE   = regexp.MustCompile(`^restore point: (/\S+)$`)
+	cloneCostRE  = regexp.MustCompile(`taken in \S+ \(([^)]*)\)`)
 	exportLineRE = regexp.MustCompile(`^exporting the clone restore point (` + regexp.QuoteMeta(clone.Prefix) + `[0-9a-z_]+) to `)
 )
 
@@ -661,6 +665,9 @@ func (e *env) checkB(ctx context.Context, s *sample, out *lineLog, exited time.T
 			return fmt.Errorf("the clone's time %q: %w", cloneLine[2], err)
 		}
 		s.CloneSeconds = took.Seconds()
+		if m := cloneCostRE.FindStringSubmatch(cloneLine[0]); m != nil {
+			s.CloneCost = m[1]
+		}
 		// The export: after systemctl start, of this clone, into exactly
 		// one file named for it, which pg_restore reads as a dump of the
 		// clone; the clone is gone (checked above).
