@@ -616,7 +616,7 @@ func (e *env) checkB(ctx context.Context, s *sample, out *lineLog, exited time.T
 	if strings.Contains(out.String(), "could not be exported") {
 		return fmt.Errorf("the helper could not export the clone restore point")
 	}
-	_, cloneLine, isClone := out.first(cloneLineRE)
+	cloneAt, cloneLine, isClone := out.first(cloneLineRE)
 	_, fileLine, isFile := out.first(fileLineRE)
 	if s.Noop {
 		if len(files) != 0 || isClone || isFile {
@@ -665,7 +665,7 @@ func (e *env) checkB(ctx context.Context, s *sample, out *lineLog, exited time.T
 			return fmt.Errorf("the clone's time %q: %w", cloneLine[2], err)
 		}
 		s.CloneSeconds = took.Seconds()
-		if m := cloneCostRE.FindStringSubmatch(cloneLine[0]); m != nil {
+		if m := cloneCostRE.FindStringSubmatch(cloneAt.text); m != nil {
 			s.CloneCost = m[1]
 		}
 		// The export: after systemctl start, of this clone, into exactly

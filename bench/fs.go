@@ -110,6 +110,9 @@ func runInRoot(args []string) error {
 	script := `set -eu
 r=$1 src=$2 goroot=$3 gocache=$4 gomodcache=$5 tmp=$6
 shift 6
+# The root a mount point of its own: the helper's unshare --propagation
+# private needs / to be one.
+mount --bind "$r" "$r"
 mount -t proc proc "$r/proc"
 mount --rbind /dev "$r/dev"
 mount --bind "$tmp" "$r/tmp"
