@@ -90,7 +90,7 @@ func main() {
 	var fsSpecs string
 	flag.StringVar(&fsSpecs, "fs", "", "instead of the default rows: PostgreSQL 18 (the cached root) on loop-mounted file systems, e.g. 'xfs-reflink:1GB,4GB ext4:1GB' (bench/fs.go)")
 	flag.StringVar(&o.fsReps, "fs-reps", "3,2", "-fs: repetitions at each size (the last value for the rest)")
-	flag.StringVar(&o.fsRaw, "fs-raw", "bench/results/pg18-fs.json", "-fs: every sample, as JSON (the report shows it when the file exists)")
+	flag.StringVar(&o.fsRaw, "fs-raw", "bench/results/pg18-fs.json", "-fs: every sample, as JSON, a path in the checkout (the report shows it when the file exists)")
 	renderFile := flag.String("render", "", "only rewrite the report and plot from this saved results file")
 	flag.Parse()
 	if *renderFile != "" {
@@ -135,7 +135,11 @@ func main() {
 			fatal(fmt.Errorf("run as root: -fs chroots into PostgreSQL 18's root and mounts file systems"))
 		}
 		if os.Getenv(inRootVar) == "" {
-			err = runInRoot(os.Args[1:])
+			// Then the report: the default rows from their saved file, and these.
+			if err = runInRoot(os.Args[1:]); err == nil {
+				o.rendering = true
+				err = render(o, o.raw)
+			}
 		} else {
 			err = runFS(o, specs, reps)
 		}
