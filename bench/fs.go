@@ -313,7 +313,6 @@ func (e *env) cpFloor(ctx context.Context) (sample, error) {
 	return s, err
 }
 
-
 // fsAgg: the median, min and max downtime, the median clone time, and
 // what the clone cost (the first sample's words), for one row.
 func (r fsRun) agg(approach string, size int) (n int, down, lo, hi, clone float64, cost string) {
