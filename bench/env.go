@@ -371,6 +371,9 @@ type sample struct {
 	RestorePoint string `json:"restore_point_kind,omitempty"` // file or clone
 	// B-clone: CREATE DATABASE … TEMPLATE as the binary timed it ("taken in").
 	CloneSeconds float64 `json:"clone_s,omitempty"`
+	// CloneCost: what the binary says the clone cost on the file system
+	// (shared blocks, or a copy, and the bytes written).
+	CloneCost string `json:"clone_cost,omitempty"`
 	// B (pending): the recorded systemctl start to the helper's exit (the
 	// helper's `backup --export`, in the foreground without systemd), and
 	// to the export's first line ("exporting the clone restore point").
@@ -492,6 +495,7 @@ func (l *lineLog) String() string {
 // clone, or a file's path; and the export's first line.
 var (
 	cloneLineRE = regexp.MustCompile(`restore point: (` + regexp.QuoteMeta(clone.Prefix) + `[0-9a-z_]+), a clone of the database taken in (\S+)`)
+	cloneCostRE = regexp.MustCompile(`taken in \S+ \(([^)]*)\)`)
 	fileLineRE  = regexp.MustCompile(`^restore point: (/\S+)$`)
 	// The preflight's rehearsal: its first line, the copy, its result.
 	rehearsalStartRE = regexp.MustCompile(`^rehearsal: copying database `)
@@ -632,7 +636,7 @@ func (e *env) checkB(ctx context.Context, s *sample, out *lineLog, exited time.T
 	if strings.Contains(out.String(), "could not be exported") {
 		return fmt.Errorf("the helper could not export the clone restore point")
 	}
-	_, cloneLine, isClone := out.first(cloneLineRE)
+	cloneAt, cloneLine, isClone := out.first(cloneLineRE)
 	_, fileLine, isFile := out.first(fileLineRE)
 	if s.Noop {
 		if len(files) != 0 || isClone || isFile {
@@ -686,6 +690,9 @@ func (e *env) checkB(ctx context.Context, s *sample, out *lineLog, exited time.T
 			return fmt.Errorf("the clone's time %q: %w", cloneLine[2], err)
 		}
 		s.CloneSeconds = took.Seconds()
+		if m := cloneCostRE.FindStringSubmatch(cloneAt.text); m != nil {
+			s.CloneCost = m[1]
+		}
 		// The export: after systemctl start, of this clone, into exactly
 		// one file named for it, which pg_restore reads as a dump of the
 		// clone; the clone is gone (checked above).

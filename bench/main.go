@@ -67,6 +67,9 @@ type options struct {
 	keep        bool
 	rendering   bool
 	also        string
+	fs          []string
+	fsReps      string
+	fsRaw       string
 }
 
 func main() {
@@ -84,6 +87,10 @@ func main() {
 	flag.StringVar(&o.raw, "raw", "bench/results/latest.json", "every sample, as JSON")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
 	flag.StringVar(&o.also, "also", "", "add a summary of these other saved runs (comma-separated files) to the report")
+	var fsSpecs string
+	flag.StringVar(&fsSpecs, "fs", "", "instead of the default rows: PostgreSQL 18 (the cached root) on loop-mounted file systems, e.g. 'xfs-reflink:1GB,4GB ext4:1GB' (bench/fs.go)")
+	flag.StringVar(&o.fsReps, "fs-reps", "3,2", "-fs: repetitions at each size (the last value for the rest)")
+	flag.StringVar(&o.fsRaw, "fs-raw", "bench/results/pg18-fs.json", "-fs: every sample, as JSON, a path in the checkout (the report shows it when the file exists)")
 	renderFile := flag.String("render", "", "only rewrite the report and plot from this saved results file")
 	flag.Parse()
 	if *renderFile != "" {
@@ -110,6 +117,36 @@ func main() {
 	}
 	if o.points < 1 || o.reps < 1 || o.restoreReps < 1 || o.checkRuns < 1 {
 		fatal(fmt.Errorf("-points, -reps, -restore-reps and -check-runs must be at least 1"))
+	}
+	if fsSpecs != "" {
+		specs, err := parseFS(strings.Fields(fsSpecs))
+		if err != nil {
+			fatal(err)
+		}
+		var reps []int
+		for _, r := range strings.Split(o.fsReps, ",") {
+			n, err := strconv.Atoi(r)
+			if err != nil || n < 1 {
+				fatal(fmt.Errorf("-fs-reps %q", o.fsReps))
+			}
+			reps = append(reps, n)
+		}
+		if os.Geteuid() != 0 {
+			fatal(fmt.Errorf("run as root: -fs chroots into PostgreSQL 18's root and mounts file systems"))
+		}
+		if os.Getenv(inRootVar) == "" {
+			// Then the report: the default rows from their saved file, and these.
+			if err = runInRoot(os.Args[1:]); err == nil {
+				o.rendering = true
+				err = render(o, o.raw)
+			}
+		} else {
+			err = runFS(o, specs, reps)
+		}
+		if err != nil {
+			fatal(err)
+		}
+		return
 	}
 	if os.Geteuid() != 0 {
 		fatal(fmt.Errorf("run as root: the benchmark starts PostgreSQL as the postgres user and runs the upgrade helper in a private mount namespace"))
