@@ -209,7 +209,7 @@ func apply(ctx context.Context, conn *pgx.Conn, o Options, before State) (Result
 		if ctx.Err() != nil {
 			return res, &InterruptedError{Applied: res.Applied, NotApplied: before.Pending[i:], Err: context.Cause(ctx)}
 		}
-		relation, blockers, applyErr := applyOne(bg, conn, o, upTo(o.FS, known, m), m)
+		relation, blockers, applyErr := applyOne(bg, conn, o, UpTo(o.FS, known, m), m)
 		after, err := ReadState(bg, conn, o.FS)
 		if err != nil {
 			return res, errors.Join(applyErr, o.DSN.Redactor.Error(err))
@@ -228,8 +228,9 @@ func apply(ctx context.Context, conn *pgx.Conn, o Options, before State) (Result
 	return res, nil
 }
 
-// upTo is fsys with the known migrations up to and including next only.
-func upTo(fsys fs.FS, known []Migration, next Migration) fs.FS {
+// UpTo is fsys with the known migrations up to and including next only, so
+// that Run applies exactly next.
+func UpTo(fsys fs.FS, known []Migration, next Migration) fs.FS {
 	names := map[string]bool{}
 	for _, m := range known {
 		names[m.Name] = true

@@ -291,7 +291,7 @@ func Run(ctx context.Context, o Options) (rep Report, err error) {
 			return rep, &InterruptedError{Rehearsed: rep.Steps, NotRehearsed: s.Pending[i:], Err: context.Cause(ctx)}
 		}
 		t := time.Now()
-		_, err := migrate.Run(ctx, migrate.Options{DSN: scratch, FS: upTo(o.FS, known, m), Out: io.Discard,
+		_, err := migrate.Run(ctx, migrate.Options{DSN: scratch, FS: migrate.UpTo(o.FS, known, m), Out: io.Discard,
 			LockTimeout: time.Minute, LockWait: o.LockWait})
 		took := time.Since(t)
 		if ctx.Err() != nil {
@@ -461,46 +461,6 @@ func terminate(d *dsn.DSN, name string) {
 	}
 	defer conn.Close(context.Background())
 	conn.Exec(ctx, "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()", name)
-}
-
-// upTo is fsys with the known migrations up to and including next only, so
-// that migrate.Run applies exactly next.
-func upTo(fsys fs.FS, known []migrate.Migration, next migrate.Migration) fs.FS {
-	names := map[string]bool{}
-	for _, m := range known {
-		names[m.Name] = true
-		if m.Name == next.Name {
-			break
-		}
-	}
-	return subsetFS{fsys: fsys, names: names}
-}
-
-// subsetFS shows only the named files of the root of fsys.
-type subsetFS struct {
-	fsys  fs.FS
-	names map[string]bool
-}
-
-func (s subsetFS) Open(name string) (fs.File, error) {
-	if name != "." && !s.names[name] {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
-	}
-	return s.fsys.Open(name)
-}
-
-func (s subsetFS) ReadDir(name string) ([]fs.DirEntry, error) {
-	if name != "." {
-		return nil, &fs.PathError{Op: "readdir", Path: name, Err: fs.ErrNotExist}
-	}
-	entries, err := fs.ReadDir(s.fsys, ".")
-	var shown []fs.DirEntry
-	for _, e := range entries {
-		if s.names[e.Name()] {
-			shown = append(shown, e)
-		}
-	}
-	return shown, err
 }
 
 // Detail is the DETAIL (and HINT) PostgreSQL sent with a migration's error,
