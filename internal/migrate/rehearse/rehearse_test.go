@@ -279,6 +279,9 @@ func TestAKilledRehearsalsCopyIsDroppedByTheNextRunAndARunningOnesIsNot(t *testi
 	}
 	first.Process.Signal(syscall.SIGKILL)
 	first.Wait()
+	// The server ends a killed client's sessions, and releases their locks,
+	// only once it notices: a run before that rightly leaves the copy alone.
+	waitFor(t, db, "select count(*) = 0 from pg_locks where locktype = 'advisory'")
 
 	// Both were killed: the next run drops both copies, then rehearses.
 	fsys := with(map[string]*fstest.MapFile{"002_fast.sql": mig("select 1;")})
