@@ -122,13 +122,7 @@ func (e *env) installAndInitialise(v *variant) {
 	if res := e.pm(e.f.install(e.f.pkg(v))...); res.code != 0 {
 		e.t.Fatalf("fresh install of %s: exit %d\n%s", v.FullVersion(), res.code, res.out)
 	}
-	e.writeSecrets(e.dsn())
-	e.mustOperator("openwatch", "migrate")
-	if got := e.schemaVersions(); len(got) == 0 || got[len(got)-1] != v.Head {
-		e.t.Fatalf("after the operator's openwatch migrate, schema_migrations = %v, want head %s", got, v.Head)
-	}
-	e.seed()
-	e.r.resetEvents()
+	e.initialise(v)
 }
 
 // --- the database ---
