@@ -35,6 +35,11 @@ for a in "$@"; do
 	line="$line $a"
 	key="${key}_$a"
 done
+# The journal's writer is the real binary (built by TestMain): its
+# decisions are part of what the scripts do.
+if [ "$name" = openwatch ] && [ "${1:-}" = migrate ] && [ "${2:-}" = --record ]; then
+	exec "$(cat "$root/real-openwatch")" --journal "$(cat "$root/journal-path")" "$@"
+fi
 printf '%%s\n' "$line" >>"$root/log"
 key=$(printf '%%s' "$key" | tr '/ ' '__')
 [ -f "$root/out/$key" ] && cat "$root/out/$key"
@@ -69,7 +74,7 @@ func newSandbox(t *testing.T, mutate ...func(s *Spec, root string)) *sandbox {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
-	for _, d := range []string{"bin", "rc", "out", "var/lib/openwatch", "var/backups/openwatch", "etc/openwatch", "usr/lib/openwatch"} {
+	for _, d := range []string{"bin", "rc", "out", "var/lib/openwatch", "var/lib/openwatch-upgrade", "var/backups/openwatch", "etc/openwatch", "usr/lib/openwatch"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -84,7 +89,8 @@ func newSandbox(t *testing.T, mutate ...func(s *Spec, root string)) *sandbox {
 	s.Paths.ConfigFile = filepath.Join(root, "etc/openwatch/upgrade.conf")
 	s.Paths.SecretsFile = filepath.Join(root, "etc/openwatch/secrets.env")
 	s.Paths.StateDir = filepath.Join(root, "var/lib/openwatch")
-	s.Paths.Journal = filepath.Join(root, "var/lib/openwatch/upgrade.state")
+	s.Paths.UpgradeDir = filepath.Join(root, "var/lib/openwatch-upgrade")
+	s.Paths.Journal = filepath.Join(root, "var/lib/openwatch-upgrade/upgrade.state")
 	s.Paths.BackupDir = filepath.Join(root, "var/backups/openwatch")
 	s.Paths.SystemdRunDir = filepath.Join(root, "run/systemd/system")
 	s.Paths.Motd = filepath.Join(root, "run/motd.d/openwatch")
@@ -95,6 +101,8 @@ func newSandbox(t *testing.T, mutate ...func(s *Spec, root string)) *sandbox {
 	if err != nil {
 		t.Fatal(err)
 	}
+	writeFile(t, filepath.Join(root, "journal-path"), s.Paths.Journal, 0o644)
+	writeFile(t, filepath.Join(root, "real-openwatch"), realBinary, 0o644)
 	sb := &sandbox{t: t, root: root, spec: s, files: files}
 	// Install the helpers where the spec says they are.
 	writeFile(t, s.UpgradeHelper(), string(sb.file("openwatch-upgrade.sh")), 0o755)

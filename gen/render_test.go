@@ -31,7 +31,8 @@ func goldenSpec() *Spec {
 	s.Paths.ConfigFile = "/etc/acme/upgrade.conf"
 	s.Paths.SecretsFile = "/etc/acme/secrets.env"
 	s.Paths.StateDir = "/var/lib/acme"
-	s.Paths.Journal = "/var/lib/acme/upgrade.state"
+	s.Paths.UpgradeDir = "/var/lib/acme-upgrade"
+	s.Paths.Journal = "/var/lib/acme-upgrade/upgrade.state"
 	s.Paths.BackupDir = "/srv/acme/restore-points"
 	s.Units.App = "acme.service"
 	s.Units.Database = "postgresql@16-main.service"
@@ -276,7 +277,8 @@ func listDir(t *testing.T, dir string) []string {
 // generated the way Go tools recognise, with every value quoted as Go data.
 func TestTheGoDefaultsAreGofmtCleanGeneratedCode(t *testing.T) {
 	hostile := Default()
-	hostile.Paths.Journal = "/var/lib/it's \"`$(x)\\n"
+	hostile.Paths.UpgradeDir = "/var/lib/it's \"`$(x)\\n"
+	hostile.Paths.Journal = hostile.Paths.UpgradeDir + "/j"
 	for _, spec := range []*Spec{Default(), goldenSpec(), hostile} {
 		files, err := Render(spec)
 		if err != nil {

@@ -54,13 +54,16 @@ type Spec struct {
 
 // Paths are absolute paths on the installed system.
 type Paths struct {
-	Binary        string // the openwatch binary
-	LibDir        string // helper scripts
-	ConfigDir     string
-	ConfigFile    string // upgrade.conf
-	SecretsFile   string // written by the operator, not shipped
-	StateDir      string
-	Journal       string // upgrade journal: the last upgrade's phase, outcome, service state and recovery command
+	Binary      string // the openwatch binary
+	LibDir      string // helper scripts
+	ConfigDir   string
+	ConfigFile  string // upgrade.conf
+	SecretsFile string // written by the operator, not shipped
+	StateDir    string // the service account's own directory (it may write there)
+	// UpgradeDir is root's state directory: only root writes there (the
+	// service's group may read it). Journal and the clone timing live here.
+	UpgradeDir    string
+	Journal       string // upgrade journal: the last upgrade's phase, outcome, service state and recovery command; in UpgradeDir
 	BackupDir     string // restore points
 	UnitDir       string // systemd system unit directory
 	SystemdRunDir string // exists when systemd is the running init
@@ -166,10 +169,18 @@ func (s *Spec) DNFPluginPath() string {
 	return path.Join(s.Gate.RPMTargets[0].PluginDir, s.DNFPluginFile())
 }
 
-// GuardRecord is where the start guard records a refused start (the
-// binary derives the same path: next to the journal, in the state directory
-// the service's user may write).
-func (s *Spec) GuardRecord() string { return path.Join(path.Dir(s.Paths.Journal), "start-refused") }
+// GuardRecord is where the start guard records a refused start: the guard
+// runs as the service's account, so in that account's own directory; root
+// reads it as data (internal/journal), never follows or copies it.
+func (s *Spec) GuardRecord() string { return path.Join(s.Paths.StateDir, "start-refused") }
+
+// LegacyJournal is where releases before UpgradeDir kept the journal: the
+// binary imports it, validated, only when it is root's regular file.
+func (s *Spec) LegacyJournal() string { return path.Join(s.Paths.StateDir, "upgrade.state") }
+
+// BackupDirLink is where the maintainer scripts remember an operator's
+// symlink at BACKUP_DIR across an upgrade (root's directory).
+func (s *Spec) BackupDirLink() string { return path.Join(s.Paths.UpgradeDir, "backup-dir.symlink") }
 
 // DropInPath is the installed path of the start guard drop-in.
 func (s *Spec) DropInPath() string {
@@ -201,7 +212,8 @@ func Default() *Spec {
 			ConfigFile:    "/etc/openwatch/upgrade.conf",
 			SecretsFile:   "/etc/openwatch/secrets.env",
 			StateDir:      "/var/lib/openwatch",
-			Journal:       "/var/lib/openwatch/upgrade.state",
+			UpgradeDir:    "/var/lib/openwatch-upgrade",
+			Journal:       "/var/lib/openwatch-upgrade/upgrade.state",
 			BackupDir:     "/var/backups/openwatch",
 			UnitDir:       "/usr/lib/systemd/system",
 			SystemdRunDir: "/run/systemd/system",
@@ -265,6 +277,9 @@ var (
 	ErrBadUnitName = errors.New("is not a systemd unit name")
 	ErrBadName     = errors.New("is not a valid name")
 	ErrOutOfRange  = errors.New("is out of range")
+	// ErrNotInUpgradeDir: root's state must be in a directory of its own,
+	// apart from the service account's.
+	ErrNotInUpgradeDir = errors.New("must be in Paths.UpgradeDir, which must be apart from Paths.StateDir")
 )
 
 // FieldError says which spec field failed validation and why.
@@ -365,7 +380,14 @@ func (s *Spec) Validate() error {
 	abs("Paths.ConfigFile", p.ConfigFile)
 	abs("Paths.SecretsFile", p.SecretsFile)
 	abs("Paths.StateDir", p.StateDir)
+	abs("Paths.UpgradeDir", p.UpgradeDir)
 	abs("Paths.Journal", p.Journal)
+	if p.Journal != "" && path.Dir(p.Journal) != p.UpgradeDir {
+		errs = append(errs, &FieldError{"Paths.Journal", p.Journal, ErrNotInUpgradeDir})
+	}
+	if p.UpgradeDir != "" && (p.UpgradeDir == p.StateDir || strings.HasPrefix(p.UpgradeDir+"/", p.StateDir+"/") || strings.HasPrefix(p.StateDir+"/", p.UpgradeDir+"/")) {
+		errs = append(errs, &FieldError{"Paths.UpgradeDir", p.UpgradeDir, ErrNotInUpgradeDir})
+	}
 	abs("Paths.BackupDir", p.BackupDir)
 	abs("Paths.UnitDir", p.UnitDir)
 	abs("Paths.SystemdRunDir", p.SystemdRunDir)

@@ -102,7 +102,9 @@ func TestHostileSpecValuesStayData(t *testing.T) {
 			sb := newSandbox(t, func(s *Spec, root string) {
 				base := filepath.Join(root, hostile)
 				s.Paths.StateDir = base
-				s.Paths.Journal = filepath.Join(base, "journal "+hostile)
+				s.Paths.UpgradeDir = filepath.Join(root, "upgrade "+hostile)
+				s.Paths.Journal = filepath.Join(s.Paths.UpgradeDir, "journal "+hostile)
+				os.MkdirAll(s.Paths.UpgradeDir, 0o750)
 				s.Paths.ConfigDir = filepath.Join(root, "etc", hostile)
 				s.Paths.ConfigFile = filepath.Join(s.Paths.ConfigDir, "upgrade.conf")
 				s.Paths.SecretsFile = filepath.Join(s.Paths.ConfigDir, "secrets.env")

@@ -14,29 +14,38 @@ import (
 	"github.com/openwatch/openwatch/internal/config"
 	"github.com/openwatch/openwatch/internal/defaults"
 	"github.com/openwatch/openwatch/internal/dsn"
-	"github.com/openwatch/openwatch/internal/envfile"
+	"github.com/openwatch/openwatch/internal/journal"
+	"github.com/openwatch/openwatch/internal/migrate"
 )
 
-// lastUpgrade is what the upgrade helper's journal says about the last
-// package upgrade: the status an RPM user can rely on, since rpm does not
-// fail on a %post error.
+// lastUpgrade is what the upgrade journal says about the last package
+// upgrade: the status an RPM user can rely on, since rpm does not fail on a
+// %post error.
 type lastUpgrade struct {
 	Outcome         string `json:"outcome"` // succeeded, in-progress, migration-failed, unreachable, ...
 	Phase           string `json:"phase"`   // check, preflight, stop, migrate, start, finished
 	ServiceBefore   string `json:"service_before"`
+	ServiceStopped  bool   `json:"service_stopped"`  // the upgrade left the service that ran stopped
+	SchemaChanged   string `json:"schema_changed"`   // yes, no or unknown: the last attempt's
 	RecoveryCommand string `json:"recovery_command"` // "" once it succeeded
 	Message         string `json:"message"`          // the one-line reason ("" once it succeeded)
 	Updated         string `json:"updated"`
+	// A later transaction the gate refused (the installed version stayed).
+	GateRefused  string `json:"gate_refused,omitempty"`
+	GateMessage  string `json:"gate_message,omitempty"`
+	GateRecovery string `json:"gate_recovery,omitempty"`
 }
 
 // lastUpgrade reads the journal; nil when there is none.
 func (a *app) lastUpgrade() *lastUpgrade {
-	vars, _, err := envfile.Read(a.journalPath)
-	if err != nil || vars["OUTCOME"] == "" {
+	vars := a.journalVars()
+	if vars[journal.Outcome] == "" && vars[journal.GateRefused] == "" {
 		return nil
 	}
-	l := &lastUpgrade{Outcome: vars["OUTCOME"], Phase: vars["PHASE"], ServiceBefore: vars["SERVICE_BEFORE"],
-		RecoveryCommand: vars["RECOVERY"], Message: vars["MESSAGE"], Updated: vars["UPDATED"]}
+	l := &lastUpgrade{Outcome: vars[journal.Outcome], Phase: vars[journal.Phase], ServiceBefore: vars[journal.ServiceBefore],
+		ServiceStopped: vars[journal.ServiceLeft] == "yes", SchemaChanged: vars[journal.SchemaChanged],
+		RecoveryCommand: vars[journal.Recovery], Message: vars[journal.Message], Updated: vars[journal.Updated],
+		GateRefused: vars[journal.GateRefused], GateMessage: vars[journal.GateMessage], GateRecovery: vars[journal.GateRecovery]}
 	if l.Outcome == "succeeded" {
 		l.RecoveryCommand, l.Message = "", ""
 	}
@@ -46,33 +55,43 @@ func (a *app) lastUpgrade() *lastUpgrade {
 // failed reports whether the journal holds an upgrade that did not succeed
 // and names a recovery command.
 func (l *lastUpgrade) failed() bool {
-	return l != nil && l.Outcome != "succeeded" && l.Outcome != "in-progress" && l.RecoveryCommand != ""
+	return l != nil && l.Outcome != "" && l.Outcome != "succeeded" && l.Outcome != "in-progress" && l.RecoveryCommand != ""
 }
 
 func (l *lastUpgrade) describe() string {
+	s := ""
 	switch {
 	case l == nil:
 		return "none recorded"
+	case l.Outcome == "":
+		s = "none recorded"
 	case l.RecoveryCommand == "":
-		return fmt.Sprintf("%s (%s)", l.Outcome, l.Updated)
+		s = fmt.Sprintf("%s (%s)", l.Outcome, l.Updated)
 	case l.Message != "":
-		return fmt.Sprintf("%s in phase %s (%s): %s; to recover, run: %s", l.Outcome, l.Phase, l.Updated, l.Message, l.RecoveryCommand)
+		s = fmt.Sprintf("%s in phase %s (%s): %s; to recover, run: %s", l.Outcome, l.Phase, l.Updated, l.Message, l.RecoveryCommand)
+	default:
+		s = fmt.Sprintf("%s in phase %s (%s); to recover, run: %s", l.Outcome, l.Phase, l.Updated, l.RecoveryCommand)
 	}
-	return fmt.Sprintf("%s in phase %s (%s); to recover, run: %s", l.Outcome, l.Phase, l.Updated, l.RecoveryCommand)
+	if l.GateRefused != "" {
+		s += fmt.Sprintf("\nrefused upgrade:   %s: %s; once fixed, run: %s", l.GateRefused, orNone(l.GateMessage), orNone(l.GateRecovery))
+	}
+	return s
 }
 
-// The keys of the journal the binary writes (the helper writes the others
-// and keeps these lines as they are while an upgrade is being retried).
+// Short names of the journal keys the binary's migrate writes.
 const (
-	journalRestorePoint = "RESTORE_POINT" // the restore point the attempt took or reused
-	journalFailure      = "FAILURE"       // one line: how the attempt's migrate failed
+	journalRestorePoint = journal.RestorePoint
+	journalFailure      = journal.Failure
 )
 
 // What the upgrade helper knows about this attempt (migrate --attempt).
+// Whether an earlier attempt's restore point is reused is decided from the
+// database itself (RESTORE_POINT_STATE), not from what the helper saw of
+// the service: retry-stopped is accepted as retry.
 const (
 	attemptNew          = "new"           // the first attempt of an upgrade
-	attemptRetry        = "retry"         // a retry; the service may have run since the earlier attempt
-	attemptRetryStopped = "retry-stopped" // a retry; the service has stayed stopped since the earlier attempt
+	attemptRetry        = "retry"         // a retry of an unfinished upgrade
+	attemptRetryStopped = "retry-stopped" // as retry (kept for the helpers of earlier releases)
 )
 
 func validAttempt(s string) bool {
@@ -83,71 +102,91 @@ func validAttempt(s string) bool {
 	return false
 }
 
-// journalQuote quotes s for a systemd EnvironmentFile value on one line.
-func journalQuote(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, `$`, `\$`, "`", "\\`").Replace(s) + `"`
-}
-
-// setJournal sets keys in the journal, keeping every other line; the file is
-// replaced whole (root 0600), as the helper does.
-func (a *app) setJournal(set map[string]string) error {
-	old, err := os.ReadFile(a.journalPath)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	var out []string
-	for _, line := range strings.Split(strings.TrimSuffix(string(old), "\n"), "\n") {
-		k, _, _ := strings.Cut(line, "=")
-		if _, ok := set[k]; ok || line == "" {
-			continue
-		}
-		out = append(out, line)
-	}
-	for _, k := range []string{journalRestorePoint, journalFailure} {
-		if v, ok := set[k]; ok && v != "" {
-			out = append(out, k+"="+journalQuote(v))
-		}
-	}
-	return renameio.WriteFile(a.journalPath, []byte(strings.Join(out, "\n")+"\n"), 0o600, renameio.WithTempDir(filepath.Dir(a.journalPath)))
-}
-
+// journalVars reads the journal: its valid entries, never through a link.
+// A journal an earlier release kept in the service account's directory is
+// read when there is no journal yet (the upgrade from that release resumes
+// its unfinished upgrade).
 func (a *app) journalVars() map[string]string {
-	vars, _, _ := envfile.Read(a.journalPath)
+	vars, err := journal.Read(a.journalPath)
+	if err != nil {
+		fmt.Fprintf(a.Stderr, "openwatch: warning: the upgrade journal is not read: %v\n", err)
+	}
+	if len(vars) == 0 && a.journalPath == defaults.JournalPath {
+		if old, err := journal.ImportLegacy(defaults.LegacyJournalPath); err == nil && old != nil {
+			return old
+		}
+	}
 	return vars
 }
 
+// setJournal sets keys in the journal ("" removes one), keeping the others.
+func (a *app) setJournal(set map[string]string) error {
+	vars := a.journalVars()
+	for k, v := range set {
+		if v == "" {
+			delete(vars, k)
+		} else {
+			vars[k] = strings.Join(strings.Fields(v), " ")
+		}
+	}
+	return a.writeJournal(vars)
+}
+
+// writeJournal replaces the journal; the file of an earlier release in the
+// service account's directory is then removed (unlinking a name never
+// follows a link).
+func (a *app) writeJournal(vars map[string]string) error {
+	if err := journal.Write(a.journalPath, vars, defaults.Group); err != nil {
+		return err
+	}
+	if a.journalPath == defaults.JournalPath {
+		os.Remove(defaults.LegacyJournalPath)
+	}
+	return nil
+}
+
 // reusableRestorePoint returns the earlier attempt's restore point when this
-// attempt may take it as its own: the helper says the service has stayed
-// stopped since that attempt (so nothing but the attempt's own migrations
-// changed the database), and the restore point still exists. why says, when
-// it cannot be reused, why not ("" when there is nothing to reuse).
-func (a *app) reusableRestorePoint(ctx context.Context, cfg config.Config, d *dsn.DSN, attempt string) (name, why string) {
-	if attempt != attemptRetryStopped {
+// attempt may take it as its own: the database server says the database is
+// as the earlier attempt left it (so only that attempt's own migrations
+// changed it since the restore point was taken), and the restore point
+// still exists. why says, when it cannot be reused, why not ("" when there
+// is nothing to reuse).
+func (a *app) reusableRestorePoint(ctx context.Context, d *dsn.DSN, attempt string) (name, why string) {
+	if attempt == "" || attempt == attemptNew {
 		return "", ""
 	}
-	rp := a.journalVars()[journalRestorePoint]
+	vars := a.journalVars()
+	rp := vars[journalRestorePoint]
 	if rp == "" {
 		return "", ""
 	}
 	if clone.IsName(rp) {
+		found := false
 		for _, p := range a.clonePoints(ctx, d) {
-			if p.Name == rp {
-				return rp, ""
-			}
+			found = found || p.Name == rp
 		}
-		return "", fmt.Sprintf("the earlier attempt's restore point %s is no longer on the database server", rp)
-	}
-	if fi, err := os.Stat(rp); err != nil || !fi.Mode().IsRegular() {
+		if !found {
+			return "", fmt.Sprintf("the earlier attempt's restore point %s is no longer on the database server", rp)
+		}
+	} else if fi, err := os.Lstat(rp); err != nil || !fi.Mode().IsRegular() {
 		return "", fmt.Sprintf("the earlier attempt's restore point %s is gone", rp)
+	}
+	was := vars[journal.RestorePointState]
+	now, err := migrate.DatabaseState(ctx, d)
+	switch {
+	case err != nil:
+		return "", fmt.Sprintf("whether the database changed since the earlier attempt's restore point %s was taken cannot be told (%v)", rp, d.Redactor.Error(err))
+	case was == "" || was != now:
+		return "", fmt.Sprintf("the database changed since the earlier attempt's restore point %s was taken (it has been written to since that attempt ended)", rp)
 	}
 	return rp, ""
 }
 
 // recordAttempt keeps, for the helper's next retry, the restore point this
-// run took or reused and how it failed; a failure like the earlier
+// run took or reused, what the database server said at its end, whether it
+// changed the schema and how it failed; a failure like the earlier
 // attempt's is said to be the same one. Only with --attempt (the helper).
-func (a *app) recordAttempt(attempt, restorePoint string, code int) {
+func (a *app) recordAttempt(ctx context.Context, d *dsn.DSN, attempt, restorePoint, schemaChanged string, code int) {
 	if attempt == "" {
 		return
 	}
@@ -162,18 +201,30 @@ func (a *app) recordAttempt(attempt, restorePoint string, code int) {
 			fmt.Fprintf(a.Stderr, "openwatch: this is the same failure as the earlier attempt's: %s\n", failure)
 		}
 	}
-	set := map[string]string{journalRestorePoint: restorePoint, journalFailure: failure}
-	if restorePoint == "" && code != ExitOK {
-		delete(set, journalRestorePoint) // keep the earlier attempt's
+	// The state is read after this run's sessions ended; only a failed
+	// run's restore point is ever reused.
+	state := ""
+	if restorePoint != "" && code != ExitOK {
+		if s, err := migrate.SettledDatabaseState(ctx, d); err == nil {
+			state = s
+		} else {
+			fmt.Fprintf(a.Stderr, "openwatch: warning: what the database looks like after this attempt cannot be recorded (%v): a retry takes a new restore point\n", d.Redactor.Error(err))
+		}
 	}
+	set := map[string]string{journalRestorePoint: restorePoint, journal.RestorePointState: state,
+		journalFailure: failure, journal.SchemaChanged: schemaChanged}
 	if err := a.setJournal(set); err != nil {
 		fmt.Fprintf(a.Stderr, "openwatch: warning: cannot record the restore point in the upgrade journal %s: %v\n", a.journalPath, err)
 	}
 }
 
-// guardRecordPath is where the start guard records a refusal: next to the
-// journal (the state directory, which the service's user may write).
+// guardRecordPath is where the start guard records a refusal: in the
+// service account's own directory (the guard runs as that account), or next
+// to a journal named with --journal.
 func (a *app) guardRecordPath() string {
+	if a.journalPath == defaults.JournalPath {
+		return defaults.GuardRecord
+	}
 	return filepath.Join(filepath.Dir(a.journalPath), "start-refused")
 }
 

@@ -12,7 +12,6 @@ import (
 
 	"github.com/openwatch/openwatch/internal/clone"
 	"github.com/openwatch/openwatch/internal/config"
-	"github.com/openwatch/openwatch/internal/defaults"
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/dump"
 	"github.com/openwatch/openwatch/internal/migrate"
@@ -26,6 +25,7 @@ type migrateFlags struct {
 	backupDir                                string
 	guard                                    bool   // --check as the service's start guard
 	attempt                                  string // what the upgrade helper knows of this attempt
+	rec                                      recordFlags
 }
 
 func (a *app) migrate(ctx context.Context, args []string) int {
@@ -40,9 +40,13 @@ func (a *app) migrate(ctx context.Context, args []string) int {
 	fl.StringVar(&f.backupDir, "backup-dir", "", "")
 	fl.BoolVar(&f.guard, "guard", false, "")
 	fl.StringVar(&f.attempt, "attempt", "", "")
+	f.rec.define(fl)
 	var extra []string
 	if code, ok := a.parse(fl, args, &extra, help["migrate"]); !ok {
 		return code
+	}
+	if f.rec.event != "" {
+		return a.record(f.rec, extra)
 	}
 	if msg := f.conflict(extra); msg != "" {
 		return a.jsonError(f.json, a.usageError("migrate: %s", msg))
@@ -275,14 +279,15 @@ func (a *app) printRestorePoints(rps []dump.RestorePoint, indent string) {
 }
 
 func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrateFlags) int {
+	fmt.Fprintf(a.Stdout, "database: %s (%s)\n", d.Describe(), cfg.DSNSource)
 	// Wait here, once, for a database that is still starting.
 	conn, code := a.connectToChange(ctx, cfg, d, "openwatch migrate")
 	if conn == nil {
 		return code
 	}
-	// A retry while the service stayed stopped takes the earlier attempt's
-	// restore point: the database changed only by that attempt's migrations.
-	reuse, notReused := a.reusableRestorePoint(ctx, cfg, d, f.attempt)
+	// A retry takes the earlier attempt's restore point while the database
+	// is as that attempt left it: only its own migrations changed it since.
+	reuse, notReused := a.reusableRestorePoint(ctx, d, f.attempt)
 	var clonePoint string
 	var err error
 	if reuse == "" {
@@ -292,7 +297,7 @@ func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrat
 	}
 	if err != nil {
 		a.errorf("could not take a restore point: %v\nNothing was applied. Fix the cause, then run: %s", d.Redactor.Error(err), a.next("openwatch migrate"))
-		a.recordAttempt(f.attempt, "", ExitBackupFailed)
+		a.recordAttempt(ctx, d, f.attempt, "", "no", ExitBackupFailed)
 		return ExitBackupFailed
 	}
 	var restorePoint, noBackupReason string
@@ -308,7 +313,7 @@ func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrat
 			if reuse != "" {
 				restorePoint, a.reusedRestorePoint = reuse, true
 				fmt.Fprintf(a.Stdout, "restore point: %s, taken by the earlier attempt of this upgrade; no new one is taken: "+
-					"%s has stayed stopped since, so only that attempt's migrations changed the database\n", reuse, defaults.AppUnit)
+					"the database server says nothing but that attempt's migrations changed the database since\n", reuse)
 				return nil
 			}
 			if notReused != "" {
@@ -334,10 +339,14 @@ func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrat
 	})
 	if err != nil {
 		code := a.applyFailed(ctx, cfg, d, err, restorePoint, noBackupReason)
-		a.recordAttempt(f.attempt, restorePoint, code)
+		a.recordAttempt(context.WithoutCancel(ctx), d, f.attempt, restorePoint, schemaChanged(err), code)
 		return code
 	}
-	a.recordAttempt(f.attempt, restorePoint, ExitOK)
+	changed := "no"
+	if len(res.Applied) > 0 {
+		changed = "yes"
+	}
+	a.recordAttempt(ctx, d, f.attempt, restorePoint, changed, ExitOK)
 	if len(res.Applied) == 0 {
 		fmt.Fprintf(a.Stdout, "nothing to migrate: schema at this binary's head (%s)\n", res.Before.Head)
 		return ExitOK
@@ -405,6 +414,34 @@ func (a *app) applyFailed(ctx context.Context, cfg config.Config, d *dsn.DSN, er
 	}
 	a.errorf("%v", err)
 	return ExitError
+}
+
+// schemaChanged says whether a failed run changed the schema: yes, no, or
+// unknown when the database went away mid-way.
+func schemaChanged(err error) string {
+	var interrupted *migrate.InterruptedError
+	var failed *migrate.FailedError
+	var lockWait *migrate.LockWaitError
+	var backup *migrate.BackupError
+	var sum *migrate.ChecksumError
+	var newer *migrate.NewerSchemaError
+	yes := func(applied []migrate.Migration, partly bool) string {
+		if len(applied) > 0 || partly {
+			return "yes"
+		}
+		return "no"
+	}
+	switch {
+	case errors.As(err, &failed):
+		return yes(failed.Applied, failed.NonTransactional)
+	case errors.As(err, &interrupted):
+		return yes(interrupted.Applied, false)
+	case errors.As(err, &lockWait):
+		return yes(lockWait.Applied, false)
+	case errors.As(err, &backup), errors.As(err, &sum), errors.As(err, &newer), errors.Is(err, migrate.ErrLockTimeout):
+		return "no"
+	}
+	return "unknown"
 }
 
 func schemaAfter(applied []migrate.Migration) string {

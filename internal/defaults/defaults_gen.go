@@ -13,14 +13,22 @@ const (
 	CleanupService = "openwatch-backup-cleanup.service"
 	CleanupTimer   = "openwatch-backup-cleanup.timer"
 	ExportUnit     = "openwatch-export.service"
+	// Group is the service's group: it may read the upgrade journal.
+	Group = "openwatch"
 )
 
 // Installed paths.
 const (
-	Binary        = "/usr/bin/openwatch"
-	ConfigPath    = "/etc/openwatch/upgrade.conf"
-	SecretsPath   = "/etc/openwatch/secrets.env"
-	JournalPath   = "/var/lib/openwatch/upgrade.state"
+	Binary      = "/usr/bin/openwatch"
+	ConfigPath  = "/etc/openwatch/upgrade.conf"
+	SecretsPath = "/etc/openwatch/secrets.env"
+	JournalPath = "/var/lib/openwatch-upgrade/upgrade.state"
+	// LegacyJournalPath is where releases before the root-only state
+	// directory kept the journal (in the service account's directory).
+	LegacyJournalPath = "/var/lib/openwatch/upgrade.state"
+	// GuardRecord is where the start guard, running as the service's
+	// account, records a refused start (in that account's directory).
+	GuardRecord   = "/var/lib/openwatch/start-refused"
 	BackupDir     = "/var/backups/openwatch"
 	UpgradeHelper = "/usr/lib/openwatch/openwatch-upgrade.sh"
 )
