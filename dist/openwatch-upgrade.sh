@@ -301,6 +301,7 @@ case $check in
 		stop_unit
 		# The binary records its restore point, whether it changed the
 		# schema and its failure in the journal.
+		record migrating
 		run_bin "$recovery" migrate --attempt "$attempt"
 		rc=$?
 		restore_point=$(journal_get RESTORE_POINT)

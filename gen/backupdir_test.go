@@ -136,7 +136,7 @@ func TestAnUpgradePutsBackTheSymlinkThePackageManagerRemoved(t *testing.T) {
 				if !sb.exists(filepath.Join(target, "openwatch_1_schema-1_20260101T000000Z.dump")) {
 					t.Error("the restore point behind the symlink is gone")
 				}
-				if sb.exists(filepath.Join(sb.spec.Paths.StateDir, "backup-dir.symlink")) {
+				if sb.exists(sb.spec.BackupDirLink()) {
 					t.Error("the remembered symlink was not forgotten at the end of the upgrade")
 				}
 			})

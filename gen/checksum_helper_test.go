@@ -15,8 +15,8 @@ func TestUpgradeHelperTreatsAChecksumMismatchLikeAFailedPreflight(t *testing.T) 
 			sb.answer(check, 14)
 		},
 		wantRC: 1,
-		want:   []string{isActive, check, isActive, isActive},
-		wantOut: []string{"MIGRATION CHECKSUM MISMATCH", "nothing was", "changed and openwatch.service was not stopped",
+		want:   []string{isActive, check, isActive, isActive, isActive},
+		wantOut: []string{"MIGRATION CHECKSUM MISMATCH", "nothing was changed and openwatch.service was not stopped",
 			"Install again the package version that applied it", "openwatch.service is running.", "run: dpkg --configure -a"},
 		check: journalSays("preflight-failed"),
 	}.run(t)

@@ -188,7 +188,7 @@ func TestScriptsUnderDpkgRoot(t *testing.T) {
 				}
 			},
 			check: func(t *testing.T, sb *sandbox, target string) {
-				b, err := os.ReadFile(in(target, filepath.Join(sb.spec.Paths.StateDir, "backup-dir.symlink")))
+				b, err := os.ReadFile(in(target, sb.spec.BackupDirLink()))
 				if err != nil || string(b) != "/srv/big\n" {
 					t.Errorf("remembered symlink: %q, %v", b, err)
 				}

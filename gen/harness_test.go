@@ -38,7 +38,7 @@ done
 # The journal's writer is the real binary (built by TestMain): its
 # decisions are part of what the scripts do.
 if [ "$name" = openwatch ] && [ "${1:-}" = migrate ] && [ "${2:-}" = --record ]; then
-	exec "$(cat "$root/real-openwatch")" --journal "$(cat "$root/journal-path")" "$@"
+	exec "$(cat "$root/real-openwatch")" --journal "$(cat "$root/journal-path")" --state-dir "$(cat "$root/state-dir")" "$@"
 fi
 printf '%%s\n' "$line" >>"$root/log"
 key=$(printf '%%s' "$key" | tr '/ ' '__')
@@ -102,6 +102,7 @@ func newSandbox(t *testing.T, mutate ...func(s *Spec, root string)) *sandbox {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(root, "journal-path"), s.Paths.Journal, 0o644)
+	writeFile(t, filepath.Join(root, "state-dir"), s.Paths.StateDir, 0o644)
 	writeFile(t, filepath.Join(root, "real-openwatch"), realBinary, 0o644)
 	sb := &sandbox{t: t, root: root, spec: s, files: files}
 	// Install the helpers where the spec says they are.
@@ -182,7 +183,7 @@ func (sb *sandbox) journal() map[string]string {
 	m := map[string]string{}
 	for _, l := range strings.Split(string(b), "\n") {
 		if k, v, ok := strings.Cut(l, "="); ok && !strings.HasPrefix(l, "#") {
-			m[k] = v
+			m[k] = strings.Trim(v, `"'`)
 		}
 	}
 	return m

@@ -129,7 +129,7 @@ func TestDebPolicyForms(t *testing.T) {
 				sb.answer(isFailed, 1)
 			},
 			wantRC:  1,
-			want:    cat(enableTimer, []string{reload, invokeRestart, isActive, check, preflight, isActive, stopApp, migrate, list, isActive, check, startApp, isActive, isFailed}),
+			want:    cat(enableTimer, []string{reload, invokeRestart, isActive, check, preflight, isActive, stopApp, migrate, list, isActive, isActive, check, startApp, isActive, isFailed}),
 			wantOut: []string{"dpkg --configure -a"}},
 		{name: "postinst configure without systemd running enables the timer offline", script: "deb/postinst", args: []string{"configure"}, noSystemd: true,
 			want: enableTimer},
@@ -196,7 +196,7 @@ func TestRPMCounts(t *testing.T) {
 			sb.t.Fatal(err)
 		}
 	}
-	saved := func(sb *sandbox) string { return filepath.Join(sb.spec.Paths.StateDir, "backup-dir.symlink") }
+	saved := func(sb *sandbox) string { return sb.spec.BackupDirLink() }
 	cases := []scriptCase{
 		{name: "pre 1 (install) creates a missing group and user", script: "rpm/pre.sh", args: []string{"1"}, setup: noAccounts,
 			want: []string{groupOK, groupadd, userOK, useradd}},
@@ -230,7 +230,7 @@ func TestRPMCounts(t *testing.T) {
 				sb.answer(migrate, 16)
 			},
 			wantRC:  1,
-			want:    []string{reload, isActive, check, preflight, isActive, migrate, list, isActive, isFailed},
+			want:    []string{reload, isActive, check, preflight, isActive, migrate, list, isActive, isActive, isFailed},
 			wantOut: []string{"ROOT/usr/lib/openwatch/openwatch-upgrade.sh"}},
 		{name: "preun 0 (erase) disables and stops the timer and its service", script: "rpm/preun.sh", args: []string{"0"}, setup: earlierState,
 			want: []string{disableNowRPM}, check: kept},

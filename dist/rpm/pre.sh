@@ -25,7 +25,7 @@ backup_dir='/var/backups/openwatch'
 backup_dir_link='/var/lib/openwatch-upgrade/backup-dir.symlink'
 if [ "$1" -ge 2 ] && [ -L "$backup_dir" ]; then
 	upgrade_dir="${backup_dir_link%/*}"
-	[ -d "$upgrade_dir" ] || { mkdir -m 0750 "$upgrade_dir" && chgrp 'openwatch' "$upgrade_dir"; }
+	[ -d "$upgrade_dir" ] || { mkdir -m 0750 "$upgrade_dir" && { chgrp 'openwatch' "$upgrade_dir" 2>/dev/null || true; }; }
 	tmp=$(mktemp "$upgrade_dir/.backup-dir.XXXXXX")
 	readlink -- "$backup_dir" >"$tmp" && mv -f "$tmp" "$backup_dir_link"
 fi

@@ -12,12 +12,14 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/openwatch/openwatch/internal/config"
+	"github.com/openwatch/openwatch/internal/defaults"
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/migrate"
 	"github.com/openwatch/openwatch/internal/version"
@@ -69,7 +71,8 @@ const commonFlags = `Common flags:
   --config FILE    upgrade settings (default ` + config.DefaultConfigPath + `; missing = defaults)
   --secrets FILE   holds OPENWATCH_DATABASE_DSN (default ` + config.DefaultSecretsPath + `);
                    the OPENWATCH_DATABASE_DSN environment variable wins over the file
-  --journal FILE   the upgrade journal the package's upgrade helper keeps
+  --journal FILE   the upgrade journal (root's; the binary is its only writer)
+  --state-dir DIR  the service account's directory (the start guard's record)
                    (default ` + config.DefaultJournalPath + `; shown by migrate --status)
 `
 
@@ -167,6 +170,7 @@ type IO struct {
 type app struct {
 	IO
 	configPath, secretsPath, journalPath string
+	stateDir                             string // the service account's directory: the start guard's record
 	configGiven                          bool   // --config named a file: it must exist
 	commandLine                          string // how this command was run, for "run it again"
 	migrations                           fs.FS
@@ -184,7 +188,8 @@ func Main(args []string) int {
 // Run runs the command line with the embedded migrations.
 func Run(ctx context.Context, args []string, stdio IO) int {
 	a := &app{IO: stdio, migrations: migrations.FS, configPath: config.DefaultConfigPath,
-		secretsPath: config.DefaultSecretsPath, journalPath: config.DefaultJournalPath}
+		secretsPath: config.DefaultSecretsPath, journalPath: config.DefaultJournalPath,
+		stateDir: filepath.Dir(defaults.GuardRecord)}
 	return a.run(ctx, args)
 }
 
@@ -240,6 +245,7 @@ func (a *app) flags(name string) *flag.FlagSet {
 	})
 	fl.StringVar(&a.secretsPath, "secrets", a.secretsPath, "")
 	fl.StringVar(&a.journalPath, "journal", a.journalPath, "")
+	fl.StringVar(&a.stateDir, "state-dir", a.stateDir, "")
 	return fl
 }
 

@@ -219,13 +219,13 @@ func (a *app) recordAttempt(ctx context.Context, d *dsn.DSN, attempt, restorePoi
 }
 
 // guardRecordPath is where the start guard records a refusal: in the
-// service account's own directory (the guard runs as that account), or next
-// to a journal named with --journal.
+// service account's own directory (the guard runs as that account).
 func (a *app) guardRecordPath() string {
-	if a.journalPath == defaults.JournalPath {
-		return defaults.GuardRecord
+	dir := a.stateDir
+	if dir == "" {
+		dir = filepath.Dir(a.journalPath)
 	}
-	return filepath.Join(filepath.Dir(a.journalPath), "start-refused")
+	return filepath.Join(dir, filepath.Base(defaults.GuardRecord))
 }
 
 // guard reports, as the service's start guard (migrate --check --guard, an

@@ -44,6 +44,7 @@ const (
 	eventBegin       = "begin"        // an attempt starts: decide the service's fate; print it
 	eventStopping    = "stopping"     // the helper is about to stop the service
 	eventStopped     = "stopped"      // it stopped it
+	eventMigrating   = "migrating"    // migrate --attempt runs next
 	eventSucceeded   = "succeeded"    // the schema is migrated and the service as it should be
 	eventFailed      = "failed"       // --outcome, --phase, --message: the package manager fails
 	eventUnfinished  = "unfinished"   // --outcome, --phase, --message: installed, not migrated
@@ -112,6 +113,11 @@ func (a *app) record(r recordFlags, extra []string) int {
 		set(journal.Outcome, "in-progress")
 		set(journal.Phase, "stop")
 		set(journal.StoppedAt, "unknown")
+	case eventMigrating:
+		// Until migrate records what it did, it may have done anything.
+		set(journal.Outcome, "in-progress")
+		set(journal.Phase, "migrate")
+		set(journal.SchemaChanged, "unknown")
 	case eventStopped:
 		set(journal.Outcome, "in-progress")
 		set(journal.Phase, "migrate")
@@ -149,7 +155,7 @@ func (a *app) record(r recordFlags, extra []string) int {
 		set(journal.GateRecovery, r.recovery)
 		return a.finishRecord(vars)
 	default:
-		return a.usageError("migrate --record %q: want begin, stopping, stopped, succeeded, failed, unfinished or gate-refused", r.event)
+		return a.usageError("migrate --record %q: want begin, stopping, stopped, migrating, succeeded, failed, unfinished or gate-refused", r.event)
 	}
 	if r.recovery != "" {
 		set(journal.Recovery, r.recovery)

@@ -19,18 +19,20 @@ const (
 
 // Installed paths.
 const (
-	Binary      = "/usr/bin/openwatch"
-	ConfigPath  = "/etc/openwatch/upgrade.conf"
-	SecretsPath = "/etc/openwatch/secrets.env"
-	JournalPath = "/var/lib/openwatch-upgrade/upgrade.state"
-	// LegacyJournalPath is where releases before the root-only state
-	// directory kept the journal (in the service account's directory).
-	LegacyJournalPath = "/var/lib/openwatch/upgrade.state"
-	// GuardRecord is where the start guard, running as the service's
-	// account, records a refused start (in that account's directory).
-	GuardRecord   = "/var/lib/openwatch/start-refused"
+	Binary        = "/usr/bin/openwatch"
+	ConfigPath    = "/etc/openwatch/upgrade.conf"
+	SecretsPath   = "/etc/openwatch/secrets.env"
+	JournalPath   = "/var/lib/openwatch-upgrade/upgrade.state"
 	BackupDir     = "/var/backups/openwatch"
 	UpgradeHelper = "/usr/lib/openwatch/openwatch-upgrade.sh"
+)
+
+// In the service account's own directory: where releases before the
+// root-only state directory kept the journal, and where the start guard
+// (running as that account) records a refused start.
+const (
+	LegacyJournalPath = "/var/lib/openwatch/upgrade.state"
+	GuardRecord       = "/var/lib/openwatch/start-refused"
 )
 
 // RestorePointFile is the name of a restore point file in BACKUP_DIR:

@@ -60,7 +60,7 @@ var (
 	bootRE  = regexp.MustCompile(`^[0-9a-f-]{32,36}$`)
 	timeRE  = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$`)
 	stateRE = regexp.MustCompile(`^[0-9A-Za-z:./+-]{1,200}$`)
-	rpRE    = regexp.MustCompile(`^(/[A-Za-z0-9._+/-]{1,4000}|[a-z_][a-z0-9_]{0,62})$`)
+	rpRE    = regexp.MustCompile(`^(/[A-Za-z0-9._+/-]+|[a-z_][a-z0-9_]{0,62})$`)
 )
 
 // valid holds what each key's value may be; a value that fails is dropped
@@ -77,7 +77,7 @@ var valid = map[string]func(string) bool{
 	Recovery:          oneLine,
 	Message:           oneLine,
 	Updated:           timeRE.MatchString,
-	RestorePoint:      func(s string) bool { return rpRE.MatchString(s) && !strings.Contains(s, "/../") },
+	RestorePoint:      func(s string) bool { return len(s) <= 4000 && rpRE.MatchString(s) && !strings.Contains(s, "/../") },
 	RestorePointState: stateRE.MatchString,
 	Failure:           oneLine,
 	GateRefused:       timeRE.MatchString,

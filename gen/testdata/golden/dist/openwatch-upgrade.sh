@@ -12,13 +12,12 @@ set -u
 
 bin='/opt/acme/bin/acme-watch'
 unit='acme.service'
-journal='/var/lib/acme/upgrade.state'
+journal='/var/lib/acme-upgrade/upgrade.state'
 self='/opt/acme/lib/openwatch-upgrade.sh'
 pkg='acme-watch'
 systemd_run_dir='/run/systemd/system'
 export_unit='acme-export.service'
 motd='/run/motd.d/openwatch'
-guard_record='/var/lib/acme/start-refused'
 
 say() {
 	printf 'openwatch-upgrade: %s\n' "$@" >&2
@@ -39,44 +38,30 @@ unit_show() {
 	systemctl show -p "$1" --value "$unit" 2>/dev/null
 }
 
-# The journal: KEY=value lines (systemd EnvironmentFile= syntax, read by
-# `openwatch migrate --status`), replaced whole at every phase. Values the
-# script reads back never contain spaces or quotes.
+# The journal: KEY=value lines in root's own directory, read by `openwatch
+# migrate --status`. The binary is its only writer: this script passes what
+# it observed (migrate --record EVENT). Values read back here are the
+# binary's, validated when written; this script only compares them.
 journal_get() {
-	[ -f "$journal" ] || return 0
-	sed -n "s/^$1=//p" "$journal" | tail -n 1
+	[ -f "$journal" ] && [ ! -L "$journal" ] || return 0
+	sed -n "s/^$1=//p" "$journal" | tail -n 1 | tr -d '"'
 }
 
-# journal_write OUTCOME PHASE [MESSAGE]: MESSAGE is the one-line reason.
-# The lines the binary writes (its restore point and its failure, for the
-# next retry) are kept while the upgrade is unfinished.
-journal_write() {
-	outcome=$1
-	phase=$2
-	message=$(printf '%s' "${3:-}" | tr -d "'")
-	tmp="$journal.new"
-	kept=''
-	if [ "$outcome" != succeeded ] && [ -n "$keep_attempt" ] && [ -f "$journal" ]; then
-		kept=$(grep -E '^(RESTORE_POINT|FAILURE)=' "$journal")
-	fi
-	if (umask 077 && {
-		printf '%s\n' \
-			"# openwatch upgrade journal, kept by $self; shown by: $bin migrate --status" \
-			"OUTCOME=$outcome" \
-			"PHASE=$phase" \
-			"SERVICE_BEFORE=$service_before" \
-			"STOPPED_AT=$stopped_at" \
-			"INACTIVE_SINCE=$inactive_since" \
-			"BOOT_ID=$boot_id" \
-			"UNIT_FILE_STATE=$unit_file_state" \
-			"RECOVERY='$recovery'" \
-			"MESSAGE='$message'" \
-			"UPDATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-		[ -z "$kept" ] || printf '%s\n' "$kept"
-	} >"$tmp") && mv -f "$tmp" "$journal"; then
-		return 0
-	fi
-	say "warning: cannot write the upgrade journal $journal"
+# run_bin RECOVERY ARGS...: the binary, with the service's own configuration
+# only: OPENWATCH_DATABASE_DSN or PG* variables exported in root's shell
+# never choose the database the upgrade migrates.
+run_bin() {
+	rec=$1
+	shift
+	env -i PATH="${PATH:-/usr/sbin:/usr/bin:/sbin:/bin}" ${LANG:+"LANG=$LANG"} ${LC_ALL:+"LC_ALL=$LC_ALL"} \
+		${TERM:+"TERM=$TERM"} ${DPKG_MAINTSCRIPT_NAME:+"DPKG_MAINTSCRIPT_NAME=$DPKG_MAINTSCRIPT_NAME"} \
+		OPENWATCH_RECOVERY_COMMAND="$rec" "$bin" "$@"
+}
+
+# record EVENT [ARGS]: one line of the journal, through the binary.
+record() {
+	run_bin "$recovery" migrate --record "$@" --recovery "$recovery" >/dev/null ||
+		say "warning: cannot write the upgrade journal $journal"
 }
 
 # The one command that recovers: dpkg's retry while dpkg holds the package
@@ -97,95 +82,33 @@ recovery_command() {
 	echo "$self"
 }
 
-# Whether the unit's last start was refused by the start guard: the guard
-# records the invocation it refused, and systemd keeps the ID of a unit's
-# last invocation until the next start. A refusal is not an operator's stop.
-guard_refused_last() {
-	[ -f "$guard_record" ] || return 1
-	inv=$(unit_show InvocationID)
-	[ -n "$inv" ] && [ "$(sed -n 's/^INVOCATION_ID=//p' "$guard_record" | tail -n 1)" = "$inv" ]
-}
-
-# Whether the service has not run since the earlier attempt: the same boot,
-# still inactive, its last stop no earlier than the one the attempt saw, and
-# its main process not started since (a start the guard refused never
-# starts it). Anything the script cannot tell counts as "it may have run".
-stayed_stopped() {
-	systemd_running || return 1
-	[ -z "$active_now" ] && [ -n "$prev_inactive_since" ] && [ -n "$boot_id" ] && [ "$(journal_get BOOT_ID)" = "$boot_id" ] || return 1
-	since=$(unit_show InactiveEnterTimestampMonotonic)
-	main=$(unit_show ExecMainStartTimestampMonotonic)
-	for n in "$since" "$main" "$prev_inactive_since"; do
-		case $n in *[!0-9]* | '') return 1 ;; esac
-	done
-	[ "$since" -ge "$prev_inactive_since" ] && [ "$main" -le "$prev_inactive_since" ] || return 1
-	[ "$since" != 0 ] || [ "$prev_inactive_since" = 0 ]
-}
-
-# Whether the service should run after this attempt: as it is now, unless an
-# earlier attempt found it running, and since then only that attempt (or the
-# start guard's refusal) stopped it.
-service_intent() {
-	if [ -n "$active_now" ]; then
-		echo running
-		return
-	fi
-	if [ -z "$resuming" ] || [ "$(journal_get SERVICE_BEFORE)" != running ] || ! systemd_running; then
-		echo stopped
-		return
-	fi
-	enabled=$(unit_show UnitFileState)
-	case $enabled in
-		masked*)
-			say "$unit was masked after the earlier attempt stopped it: it stays stopped."
-			echo stopped
-			return
-			;;
-	esac
-	if [ "$(journal_get UNIT_FILE_STATE)" = enabled ] && [ -n "$enabled" ] && [ "$enabled" != enabled ]; then
-		say "$unit was disabled after the earlier attempt stopped it: it stays stopped."
-		echo stopped
-		return
-	fi
-	if guard_refused_last; then
-		say "$unit was stopped by the start guard's refusal (a restart while the schema was not migrated)," \
-			"not by an operator: it is started again once the schema is migrated."
-		echo running
-		return
-	fi
-	if [ -z "$prev_stopped_at" ]; then
-		say "$unit was stopped after the earlier attempt: it stays stopped" \
-			"(start it yourself once this succeeds: systemctl start $unit)."
-		echo stopped
-		return
-	fi
-	# Any other start or stop since ours is newer than what the journal
-	# remembers: leave it to the operator.
-	now=$(unit_show InactiveEnterTimestampMonotonic)
-	if [ "$prev_stopped_at" != unknown ] && [ -n "$now" ] && [ "$now" != 0 ] && [ "$now" != "$prev_stopped_at" ]; then
-		say "$unit was started or stopped after the earlier attempt stopped it: it stays stopped" \
-			"(start it yourself once this succeeds: systemctl start $unit)."
-		echo stopped
-		return
-	fi
-	echo running
-}
-
 stop_unit() {
 	unit_active || return 0
-	stopped_at=unknown
-	journal_write in-progress stop
+	record stopping
 	if ! systemctl stop "$unit"; then
-		stopped_at=''
-		fail error stop "systemctl stop $unit failed" "systemctl stop $unit failed; nothing was applied." \
+		fail error stop "systemctl stop $unit failed; nothing was applied" "systemctl stop $unit failed; nothing was applied." \
 			"Find out why with: journalctl -u $unit"
 	fi
 	stopped_here=yes
-	unit_file_state=$(unit_show UnitFileState)
-	stopped_at=$(unit_show InactiveEnterTimestampMonotonic)
-	inactive_since=$stopped_at
-	[ -n "$stopped_at" ] || stopped_at=unknown
-	journal_write in-progress migrate
+	record stopped --observed "inactive-since=$(unit_show InactiveEnterTimestampMonotonic)" \
+		--observed "unit-file-state=$(unit_show UnitFileState)"
+}
+
+# untouched [short]: what a failure before the stop left, true also for a
+# retry: an earlier attempt may have stopped the service and applied
+# migrations, which stay as they are.
+untouched() {
+	if [ -n "$resuming" ] && ! unit_active && [ "$service_before" = running ]; then
+		if [ "${1:-}" = short ]; then
+			echo "this attempt changed nothing; the earlier attempt's changes stay"
+		else
+			echo "this attempt changed nothing; $unit is still stopped by the earlier attempt, whose applied migrations stay applied"
+		fi
+	elif [ "${1:-}" = short ]; then
+		echo "nothing was changed"
+	else
+		echo "nothing was changed and $unit was not stopped"
+	fi
 }
 
 # Start the service if it ran before the upgrade.
@@ -219,7 +142,7 @@ service_now() {
 mark_failed() {
 	[ "$service_before" = running ] && systemd_running || return 0
 	unit_active && return 0
-	"$bin" migrate --check >/dev/null 2>&1 && return 0
+	run_bin "$recovery" migrate --check >/dev/null 2>&1 && return 0
 	systemctl start "$unit" >/dev/null 2>&1 || true
 }
 
@@ -238,7 +161,7 @@ notify() {
 clear_failure() {
 	[ -z "$resuming" ] && [ ! -e "$motd" ] && return 0
 	rm -f "$motd"
-	if [ -f "$guard_record" ] && systemd_running && ! unit_active && guard_refused_last; then
+	if [ "$guard_refused" = yes ] && systemd_running && ! unit_active; then
 		systemctl reset-failed "$unit" >/dev/null 2>&1 || true
 	fi
 	if command -v logger >/dev/null 2>&1; then
@@ -250,7 +173,10 @@ clear_failure() {
 # reason, say what happened and the one command that recovers, make it
 # visible, and fail the package manager.
 fail() {
-	journal_write "$1" "$2" "$3"
+	unit_active && now_active=yes || now_active=no
+	run_bin "$recovery" migrate --record failed --outcome "$1" --phase "$2" --message "$3" \
+		--observed "active=$now_active" --recovery "$recovery" >/dev/null ||
+		say "warning: cannot write the upgrade journal $journal"
 	message=$3
 	# A unit that failed to start is in the failed state already.
 	[ "$1" = start-failed ] || mark_failed
@@ -268,7 +194,10 @@ fail() {
 # not migrated; the helper is the one command (dpkg has nothing to retry).
 unfinished() {
 	recovery=$self
-	journal_write "$1" "$2" "$3"
+	unit_active && now_active=yes || now_active=no
+	run_bin "$self" migrate --record unfinished --outcome "$1" --phase "$2" --message "$3" \
+		--observed "active=$now_active" --recovery "$self" >/dev/null ||
+		say "warning: cannot write the upgrade journal $journal"
 	notify warning "the upgrade is not finished: $3. $(service_now); the start guard refuses to start it until then. When the cause is fixed, run: $self"
 }
 
@@ -281,7 +210,7 @@ unfinished() {
 export_restore_point() {
 	case $restore_point in
 		'' | /*)
-			[ -n "$resuming" ] && "$bin" backup --list 2>/dev/null | grep -q '(clone, ' || return 0
+			[ -n "$resuming" ] && run_bin "$recovery" backup --list 2>/dev/null | grep -q '(clone, ' || return 0
 			what="the clone restore point an earlier attempt left"
 			;;
 		*) what="the clone restore point $restore_point" ;;
@@ -291,55 +220,50 @@ export_restore_point() {
 		say "$what is exported to a file in the background: journalctl -u $export_unit"
 		return 0
 	fi
-	"$bin" backup --export >/dev/null ||
+	run_bin "$recovery" backup --export >/dev/null ||
 		say "warning: $what could not be exported to a file (it is kept); run: $bin backup --export"
 }
 
 list_restore_points() {
 	say "Restore points, files and clones (newest first; restore one with: $bin restore NAME, NAME as listed):"
-	"$bin" backup --list >&2 || true
+	run_bin "$recovery" backup --list >&2 || true
 }
 
 recovery=$(recovery_command)
 stopped_here=''
-boot_id=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
-prev_outcome=$(journal_get OUTCOME)
-prev_stopped_at=''
-prev_inactive_since=''
-resuming=''
-keep_attempt=''
-if [ -n "$prev_outcome" ] && [ "$prev_outcome" != succeeded ]; then
-	resuming=yes
-	keep_attempt=yes
-	prev_stopped_at=$(journal_get STOPPED_AT)
-	prev_inactive_since=$(journal_get INACTIVE_SINCE)
-	prev_message=$(journal_get MESSAGE | tr -d "'")
-	say "resuming after an earlier attempt that ended: $prev_outcome${prev_message:+ ($prev_message)}"
-fi
-active_now=''
+active_now=no
 ! unit_active || active_now=yes
-# What the binary needs to know to reuse the earlier attempt's restore point.
-attempt=new
-if [ -n "$resuming" ]; then
-	attempt=retry
-	! stayed_stopped || attempt=retry-stopped
-fi
-service_before=$(service_intent)
-stopped_at=$prev_stopped_at
+observed_systemd=no
+inv=''
 inactive_since=''
-if [ -z "$active_now" ] && systemd_running; then
-	inactive_since=$(unit_show InactiveEnterTimestampMonotonic)
-fi
 unit_file_state=''
-if [ -n "$prev_stopped_at" ]; then
-	unit_file_state=$(journal_get UNIT_FILE_STATE)
-elif [ -n "$active_now" ]; then
+if systemd_running; then
+	observed_systemd=yes
+	inv=$(unit_show InvocationID)
+	inactive_since=$(unit_show InactiveEnterTimestampMonotonic)
 	unit_file_state=$(unit_show UnitFileState)
 fi
-journal_write in-progress check
+# The binary decides, from the journal and what is observed here, whether
+# the service runs again afterwards (service_before), whether this resumes
+# an unfinished upgrade, and whether the unit's last start was the start
+# guard's refusal: "running|stopped yes|no yes|no".
+intent=$(run_bin "$recovery" migrate --record begin --recovery "$recovery" \
+	--observed "active=$active_now" --observed "systemd=$observed_systemd" \
+	--observed "inactive-since=$inactive_since" --observed "unit-file-state=$unit_file_state" \
+	--observed "invocation-id=$inv" --observed "boot-id=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)") ||
+	intent="$([ "$active_now" = yes ] && echo running || echo stopped) no no"
+service_before=${intent%% *}
+rest=${intent#* }
+resuming=''
+[ "${rest%% *}" != yes ] || resuming=yes
+guard_refused=${rest#* }
+# An attempt that found everything as it should be, but the journal could
+# not be written, still says so in its output.
+attempt=new
+[ -z "$resuming" ] || attempt=retry
 
 # The binary's own messages then name the same one command as ours.
-OPENWATCH_RECOVERY_COMMAND=$self "$bin" migrate --check
+run_bin "$self" migrate --check
 check=$?
 
 case $check in
@@ -347,9 +271,8 @@ case $check in
 		# Nothing to migrate. Restart a running service so the new binary
 		# runs; after an earlier failed attempt, start what it stopped.
 		start_unit
-		stopped_at=''
-		restore_point=$(journal_get RESTORE_POINT | tr -d '"')
-		journal_write succeeded finished
+		restore_point=$(journal_get RESTORE_POINT)
+		record succeeded
 		clear_failure
 		# An earlier attempt that failed, or was killed, after its migrate
 		# took a clone never exported it.
@@ -358,7 +281,7 @@ case $check in
 		;;
 	10)
 		# Everything that can be checked while the service runs, before it stops.
-		OPENWATCH_RECOVERY_COMMAND=$recovery "$bin" migrate --preflight
+		run_bin "$recovery" migrate --preflight
 		pre=$?
 		case $pre in
 			0) ;;
@@ -371,22 +294,21 @@ case $check in
 				exit 0
 				;;
 			*)
-				fail preflight-failed preflight "the preflight failed (openwatch migrate --preflight exit $pre); nothing was changed" \
-					"PREFLIGHT FAILED (openwatch migrate --preflight exit $pre): nothing was" \
-					"changed and $unit was not stopped."
+				fail preflight-failed preflight "the preflight failed (openwatch migrate --preflight exit $pre); $(untouched short)" \
+					"PREFLIGHT FAILED (openwatch migrate --preflight exit $pre): $(untouched)."
 				;;
 		esac
 		stop_unit
-		# The binary records its restore point and failure in the journal.
-		keep_attempt=yes
-		OPENWATCH_RECOVERY_COMMAND=$recovery "$bin" migrate --attempt "$attempt"
+		# The binary records its restore point, whether it changed the
+		# schema and its failure in the journal.
+		record migrating
+		run_bin "$recovery" migrate --attempt "$attempt"
 		rc=$?
-		restore_point=$(journal_get RESTORE_POINT | tr -d '"')
+		restore_point=$(journal_get RESTORE_POINT)
 		case $rc in
 			0)
 				start_unit
-				stopped_at=''
-				journal_write succeeded finished
+				record succeeded
 				clear_failure
 				say "database schema migrated"
 				export_restore_point
@@ -398,6 +320,10 @@ case $check in
 				;;
 			15)
 				list_restore_points
+				if [ "$(journal_get SCHEMA_CHANGED)" = no ]; then
+					fail interrupted migrate "interrupted before any migration was applied" \
+						"INTERRUPTED before any migration was applied (while taking the restore point): nothing was applied."
+				fi
 				fail interrupted migrate "the migration was interrupted" "MIGRATION INTERRUPTED: the migration in progress completed; none after it" \
 					"was applied (the lines above list what was)."
 				;;
@@ -437,11 +363,10 @@ case $check in
 	14)
 		# A shipped migration changed after it was applied: like a failed
 		# preflight, touch nothing.
-		fail preflight-failed check "an applied migration differs from the one this package ships; nothing was changed" \
+		fail preflight-failed check "an applied migration differs from the one this package ships; $(untouched short)" \
 			"MIGRATION CHECKSUM MISMATCH: a migration applied to this database differs from" \
-			"the one this package ships (the lines above name it and both checksums); nothing was" \
-			"changed and $unit was not stopped. Install again the package version that applied it" \
-			"and report the changed file to the packager."
+			"the one this package ships (the lines above name it and both checksums); $(untouched)." \
+			"Install again the package version that applied it and report the changed file to the packager."
 		;;
 	11)
 		# Never run a binary against a schema it does not know.

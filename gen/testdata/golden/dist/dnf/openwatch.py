@@ -7,7 +7,7 @@
 #   that package's own binary `migrate --preflight`; when it refuses, the
 #   transaction fails and nothing is installed;
 # - after it: rpm 4 only warns when %post fails, and dnf then reports success.
-#   If the upgrade helper rewrote the upgrade journal (/var/lib/acme/upgrade.state)
+#   If the upgrade helper rewrote the upgrade journal (/var/lib/acme-upgrade/upgrade.state)
 #   during this transaction with a failed outcome, the transaction ends with
 #   dnf's own error naming the outcome and the recovery command, and dnf
 #   exits non-zero.
@@ -25,7 +25,7 @@ import dnf.exceptions
 
 PACKAGE = "acme-watch"
 GATE = "/opt/acme/lib/openwatch-gate.sh"
-JOURNAL = "/var/lib/acme/upgrade.state"
+JOURNAL = "/var/lib/acme-upgrade/upgrade.state"
 HELPER = "/opt/acme/lib/openwatch-upgrade.sh"
 # Outcomes after which the package is installed and the service is as the
 # helper found it: the helper exits 0 and says what to run later.

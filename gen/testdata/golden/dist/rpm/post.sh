@@ -32,7 +32,7 @@ fi
 
 # openwatch: journal removal -- templates/maint/journal.rpm-post.tmpl; spec: Paths.Journal
 if [ "$1" -eq 1 ]; then
-	rm -f '/var/lib/acme/upgrade.state'
+	rm -f '/var/lib/acme-upgrade/upgrade.state'
 fi
 # openwatch: end journal removal
 

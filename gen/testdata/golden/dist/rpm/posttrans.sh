@@ -5,8 +5,8 @@ set -e
 # files of the release this one upgraded were erased.
 # Each block below comes from one snippet (see its "openwatch:" marker).
 
-# openwatch: directories -- templates/maint/dirs.rpm-posttrans.tmpl; spec: Paths.BackupDir, Paths.StateDir
-saved='/var/lib/acme/backup-dir.symlink'
+# openwatch: directories -- templates/maint/dirs.rpm-posttrans.tmpl; spec: BackupDirLink(), Paths.BackupDir
+saved='/var/lib/acme-upgrade/backup-dir.symlink'
 d='/srv/acme/restore-points'
 if [ ! -e "$d" ] && [ ! -L "$d" ]; then
 	mkdir -p "${d%/*}"

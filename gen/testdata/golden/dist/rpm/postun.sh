@@ -20,7 +20,7 @@ fi
 # openwatch: end systemd units
 
 # openwatch: journal removal -- templates/maint/journal.rpm-postun.tmpl; spec: Paths.Journal
-[ "$1" -ne 0 ] || rm -f '/var/lib/acme/upgrade.state'
+[ "$1" -ne 0 ] || rm -f '/var/lib/acme-upgrade/upgrade.state'
 # openwatch: end journal removal
 
 exit 0

@@ -20,11 +20,14 @@ getent passwd "$user" >/dev/null 2>&1 ||
 		--shell "$nologin" --comment 'openwatch appliance' "$user"
 # openwatch: end system user and group
 
-# openwatch: directories -- templates/maint/dirs.rpm-pre.tmpl; spec: Paths.BackupDir, Paths.StateDir
+# openwatch: directories -- templates/maint/dirs.rpm-pre.tmpl; spec: BackupDirLink(), Group, Paths.BackupDir
 backup_dir='/srv/acme/restore-points'
-backup_dir_link='/var/lib/acme/backup-dir.symlink'
-if [ "$1" -ge 2 ] && [ -L "$backup_dir" ] && [ -d "${backup_dir_link%/*}" ]; then
-	readlink -- "$backup_dir" >"$backup_dir_link"
+backup_dir_link='/var/lib/acme-upgrade/backup-dir.symlink'
+if [ "$1" -ge 2 ] && [ -L "$backup_dir" ]; then
+	upgrade_dir="${backup_dir_link%/*}"
+	[ -d "$upgrade_dir" ] || { mkdir -m 0750 "$upgrade_dir" && { chgrp 'acmeg' "$upgrade_dir" 2>/dev/null || true; }; }
+	tmp=$(mktemp "$upgrade_dir/.backup-dir.XXXXXX")
+	readlink -- "$backup_dir" >"$tmp" && mv -f "$tmp" "$backup_dir_link"
 fi
 # openwatch: end directories
 

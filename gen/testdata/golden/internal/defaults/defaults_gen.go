@@ -13,6 +13,8 @@ const (
 	CleanupService = "acme-prune.service"
 	CleanupTimer   = "acme-prune.timer"
 	ExportUnit     = "acme-export.service"
+	// Group is the service's group: it may read the upgrade journal.
+	Group = "acmeg"
 )
 
 // Installed paths.
@@ -20,9 +22,17 @@ const (
 	Binary        = "/opt/acme/bin/acme-watch"
 	ConfigPath    = "/etc/acme/upgrade.conf"
 	SecretsPath   = "/etc/acme/secrets.env"
-	JournalPath   = "/var/lib/acme/upgrade.state"
+	JournalPath   = "/var/lib/acme-upgrade/upgrade.state"
 	BackupDir     = "/srv/acme/restore-points"
 	UpgradeHelper = "/opt/acme/lib/openwatch-upgrade.sh"
+)
+
+// In the service account's own directory: where releases before the
+// root-only state directory kept the journal, and where the start guard
+// (running as that account) records a refused start.
+const (
+	LegacyJournalPath = "/var/lib/acme/upgrade.state"
+	GuardRecord       = "/var/lib/acme/start-refused"
 )
 
 // RestorePointFile is the name of a restore point file in BACKUP_DIR:
