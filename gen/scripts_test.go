@@ -477,3 +477,35 @@ func TestARetryTellsTheBinaryAndKeepsTheEarlierRestorePoint(t *testing.T) {
 		t.Errorf("the failed retry lost the earlier attempt's restore point from the journal: %v", j)
 	}
 }
+
+// The upgrade migrates the database the service uses: a DSN or PG*
+// variables exported in root's shell never reach the binary, which reads
+// the service's own configuration.
+func TestTheHelperRunsTheBinaryWithoutRootsDatabaseSettings(t *testing.T) {
+	sb := newSandbox(t)
+	sb.systemd()
+	sb.answer(isActive, 0)
+	sb.answer(check, 10)
+	// A shim in the binary's place records what each run received, then
+	// answers as the stub does.
+	stub := filepath.Join(sb.root, "stubs", "openwatch")
+	writeFile(t, stub, stubScriptFor(sb.root), 0o755)
+	writeFile(t, sb.spec.Paths.Binary, "#!/bin/sh\nenv >>"+shQuote(filepath.Join(sb.root, "env"))+"\necho --- >>"+shQuote(filepath.Join(sb.root, "env"))+
+		"\nexec "+shQuote(stub)+" \"$@\"\n", 0o755)
+	env := []string{"OPENWATCH_DATABASE_DSN=postgres://root@elsewhere/other", "PGHOST=elsewhere", "PGDATABASE=other", "PGPASSWORD=hunter2", "PGSERVICE=x"}
+	if rc, out := sb.exec(shells[0], sb.spec.UpgradeHelper(), env); rc != 0 {
+		t.Fatalf("exit %d:\n%s", rc, out)
+	}
+	got, err := os.ReadFile(filepath.Join(sb.root, "env"))
+	if err != nil || strings.Count(string(got), "---") < 3 {
+		t.Fatalf("the shim recorded %q (%v), want every run of the binary", got, err)
+	}
+	for _, v := range []string{"OPENWATCH_DATABASE_DSN=", "PGHOST=", "PGDATABASE=", "PGPASSWORD=", "PGSERVICE="} {
+		if strings.Contains(string(got), v) {
+			t.Errorf("the binary received %s from root's shell:\n%s", v, got)
+		}
+	}
+	if !strings.Contains(string(got), "OPENWATCH_RECOVERY_COMMAND=") || !strings.Contains(string(got), "PATH=") {
+		t.Errorf("the binary did not receive what it needs (PATH, OPENWATCH_RECOVERY_COMMAND):\n%s", got)
+	}
+}
