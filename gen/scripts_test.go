@@ -359,6 +359,12 @@ func (sb *sandbox) calls(prefix string) []string {
 // migrateRecords makes the stub `openwatch migrate --attempt KIND` record a
 // restore point in the journal, as the binary does.
 func migrateRecords(kind, restorePoint string) func(sb *sandbox) {
+	return migrateWrites(kind, `RESTORE_POINT="`+restorePoint+`"`)
+}
+
+// migrateWrites: migrate --attempt KIND appends line to the journal, as the
+// binary records what its attempt did.
+func migrateWrites(kind, line string) func(sb *sandbox) {
 	return func(sb *sandbox) {
 		bin := sb.spec.Paths.Binary
 		real := filepath.Join(sb.root, "real", "openwatch") // the same name: the stub keys on it
@@ -367,7 +373,7 @@ func migrateRecords(kind, restorePoint string) func(sb *sandbox) {
 			sb.t.Fatal(err)
 		}
 		writeFile(sb.t, bin, "#!/bin/sh\nif [ \"$1 $2 $3\" = \"migrate --attempt "+kind+"\" ]; then\n"+
-			"\tprintf 'RESTORE_POINT=\"%s\"\\n' "+shQuote(restorePoint)+" >>"+shQuote(sb.spec.Paths.Journal)+"\nfi\nexec "+shQuote(real)+" \"$@\"\n", 0o755)
+			"\tprintf '%s\\n' "+shQuote(line)+" >>"+shQuote(sb.spec.Paths.Journal)+"\nfi\nexec "+shQuote(real)+" \"$@\"\n", 0o755)
 	}
 }
 
@@ -507,5 +513,41 @@ func TestTheHelperRunsTheBinaryWithoutRootsDatabaseSettings(t *testing.T) {
 	}
 	if !strings.Contains(string(got), "OPENWATCH_RECOVERY_COMMAND=") || !strings.Contains(string(got), "PATH=") {
 		t.Errorf("the binary did not receive what it needs (PATH, OPENWATCH_RECOVERY_COMMAND):\n%s", got)
+	}
+}
+
+// Exit 15 after the binary recorded that nothing was applied (interrupted
+// while taking the restore point) says so, not that a migration completed.
+func TestAnInterruptionBeforeAnyMigrationSaysNothingWasApplied(t *testing.T) {
+	for _, tc := range []struct{ changed, want, not string }{
+		{"no", "INTERRUPTED before any migration was applied (while taking the restore point): nothing was applied.", "MIGRATION INTERRUPTED"},
+		{"yes", "MIGRATION INTERRUPTED: the migration in progress completed", "before any migration"},
+	} {
+		sb := newSandbox(t)
+		sb.systemd()
+		sb.answer(isActive, 0)
+		sb.answer(check, 10)
+		sb.answer(migrate, 15)
+		migrateWrites("new", "SCHEMA_CHANGED="+tc.changed)(sb)
+		rc, out := sb.exec(shells[0], sb.spec.UpgradeHelper(), nil)
+		if rc != 1 || !strings.Contains(out, tc.want) || strings.Contains(out, tc.not) {
+			t.Errorf("SCHEMA_CHANGED=%s: exit %d, want 1 and %q without %q:\n%s", tc.changed, rc, tc.want, tc.not, out)
+		}
+	}
+}
+
+// A retry whose preflight fails while the earlier attempt left the service
+// stopped does not claim the service was not stopped.
+func TestAResumedPreflightFailureSaysTheServiceIsStillStopped(t *testing.T) {
+	sb := newSandbox(t)
+	sb.systemd()
+	afterFailure(sb)
+	sb.answer(isActive, 3)
+	sb.answer(check, 10)
+	sb.answer(preflight, 16)
+	rc, out := sb.exec(shells[0], sb.spec.UpgradeHelper(), []string{"DPKG_MAINTSCRIPT_PACKAGE=openwatch"})
+	if rc != 1 || strings.Contains(out, "was not stopped") ||
+		!strings.Contains(out, "this attempt changed nothing; openwatch.service is still stopped by the earlier attempt, whose applied migrations stay applied") {
+		t.Errorf("exit %d, want 1 and the truth about the earlier attempt's stop:\n%s", rc, out)
 	}
 }
