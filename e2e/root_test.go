@@ -193,7 +193,7 @@ func globInside(t *testing.T, path func(string) string, pattern string) []string
 // expect; the root hides them (the overlay records the deletion, the host
 // keeps its files).
 var hostLeftovers = []string{
-	binaryPath, filepath.Dir(helperPath), filepath.Dir(upgradeConfPath), filepath.Dir(journalPath), backupDir,
+	binaryPath, filepath.Dir(helperPath), filepath.Dir(upgradeConfPath), filepath.Dir(journalPath), "/var/lib/openwatch", backupDir,
 	"/usr/share/doc/openwatch", "/usr/share/lintian/overrides/openwatch",
 	"/usr/lib/systemd/system/" + cleanupService, "/usr/lib/systemd/system/" + cleanupTimer, dropInDir,
 	"/etc/systemd/system/" + applianceUnit, "/etc/systemd/system/timers.target.wants/" + cleanupTimer,

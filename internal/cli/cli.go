@@ -121,10 +121,15 @@ stops it after the migration in progress (exit 15).
   --guard          with --check: as the service's start guard (ExecStartPre=),
                    log a refusal at priority err with the command that
                    recovers, and record it for the upgrade helper
-  --attempt KIND   what the upgrade helper knows: new, retry, or retry-stopped
-                   (the service has stayed stopped since the earlier attempt,
-                   whose restore point is then reused); records the restore
-                   point and the failure in the upgrade journal
+  --attempt KIND   the upgrade helper's run: new or retry (retry-stopped: as
+                   retry); records the restore point, what the database looks
+                   like after a failure, and the failure in the upgrade
+                   journal; a retry reuses the earlier restore point only while
+                   the database is unchanged since
+  --record EVENT   keep the upgrade journal for the helper and the gate:
+                   begin, stopping, stopped, migrating, succeeded, failed,
+                   unfinished (with --outcome, --phase, --message), gate-refused;
+                   --recovery CMD, --observed KEY=VALUE (docs/INTERFACES.md)
 
 ` + commonFlags + `
 ` + exitCodes,
