@@ -76,6 +76,13 @@ func sysFailureVisibleAndRetryCheap(s *sysCase) {
 	s.failingUpgrade()
 	retry := strings.Join(dpkgConfigureAll, " ")
 	s.assertFailureVisible(since, retry, "a migration failed and was rolled back", true)
+	// The start guard runs as the service account and reads root's journal
+	// (group-readable, in root's directory): its own refusal names the
+	// failure and the one command that recovers under dpkg.
+	if j := s.errJournal(since); !strings.Contains(j, "start guard: refused to start "+applianceUnit+": migrations are pending. "+
+		"The last upgrade ended migration-failed: a migration failed and was rolled back. After fixing the cause, run: "+retry) {
+		s.t.Errorf("the start guard's refusal does not name the failure and %s:\n%s", retry, j)
+	}
 	rps := s.restorePoints()
 
 	res := s.pm(dpkgConfigureAll...)
