@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/renameio/v2"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/openwatch/openwatch/internal/clone"
 	"github.com/openwatch/openwatch/internal/config"
@@ -151,7 +152,7 @@ func (a *app) writeJournal(vars map[string]string) error {
 // changed it since the restore point was taken), and the restore point
 // still exists. why says, when it cannot be reused, why not ("" when there
 // is nothing to reuse).
-func (a *app) reusableRestorePoint(ctx context.Context, d *dsn.DSN, attempt string) (name, why string) {
+func (a *app) reusableRestorePoint(ctx context.Context, d *dsn.DSN, conn *pgx.Conn, attempt string) (name, why string) {
 	if attempt == "" || attempt == attemptNew {
 		return "", ""
 	}
@@ -172,11 +173,18 @@ func (a *app) reusableRestorePoint(ctx context.Context, d *dsn.DSN, attempt stri
 		return "", fmt.Sprintf("the earlier attempt's restore point %s is gone", rp)
 	}
 	was := vars[journal.RestorePointState]
-	now, err := migrate.DatabaseState(ctx, d)
+	if was == "" {
+		return "", fmt.Sprintf("what the database looked like after the earlier attempt was not recorded, so whether it changed since its restore point %s was taken cannot be told", rp)
+	}
+	others, err := migrate.OtherSessions(ctx, conn)
+	if err == nil && others > 0 {
+		return "", fmt.Sprintf("%d other session(s) are connected to the database, whose writes since the earlier attempt's restore point %s cannot all be counted yet", others, rp)
+	}
+	now, err := migrate.SettledDatabaseState(ctx, d)
 	switch {
 	case err != nil:
 		return "", fmt.Sprintf("whether the database changed since the earlier attempt's restore point %s was taken cannot be told (%v)", rp, d.Redactor.Error(err))
-	case was == "" || was != now:
+	case was != now:
 		return "", fmt.Sprintf("the database changed since the earlier attempt's restore point %s was taken (it has been written to since that attempt ended)", rp)
 	}
 	return rp, ""

@@ -287,7 +287,7 @@ func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrat
 	}
 	// A retry takes the earlier attempt's restore point while the database
 	// is as that attempt left it: only its own migrations changed it since.
-	reuse, notReused := a.reusableRestorePoint(ctx, d, f.attempt)
+	reuse, notReused := a.reusableRestorePoint(ctx, d, conn, f.attempt)
 	var clonePoint string
 	var err error
 	if reuse == "" {

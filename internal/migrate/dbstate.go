@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/openwatch/openwatch/internal/dsn"
 )
 
@@ -62,4 +64,14 @@ func SettledDatabaseState(ctx context.Context, d *dsn.DSN) (string, error) {
 		prev = now
 	}
 	return prev, err
+}
+
+// OtherSessions returns how many client sessions other than conn's are
+// connected to its database: a session that is still open may have written
+// rows whose counts the server has not taken in yet.
+func OtherSessions(ctx context.Context, conn *pgx.Conn) (int, error) {
+	var n int
+	err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`).Scan(&n)
+	return n, err
 }
