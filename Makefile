@@ -22,8 +22,13 @@ generate:
 check-generate:
 	$(GO) run ./cmd/gen -check
 
+# SIGNING_KEY=FILE (an OpenPGP secret key, armored or binary) signs every RPM
+# and the .deb; its passphrase, if any, is read from NFPM_PASSPHRASE in the
+# environment, never from the command line. Without it: unsigned, and said so.
+SIGNING_KEY ?=
+
 packages: build
-	$(GO) run ./cmd/mkpkg -version '$(VERSION)' -release '$(RELEASE)' -binary build/openwatch -out dist
+	$(GO) run ./cmd/mkpkg -version '$(VERSION)' -release '$(RELEASE)' -binary build/openwatch -out dist $(if $(SIGNING_KEY),-signing-key '$(SIGNING_KEY)')
 
 test-deps:
 	sh scripts/test-deps.sh
