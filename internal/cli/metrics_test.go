@@ -127,4 +127,3 @@ func TestAnUntrustedMetricsDirIsAWarningNotAFailure(t *testing.T) {
 		t.Errorf("wrote into %s: %v", metricsDir, ents)
 	}
 }
-
