@@ -14,7 +14,7 @@ import (
 
 // Key is a generated signing key.
 type Key struct {
-	Home        string // its GNUPGHOME (holds the secret key)
+	home        string // its GNUPGHOME, removed once the key is exported
 	SecretFile  string // the secret key, armored, encrypted with Passphrase
 	PublicFile  string // the public key, armored
 	Fingerprint string
@@ -22,7 +22,8 @@ type Key struct {
 }
 
 // Generate makes an RSA 3072 signing key (what rpm on EL 8 verifies as well
-// as EL 10) protected by a passphrase, inside dir. Stop ends its gpg-agent.
+// as EL 10) protected by a passphrase, and exports it into dir. Nothing is
+// left running: its gpg-agent is ended and its GNUPGHOME removed.
 func Generate(dir string) (Key, error) {
 	// A short GNUPGHOME of its own: gpg-agent's socket path must fit in
 	// 108 bytes, which a test's temporary directory may not.
@@ -30,7 +31,8 @@ func Generate(dir string) (Key, error) {
 	if err != nil {
 		return Key{}, err
 	}
-	k := Key{Home: home, Passphrase: "test passphrase $ \" '"}
+	k := Key{home: home, Passphrase: "test passphrase $ \" '"}
+	defer k.stop()
 	// The passphrase goes on stdin (--passphrase-fd 0), never on argv.
 	if _, err = k.gpg(k.Passphrase, "--pinentry-mode", "loopback", "--passphrase-fd", "0",
 		"--quick-gen-key", "openwatch test release <release@openwatch.invalid>", "rsa3072", "sign", "never"); err != nil {
@@ -65,20 +67,17 @@ func Generate(dir string) (Key, error) {
 	return k, os.WriteFile(k.PublicFile, []byte(pub), 0o644)
 }
 
-// Stop ends the key's gpg-agent and removes its GNUPGHOME.
-func (k Key) Stop() {
-	if k.Home == "" {
-		return
-	}
+// stop ends the key's gpg-agent and removes its GNUPGHOME.
+func (k Key) stop() {
 	cmd := exec.Command("gpgconf", "--kill", "all")
-	cmd.Env = append(os.Environ(), "GNUPGHOME="+k.Home)
+	cmd.Env = append(os.Environ(), "GNUPGHOME="+k.home)
 	_ = cmd.Run()
-	os.RemoveAll(k.Home)
+	os.RemoveAll(k.home)
 }
 
 func (k Key) gpg(stdin string, args ...string) (string, error) {
 	cmd := exec.Command("gpg", append([]string{"--batch", "--no-tty", "--quiet"}, args...)...)
-	cmd.Env = append(os.Environ(), "GNUPGHOME="+k.Home)
+	cmd.Env = append(os.Environ(), "GNUPGHOME="+k.home)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

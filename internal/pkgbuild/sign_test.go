@@ -15,7 +15,6 @@ import (
 func signingKey(t *testing.T) gpgtest.Key {
 	t.Helper()
 	k, err := gpgtest.Generate(t.TempDir())
-	t.Cleanup(k.Stop)
 	if err != nil {
 		t.Fatal(err)
 	}
