@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -154,4 +155,39 @@ func TestWrite(t *testing.T) {
 			t.Errorf("written through the link")
 		}
 	})
+}
+
+// The alert rules docs/UPGRADING.md gives operators load in Prometheus
+// (promtool check rules) and name only metrics this package writes.
+func TestTheDocumentedAlertRules(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/UPGRADING.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(doc)
+	start := strings.Index(text, "\n    groups:\n")
+	if start < 0 {
+		t.Fatal("docs/UPGRADING.md gives no alert rules (an indented block starting with groups:)")
+	}
+	var rules []string
+	for _, l := range strings.Split(text[start+1:], "\n") {
+		if l != "" && !strings.HasPrefix(l, "    ") {
+			break
+		}
+		rules = append(rules, strings.TrimPrefix(l, "    "))
+	}
+	file := filepath.Join(t.TempDir(), "openwatch.rules.yml")
+	if err := os.WriteFile(file, []byte(strings.Join(rules, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("promtool", "check", "rules", file).CombinedOutput(); err != nil {
+		t.Errorf("promtool check rules on the documented rules: %v\n%s", err, out)
+	}
+	all := string(Render(State{Written: time.Now(), Upgrade: &Upgrade{Outcome: "succeeded", Phase: "finished", Updated: time.Now()},
+		DatabaseReachable: true, RestorePointsKnown: true, RestorePoints: []RestorePoint{{Kind: "file", Created: time.Now()}}}))
+	for _, name := range regexp.MustCompile(`openwatch_[a-z_]+`).FindAllString(strings.Join(rules, "\n"), -1) {
+		if !strings.Contains(all, "\n"+name+" ") && !strings.Contains(all, "\n"+name+"{") {
+			t.Errorf("the documented rules name %s, which openwatch does not write", name)
+		}
+	}
 }
