@@ -25,6 +25,9 @@ type Key struct {
 // as EL 10) protected by a passphrase, and exports it into dir. Nothing is
 // left running: its gpg-agent is ended and its GNUPGHOME removed.
 func Generate(dir string) (Key, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Key{}, err
+	}
 	// A short GNUPGHOME of its own: gpg-agent's socket path must fit in
 	// 108 bytes, which a test's temporary directory may not.
 	home, err := os.MkdirTemp("", "gnupg-")
