@@ -34,7 +34,10 @@ packages: build
 # with the same key): dist/repo/rpm/el8|el9|el10 (createrepo_c, repomd.xml.asc),
 # dist/repo/deb (apt-ftparchive; dists/stable/InRelease, Release, Release.gpg),
 # dist/repo/openwatch.asc. Reproducible: the same packages give the same tree.
-repo: packages
+repo:
+	@if [ -z '$(SIGNING_KEY)' ]; then \
+		echo "make repo: a repository must be signed; run: make repo SIGNING_KEY=FILE (passphrase, if any, in NFPM_PASSPHRASE)" >&2; exit 1; fi
+	$(MAKE) packages
 	$(GO) run ./cmd/mkrepo -signing-key '$(SIGNING_KEY)' -dist dist -out dist/repo
 
 test-deps:
