@@ -132,6 +132,11 @@ func inRoot(hostPath string) string {
 func (e *env) signedDNF(tree string) []string {
 	e.t.Helper()
 	e.mustRoot(`rm -rf "$2" && cp -a "$1" "$2"`, inRoot(tree), signedRepoDir)
+	// repo_gpgcheck makes dnf (librepo's gpgme) start a gpg-agent for the
+	// repository's keyring, which outlives dnf: end it with the root.
+	e.t.Cleanup(func() {
+		e.r.run(time.Minute, "sh", "-c", `for d in /var/cache/e2e-dnf/*/pubring; do [ -d "$d" ] && gpgconf --homedir "$d" --kill gpg-agent; done; true`)
+	})
 	e.r.writeFile("/srv/e2e/dnf.conf", `[main]
 gpgcheck=1
 repo_gpgcheck=1
