@@ -7,7 +7,7 @@ GO      ?= go
 PKG     := github.com/openwatch/openwatch
 LDFLAGS := -s -w -X $(PKG)/internal/version.Version=$(VERSION)-$(RELEASE)
 
-.PHONY: all build generate check-generate packages test test-deps test-roots test-pgmatrix lint vet e2e bench clean
+.PHONY: all build generate check-generate packages repo test test-deps test-roots test-pgmatrix lint vet e2e bench clean
 
 all: packages
 
@@ -22,8 +22,23 @@ generate:
 check-generate:
 	$(GO) run ./cmd/gen -check
 
+# SIGNING_KEY=FILE (an OpenPGP secret key, armored or binary) signs every RPM
+# and the .deb; its passphrase, if any, is read from NFPM_PASSPHRASE in the
+# environment, never from the command line. Without it: unsigned, and said so.
+SIGNING_KEY ?=
+
 packages: build
-	$(GO) run ./cmd/mkpkg -version '$(VERSION)' -release '$(RELEASE)' -binary build/openwatch -out dist
+	$(GO) run ./cmd/mkpkg -version '$(VERSION)' -release '$(RELEASE)' -binary build/openwatch -out dist $(if $(SIGNING_KEY),-signing-key '$(SIGNING_KEY)')
+
+# Signed repositories from the packages of make packages (built first, signed
+# with the same key): dist/repo/rpm/el8|el9|el10 (createrepo_c, repomd.xml.asc),
+# dist/repo/deb (apt-ftparchive; dists/stable/InRelease, Release, Release.gpg),
+# dist/repo/openwatch.asc. Reproducible: the same packages give the same tree.
+repo:
+	@if [ -z '$(SIGNING_KEY)' ]; then \
+		echo "make repo: a repository must be signed; run: make repo SIGNING_KEY=FILE (passphrase, if any, in NFPM_PASSPHRASE)" >&2; exit 1; fi
+	$(MAKE) packages
+	$(GO) run ./cmd/mkrepo -signing-key '$(SIGNING_KEY)' -dist dist -out dist/repo
 
 test-deps:
 	sh scripts/test-deps.sh
@@ -96,4 +111,4 @@ bench: test-deps
 	$(GO) run ./bench $(BENCH_ARGS)
 
 clean:
-	rm -rf build dist/*.rpm dist/*.deb
+	rm -rf build dist/*.rpm dist/*.deb dist/repo

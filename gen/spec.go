@@ -105,7 +105,16 @@ type Backup struct {
 	// RehearseAutoMaxMB: REHEARSE=auto rehearses a database of at most this
 	// many MiB (pg_database_size); a larger one's copy takes too long.
 	RehearseAutoMaxMB int
+	// MetricsDir (METRICS_DIR): where openwatch.prom is written for
+	// node_exporter's textfile collector; empty: not written (the default;
+	// upgrade.conf names Debian's directory, MetricsDirExample).
+	MetricsDir string
 }
+
+// MetricsDirExample is node_exporter's textfile directory on Debian
+// (prometheus-node-exporter's --collector.textfile.directory; root:root
+// 0755), which upgrade.conf and the docs suggest for METRICS_DIR.
+func (s *Spec) MetricsDirExample() string { return "/var/lib/prometheus/node-exporter" }
 
 // Gate names the pre-transaction gate's pieces.
 type Gate struct {
@@ -440,6 +449,9 @@ func (s *Spec) Validate() error {
 		errs = append(errs, &FieldError{"Backup.Rehearse", s.Backup.Rehearse, ErrBadName})
 	}
 	positive("Backup.RehearseAutoMaxMB", s.Backup.RehearseAutoMaxMB, 1<<30)
+	if s.Backup.MetricsDir != "" { // empty: off
+		abs("Backup.MetricsDir", s.Backup.MetricsDir)
+	}
 	if s.Backup.DatabaseWait < 0 || s.Backup.DatabaseWait > 3600 {
 		errs = append(errs, &FieldError{"Backup.DatabaseWait", fmt.Sprint(s.Backup.DatabaseWait), ErrOutOfRange})
 	}

@@ -34,6 +34,10 @@ debootstrap:debootstrap
 chroot:coreutils
 dnf:dnf
 createrepo_c:createrepo-c
+apt-ftparchive:apt-utils
+gpg:gnupg
+gpgv:gpgv
+promtool:prometheus
 cpio:cpio
 dpkg-scanpackages:dpkg-dev
 unattended-upgrade:unattended-upgrades
@@ -64,6 +68,12 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086 # word splitting of the package list is wanted
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# promtool comes only with Debian's prometheus package, whose server the tests
+# do not want: the booted test roots are copies of this machine, and would
+# start it.
+case " $missing " in *" prometheus "*)
+	systemctl disable prometheus.service >/dev/null 2>&1 || true ;;
+esac
 # Debian's postgresql package creates and starts a cluster; the tests start
 # their own servers and need none running.
 if command -v pg_lsclusters >/dev/null 2>&1; then

@@ -36,6 +36,9 @@ func (a *app) pruneRestorePoints(ctx context.Context, dir string, list bool) int
 	if !ok {
 		return ExitConfig
 	}
+	// The daily run also keeps METRICS_DIR's file fresh (its age is what a
+	// staleness alert watches) and its restore points current.
+	defer a.writeMetrics(ctx)
 	cloneCode, notChecked, next := a.pruneClones(ctx, cfg, dir)
 	res, err := dump.Prune(dir, cfg.RetentionDays, time.Now(), func(rp dump.RestorePoint) {
 		fmt.Fprintf(a.Stdout, "removed %s (taken %s)\n", rp.Name, rp.Created.Format(time.RFC3339))

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -44,7 +45,7 @@ const (
 
 // Keys are the settings upgrade.conf may hold; anything else is refused as a
 // typo, naming the closest of these.
-var Keys = []string{"AUTO_BACKUP", "BACKUP_DIR", "BACKUP_RETENTION_DAYS", "BACKUP_COMPRESSION", "MIGRATE_LOCK_TIMEOUT", "DATABASE_WAIT_TIMEOUT", "MIGRATION_LOCK_WAIT", "RESTORE_POINT", "REHEARSE"}
+var Keys = []string{"AUTO_BACKUP", "BACKUP_DIR", "BACKUP_RETENTION_DAYS", "BACKUP_COMPRESSION", "MIGRATE_LOCK_TIMEOUT", "DATABASE_WAIT_TIMEOUT", "MIGRATION_LOCK_WAIT", "RESTORE_POINT", "REHEARSE", "METRICS_DIR"}
 
 // SecretsError means secrets.env exists but cannot be read.
 type SecretsError struct{ Err error }
@@ -70,6 +71,9 @@ type Config struct {
 	// on a scratch copy of the database: auto (when the database is at most
 	// RehearseAutoMaxBytes and the rehearsal can run), yes, or no.
 	Rehearse string
+	// MetricsDir is where openwatch.prom is written for node_exporter's
+	// textfile collector (internal/metrics); "" (the default): not written.
+	MetricsDir string
 
 	DSN         string // empty when not configured
 	SecretsPath string // where the DSN was looked for, for messages
@@ -242,6 +246,12 @@ func (c *Config) apply(vars map[string]string) error {
 		default:
 			return fmt.Errorf("RESTORE_POINT=%q: want auto, clone or file", v)
 		}
+	}
+	if v := vars["METRICS_DIR"]; v != "" {
+		if !strings.HasPrefix(v, "/") || filepath.Clean(v) != v || v == "/" {
+			return fmt.Errorf("METRICS_DIR=%q: must be an absolute path to a directory, such as /var/lib/prometheus/node-exporter (or empty: off)", v)
+		}
+		c.MetricsDir = v
 	}
 	if v, ok := vars["REHEARSE"]; ok && v != "" {
 		switch v {

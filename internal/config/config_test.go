@@ -223,3 +223,28 @@ func TestRehearseIsReadStrictly(t *testing.T) {
 		t.Fatalf("a misspelt REHEARSE: %v", err)
 	}
 }
+
+func TestMetricsDirIsOffByDefaultAndMustBeAbsolute(t *testing.T) {
+	if c, err := Load("/nonexistent", "/nonexistent"); err != nil || c.MetricsDir != "" {
+		t.Fatalf("defaults: MetricsDir %q, err %v", c.MetricsDir, err)
+	}
+	for _, v := range []string{"", "''"} {
+		if c, err := Load(write(t, "upgrade.conf", "METRICS_DIR="+v+"\n"), "/nonexistent"); err != nil || c.MetricsDir != "" {
+			t.Fatalf("METRICS_DIR=%s: MetricsDir %q, err %v", v, c.MetricsDir, err)
+		}
+	}
+	c, err := Load(write(t, "upgrade.conf", "METRICS_DIR=/var/lib/prometheus/node-exporter\n"), "/nonexistent")
+	if err != nil || c.MetricsDir != "/var/lib/prometheus/node-exporter" {
+		t.Fatalf("MetricsDir %q, err %v", c.MetricsDir, err)
+	}
+	for _, bad := range []string{"node-exporter", "/var/lib/../tmp", "/", "/var/lib/prometheus/node-exporter/"} {
+		_, err := Load(write(t, "upgrade.conf", "METRICS_DIR="+bad+"\n"), "/nonexistent")
+		var ce *ConfError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), `METRICS_DIR="`+bad+`": must be an absolute path`) {
+			t.Errorf("METRICS_DIR=%s: err %v", bad, err)
+		}
+	}
+	if _, err := Load(write(t, "upgrade.conf", "METRIC_DIR=/x\n"), "/nonexistent"); err == nil || !strings.Contains(err.Error(), "did you mean METRICS_DIR?") {
+		t.Errorf("a misspelt METRICS_DIR: %v", err)
+	}
+}
