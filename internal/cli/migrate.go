@@ -26,6 +26,7 @@ type migrateFlags struct {
 	backupDir                                string
 	guard                                    bool   // --check as the service's start guard
 	attempt                                  string // what the upgrade helper knows of this attempt
+	to                                       string // --to VERSION (downgrade.go)
 }
 
 func (a *app) migrate(ctx context.Context, args []string) int {
@@ -40,6 +41,7 @@ func (a *app) migrate(ctx context.Context, args []string) int {
 	fl.StringVar(&f.backupDir, "backup-dir", "", "")
 	fl.BoolVar(&f.guard, "guard", false, "")
 	fl.StringVar(&f.attempt, "attempt", "", "")
+	fl.StringVar(&f.to, "to", "", "")
 	var extra []string
 	if code, ok := a.parse(fl, args, &extra, help["migrate"]); !ok {
 		return code
@@ -67,6 +69,9 @@ func (a *app) migrate(ctx context.Context, args []string) int {
 		return a.rehearse(ctx, cfg, d)
 	case f.status:
 		return a.jsonError(f.json, a.status(ctx, cfg, d, f.json))
+	}
+	if f.to != "" {
+		return a.migrateTo(ctx, cfg, d, f)
 	}
 	return a.apply(ctx, cfg, d, f)
 }
@@ -115,6 +120,8 @@ func exitKind(code int) string {
 		return "config-error"
 	case ExitNoRehearsal:
 		return "rehearsal-not-possible"
+	case ExitNoWayDown:
+		return "no-way-down"
 	}
 	return "error"
 }
@@ -131,6 +138,8 @@ func (f migrateFlags) conflict(extra []string) string {
 		return "--json goes with --status"
 	case (f.check || f.status) && (f.noBackup || f.backupDir != ""):
 		return "--backup-dir and --no-backup only apply when migrating (or with --preflight)"
+	case f.to != "" && btoi(f.check)+btoi(f.status)+btoi(f.preflight)+btoi(f.rehearse) > 0:
+		return "--to goes with none of --check, --preflight, --rehearse and --status"
 	case f.guard && !f.check:
 		return "--guard goes with --check"
 	case f.attempt != "" && (f.check || f.status || f.preflight):
