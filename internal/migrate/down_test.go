@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -194,5 +196,42 @@ func TestDownWithoutStoredSectionsForMigrationsItDoesNotShipIsRefused(t *testing
 	var unknown *UnknownTargetError
 	if !errors.As(err, &unknown) {
 		t.Fatalf("err = %v, want an *UnknownTargetError", err)
+	}
+}
+
+// The lint's real-project-like migrations (migrations/testdata/realistic)
+// apply, and their down sections take them back, with rows kept, until the
+// one that says it has no way down.
+func TestARealProjectsMigrationsGoUpAndDownKeepingRows(t *testing.T) {
+	db, d := setup(t)
+	all := os.DirFS(filepath.Join("..", "..", "migrations", "testdata", "realistic"))
+	known, err := Known(all)
+	if err != nil || len(known) < 5 {
+		t.Fatalf("Known = %v, %v", known, err)
+	}
+	purge := known[len(known)-1]
+	withoutPurge := UpTo(all, known, known[len(known)-2])
+	if _, err := Run(context.Background(), Options{DSN: d, FS: UpTo(all, known, known[1]), Out: &bytes.Buffer{}, LockTimeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	db.MustExec(t, "insert into users (email, name) values ('a@example.org', 'A'); insert into alerts (user_id, severity, message) select id, 'info', 'm' from users")
+	if _, err := Run(context.Background(), Options{DSN: d, FS: all, Out: &bytes.Buffer{}, LockTimeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Down(context.Background(), Options{DSN: d, FS: withoutPurge, Out: &bytes.Buffer{}, LockTimeout: time.Minute}, known[1].Version)
+	var noWay *NoWayDownError
+	if !errors.As(err, &noWay) || noWay.Migrations[0].Name != purge.Name {
+		t.Fatalf("err = %v, want %s to have no way down", err, purge.Name)
+	}
+	// As if the purge had never been applied: every other way down works.
+	db.MustExec(t, "delete from schema_migrations where version = '"+purge.Version+"'")
+	var out bytes.Buffer
+	res, err := Down(context.Background(), Options{DSN: d, FS: release1, Out: &out, LockTimeout: time.Minute}, known[1].Version)
+	if err != nil || len(res.RolledBack) != len(known)-3 {
+		t.Fatalf("Down: %v, rolled back %v\n%s", err, res.RolledBack, out.String())
+	}
+	if got := db.QueryString(t, "select (select string_agg(column_name, ',' order by column_name) from information_schema.columns where table_name = 'users') || ' ' || "+
+		"(select count(*) from users) || ' ' || (select count(*) from alerts)"); got != "created_at,email,id,name 1 1" {
+		t.Fatalf("after the way down: %q", got)
 	}
 }
