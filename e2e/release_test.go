@@ -231,6 +231,9 @@ func TestReleaseHistoryMissingIsNamed(t *testing.T) {
 // built as the next release (one more, reversible, migration): exit 0, the
 // schema at the new head with the rows kept, one restore point, the service
 // running, and the new migration's down section stored for the way back.
+// Then the way back by hand (wayBackByHand): rows written after the
+// upgrade, openwatch migrate --to the release's head, dpkg -i of the
+// release: exit 0, the release installed and starting, the rows kept.
 func TestUpgradeFromARealRelease(t *testing.T) {
 	rels, next := realReleases(t)
 	for _, rel := range rels {
@@ -259,6 +262,10 @@ func TestUpgradeFromARealRelease(t *testing.T) {
 			if len(stored) != len(e.schemaVersions()) || !strings.Contains(stored[len(stored)-1], "ALTER TABLE hosts DROP COLUMN e2e_notes;") {
 				t.Errorf("down sections stored after the upgrade: %q, want one for each applied migration", stored)
 			}
+			if t.Failed() {
+				return
+			}
+			wayBackByHand(e, rel, next)
 		})
 	}
 }
@@ -271,4 +278,41 @@ func releaseData(e *env) string {
 SELECT 'hosts ' || coalesce(jsonb_agg(to_jsonb(h) - 'e2e_notes' ORDER BY h.id)::text, '[]') FROM hosts h
 UNION ALL
 SELECT 'scan_results ' || coalesce(jsonb_agg(to_jsonb(s) ORDER BY s.id)::text, '[]') FROM scan_results s`), "\n")
+}
+
+// wayBackByHand is the documented way back to a release without a gate
+// (docs/UPGRADING.md): with the service stopped, the newer binary takes the
+// schema down to the release's head (openwatch migrate --to), then the
+// release's package is installed again; the rows written since the upgrade
+// stay, and the service starts on the older version.
+func wayBackByHand(e *env, rel, next *variant) {
+	e.t.Helper()
+	e.exec("INSERT INTO hosts (hostname, address, e2e_notes) VALUES ('written-after-the-upgrade', '10.9.9.9', 'kept')")
+	rows := e.queryStrings("SELECT hostname FROM hosts ORDER BY id")
+	e.r.run(30*time.Second, "systemctl", "stop", applianceUnit)
+	res := e.mustOperator("openwatch", "migrate", "--to", rel.Head)
+	if !strings.Contains(res.out, "rolled back 1 migration(s): "+nextMigrationVersion+"_e2e_notes.sql; schema now at "+rel.Head) {
+		e.t.Errorf("openwatch migrate --to %s said:\n%s", rel.Head, res.out)
+	}
+	if got := e.schemaVersions(); len(got) == 0 || got[len(got)-1] != rel.Head {
+		e.t.Fatalf("schema_migrations = %v after migrate --to %s", got, rel.Head)
+	}
+	res = e.pm(e.f.downgrade(e.f.pkg(rel))...)
+	if res.code != 0 {
+		e.t.Fatalf("downgrade %s → %s: exit %d", next.FullVersion(), rel.FullVersion(), res.code)
+	}
+	if got := e.installedVersion(); got != rel.FullVersion()+" ii" {
+		e.t.Errorf("installed: %q, want %s ii", got, rel.FullVersion())
+	}
+	if got := e.queryStrings("SELECT hostname FROM hosts ORDER BY id"); !slices.Equal(got, rows) {
+		e.t.Errorf("hosts after the way back: %v, want %v (the row written after the upgrade kept)", got, rows)
+	}
+	if got := e.queryStrings("SELECT count(*)::text FROM information_schema.columns WHERE table_name = 'hosts' AND column_name = 'e2e_notes'"); got[0] != "0" {
+		e.t.Errorf("the next release's column is still there after the way back")
+	}
+	e.r.run(30*time.Second, "systemctl", "start", applianceUnit)
+	if !e.r.active(applianceUnit) {
+		e.t.Errorf("%s does not start on %s after the way back (its start guard refused?)", applianceUnit, rel.FullVersion())
+	}
+	e.mustOperator("openwatch", "migrate", "--check")
 }
