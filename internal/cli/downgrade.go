@@ -27,13 +27,17 @@ const toHelp = `  --to VERSION     move the schema to VERSION: up with this bina
                    own transaction, after a restore point. Refused before
                    anything changes when a migration on the way down has an
                    empty down section (exit 21): the restore point is then the
-                   only way back, and it loses the rows written since
+                   only way back, and it loses the rows written since.
+                   With --preflight: only check, changing nothing, whether
+                   it can (going up: the preflight of the migrations up to
+                   VERSION; going down: every one has a way down)
 `
 
 // migrateTo is migrate --to VERSION.
 func (a *app) migrateTo(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrateFlags) int {
 	again := "openwatch migrate --to " + f.to
 	conn, code := a.connectToChange(ctx, cfg, d, again)
+	// Everything below reads, until a.down or a.apply.
 	if conn == nil {
 		return code
 	}
@@ -58,11 +62,40 @@ func (a *app) migrateTo(ctx context.Context, cfg config.Config, d *dsn.DSN, f mi
 				// Up: the forward path, with this binary's migrations up to
 				// f.to only.
 				a.migrations = migrate.UpTo(a.migrations, known, m)
+				if f.preflight {
+					return a.preflight(ctx, cfg, d, f)
+				}
 				return a.apply(ctx, cfg, d, f)
 			}
 		}
 	}
+	if f.preflight {
+		return a.downPreflight(ctx, cfg, d, f, again)
+	}
 	return a.down(ctx, cfg, d, f, again)
+}
+
+// downPreflight is migrate --to VERSION --preflight going down: whether
+// every migration above VERSION has a way down, and where the restore point
+// goes; it changes nothing.
+func (a *app) downPreflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrateFlags, again string) int {
+	s, plan, err := migrate.PlanDown(ctx, migrate.Options{DSN: d, FS: a.migrations, Out: a.Stdout}, f.to)
+	if err != nil {
+		return a.downResult(ctx, cfg, d, migrate.DownResult{Before: s}, err, "", "", f.to, again)
+	}
+	fmt.Fprintf(a.Stdout, "preflight: %d migration(s) to roll back, newest first: %s\n", len(plan), names(plan))
+	dir := cfg.BackupDir
+	if f.backupDir != "" {
+		dir = f.backupDir
+	}
+	if a.backupPolicy(cfg, f, true) == "" {
+		if problem := checkBackupDir(dir); problem != "" {
+			a.errorf("preflight: %s\nNothing was changed. Fix it, then run: %s", problem, a.next(again+" --preflight"))
+			return ExitBackupFailed
+		}
+	}
+	fmt.Fprintf(a.Stdout, "preflight: ready; migrate --to %s keeps the rows in the tables that remain (the down sections are not rehearsed)\n", f.to)
+	return ExitOK
 }
 
 func contains(ss []string, s string) bool {

@@ -114,3 +114,28 @@ func TestMigrateToRefusesAMigrationWithoutAWayDownNamingTheRestorePoint(t *testi
 		t.Fatalf("a restore point was taken for a refused move: %v", files)
 	}
 }
+
+func TestMigrateToPreflightTellsWhetherThereIsAWayDownAndChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.upgradeWith(newerRelease(t, reversibleNotes))
+	r := e.mustRun(ExitOK, "migrate", "--to", head, "--preflight")
+	if !strings.Contains(r.stdout, "preflight: 1 migration(s) to roll back, newest first: 20991231000000_host_notes.sql") {
+		t.Fatalf("preflight: %s", r)
+	}
+	if got := e.applied(); got != "20260101000001,20260101000002,"+head+",20991231000000" || len(e.dumps()) != 0 {
+		t.Fatalf("the preflight changed something: applied %s, restore points %v", got, e.dumps())
+	}
+
+	e = newEnv(t)
+	e.upgradeWith(newerRelease(t, "-- migrate:up\nDELETE FROM hosts;\n\n-- migrate:down\n"))
+	r = e.mustRun(ExitNoWayDown, "migrate", "--to", head, "--preflight")
+	if !strings.Contains(r.stderr, "no way down") || e.applied() != "20260101000001,20260101000002,"+head+",20991231000000" {
+		t.Fatalf("preflight without a way down: %s\napplied %s", r, e.applied())
+	}
+
+	e = newEnv(t)
+	r = e.mustRun(ExitOK, "migrate", "--to", "20260101000002", "--preflight")
+	if got := e.query("select coalesce(to_regclass('schema_migrations')::text, 'none')"); !strings.Contains(r.stdout, "preflight: 2 migration(s) pending") || got != "none" {
+		t.Fatalf("preflight going up: %s\nschema_migrations: %s", r, got)
+	}
+}

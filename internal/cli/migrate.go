@@ -56,6 +56,9 @@ func (a *app) migrate(ctx context.Context, args []string) int {
 		}
 		return a.jsonError(f.json, code)
 	}
+	if f.to != "" {
+		return a.migrateTo(ctx, cfg, d, f)
+	}
 	switch {
 	case f.check:
 		code := a.check(ctx, cfg, d, f.guard)
@@ -69,9 +72,6 @@ func (a *app) migrate(ctx context.Context, args []string) int {
 		return a.rehearse(ctx, cfg, d)
 	case f.status:
 		return a.jsonError(f.json, a.status(ctx, cfg, d, f.json))
-	}
-	if f.to != "" {
-		return a.migrateTo(ctx, cfg, d, f)
 	}
 	return a.apply(ctx, cfg, d, f)
 }
@@ -138,8 +138,8 @@ func (f migrateFlags) conflict(extra []string) string {
 		return "--json goes with --status"
 	case (f.check || f.status) && (f.noBackup || f.backupDir != ""):
 		return "--backup-dir and --no-backup only apply when migrating (or with --preflight)"
-	case f.to != "" && btoi(f.check)+btoi(f.status)+btoi(f.preflight)+btoi(f.rehearse) > 0:
-		return "--to goes with none of --check, --preflight, --rehearse and --status"
+	case f.to != "" && btoi(f.check)+btoi(f.status)+btoi(f.rehearse) > 0:
+		return "--to goes with none of --check, --rehearse and --status"
 	case f.guard && !f.check:
 		return "--guard goes with --check"
 	case f.attempt != "" && (f.check || f.status || f.preflight):

@@ -361,6 +361,19 @@ func Down(ctx context.Context, o Options, target string) (DownResult, error) {
 	return res, nil
 }
 
+// PlanDown tells, changing nothing, what Down would do: the migrations it
+// would roll back, newest first, or why it refuses (the errors Down returns
+// before it takes the lock).
+func PlanDown(ctx context.Context, o Options, target string) (State, []Migration, error) {
+	conn, err := o.DSN.Connect(ctx)
+	if err != nil {
+		return State{}, nil, err
+	}
+	defer conn.Close(context.Background())
+	s, plan, err := readDownPlan(ctx, conn, o, target)
+	return s, migrationsOf(plan), err
+}
+
 // readDownPlan reads the state and the plan to go down to target; it only
 // reads. Known migrations whose down sections are missing count as stored
 // (from the shipped file): Down stores them under the lock first.
