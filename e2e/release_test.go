@@ -316,3 +316,78 @@ func wayBackByHand(e *env, rel, next *variant) {
 	}
 	e.mustOperator("openwatch", "migrate", "--check")
 }
+
+// TestAReleaseRunsWithThisTreesUpgradeConf is the cross-version contract
+// (docs/INTERFACES.md, "Across versions") with the real releases: the gate
+// of this version runs an older release's binary with this version's
+// upgrade.conf. A release before the contract refuses the settings it does
+// not know (1.0.0: REHEARSE, exit 19), and names each as an unknown setting
+// in `migrate --check`'s warning; without those keys its preflight is ready.
+// This tree's binary ignores a later version's setting with a warning.
+func TestAReleaseRunsWithThisTreesUpgradeConf(t *testing.T) {
+	rels, next := realReleases(t)
+	db := pgtest.Shared(t).NewDatabase(t)
+	conf, err := os.ReadFile(filepath.Join(srcRoot, "dist", "upgrade.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	full := filepath.Join(dir, "upgrade.conf")
+	text := strings.Replace(string(conf), "BACKUP_DIR='/var/backups/openwatch'", "BACKUP_DIR='"+filepath.Join(dir, "backups")+"'", 1)
+	if err := os.WriteFile(full, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(bin, conf string, args ...string) (int, string) {
+		cmd := exec.Command(bin, append(args, "--config", conf, "--secrets", filepath.Join(dir, "absent.env"))...)
+		cmd.Env = []string{"PATH=" + pgBinDir + ":/usr/bin:/bin", "OPENWATCH_DATABASE_DSN=" + db.URL()}
+		out, _ := cmd.CombinedOutput()
+		return cmd.ProcessState.ExitCode(), string(out)
+	}
+	if code, out := run(next.Binary, full, "migrate"); code != 0 {
+		t.Fatalf("initialising with this tree's binary: exit %d\n%s", code, out)
+	}
+	for _, rel := range rels {
+		code, out := run(rel.Binary, full, "migrate", "--check")
+		var unknown []string
+		for _, m := range regexp.MustCompile(`unknown setting ([A-Z][A-Z0-9_]*) \(did you mean`).FindAllStringSubmatch(out, -1) {
+			unknown = append(unknown, m[1])
+		}
+		if rel.Version == "1.0.0" && !slices.Equal(unknown, []string{"REHEARSE"}) {
+			t.Errorf("1.0.0 named %v as unknown settings, want [REHEARSE]\n%s", unknown, out)
+		}
+		if code != 11 {
+			t.Errorf("%s migrate --check on the newer schema: exit %d, want 11\n%s", rel.FullVersion(), code, out)
+		}
+		filtered := filepath.Join(dir, rel.FullVersion()+".conf")
+		var keep []string
+		for _, line := range strings.Split(text, "\n") {
+			key, _, _ := strings.Cut(line, "=")
+			if !slices.Contains(unknown, strings.TrimSpace(key)) {
+				keep = append(keep, line)
+			}
+		}
+		if err := os.WriteFile(filtered, []byte(strings.Join(keep, "\n")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if code, out := run(rel.Binary, filtered, "migrate", "--check"); code != 11 || strings.Contains(out, "unknown setting") {
+			t.Errorf("%s with the settings it knows: exit %d, want 11 and no unknown setting (dropped %v)\n%s", rel.FullVersion(), code, unknown, out)
+		}
+	}
+	later := filepath.Join(dir, "later.conf")
+	if err := os.WriteFile(later, []byte(text+"METRICS_EXPORT_DIR=/srv/metrics\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := run(next.Binary, later, "migrate", "--preflight"); code != 0 || !strings.Contains(out, "ignoring METRICS_EXPORT_DIR") {
+		t.Errorf("this tree's preflight with a later version's setting: exit %d, want 0 and a warning naming it\n%s", code, out)
+	}
+	if code, out := run(next.Binary, later+"x", "migrate", "--preflight"); code != 19 {
+		t.Errorf("a --config that does not exist: exit %d\n%s", code, out)
+	}
+	misspelt := filepath.Join(dir, "misspelt.conf")
+	if err := os.WriteFile(misspelt, []byte(text+"REHERSE=no\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := run(next.Binary, misspelt, "migrate", "--preflight"); code != 19 || !strings.Contains(out, "unknown setting REHERSE (did you mean REHEARSE?)") {
+		t.Errorf("this tree's preflight with a misspelt setting: exit %d, want 19 naming REHEARSE\n%s", code, out)
+	}
+}
