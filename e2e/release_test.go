@@ -227,47 +227,62 @@ func TestReleaseHistoryMissingIsNamed(t *testing.T) {
 }
 
 // TestUpgradeFromARealRelease: each real release, installed with its own
-// package and initialised by the operator, upgrades with dpkg to this tree
+// package and initialised by the operator, upgrades with dpkg and rpm to this tree
 // built as the next release (one more, reversible, migration): exit 0, the
 // schema at the new head with the rows kept, one restore point, the service
 // running, and the new migration's down section stored for the way back.
 // Then the way back by hand (wayBackByHand): rows written after the
-// upgrade, openwatch migrate --to the release's head, dpkg -i of the
-// release: exit 0, the release installed and starting, the rows kept.
+// upgrade, openwatch migrate --to the release's head, dpkg -i or
+// rpm -U --oldpackage of the release: exit 0, the release installed and starting, the rows kept.
 func TestUpgradeFromARealRelease(t *testing.T) {
 	rels, next := realReleases(t)
 	for _, rel := range rels {
-		t.Run(rel.FullVersion()+" to "+next.FullVersion()+" with dpkg", func(t *testing.T) {
-			e := newReleaseEnv(t, formats[0])
-			e.installAndInitialise(rel)
-			before := releaseData(e)
-			res := e.pm(e.f.upgrade(e.f.pkg(next))...)
-			if res.code != 0 {
-				e.t.Fatalf("upgrade %s → %s: exit %d", rel.FullVersion(), next.FullVersion(), res.code)
-			}
-			if got := e.schemaVersions(); len(got) == 0 || got[len(got)-1] != nextMigrationVersion || !slices.Contains(got, rel.Head) {
-				t.Errorf("schema_migrations = %v, want %s's %s and then %s", got, rel.FullVersion(), rel.Head, nextMigrationVersion)
-			}
-			if got := releaseData(e); got != before {
-				t.Errorf("data changed by the upgrade:\nbefore %s\nafter  %s", before, got)
-			}
-			e.oneRestorePoint(next, rel.Head)
-			if !e.r.active(applianceUnit) {
-				t.Errorf("%s is not running after the upgrade", applianceUnit)
-			}
-			if got := e.installedVersion(); got != next.FullVersion()+" ii" {
-				t.Errorf("installed: %q, want %s ii", got, next.FullVersion())
-			}
-			stored := e.queryStrings("SELECT version || ' ' || down FROM openwatch_migration_down ORDER BY version")
-			if len(stored) != len(e.schemaVersions()) || !strings.Contains(stored[len(stored)-1], "ALTER TABLE hosts DROP COLUMN e2e_notes;") {
-				t.Errorf("down sections stored after the upgrade: %q, want one for each applied migration", stored)
-			}
-			if t.Failed() {
-				return
-			}
-			wayBackByHand(e, rel, next)
-		})
+		for _, f := range formats {
+			t.Run(rel.FullVersion()+" to "+next.FullVersion()+" with "+f.Name, func(t *testing.T) {
+				t.Parallel()
+				upgradeFromRelease(t, f, rel, next)
+			})
+		}
 	}
+}
+
+func upgradeFromRelease(t *testing.T, f format, rel, next *variant) {
+	e := newReleaseEnv(t, f)
+	e.installAndInitialise(rel)
+	before := releaseData(e)
+	res := e.pm(e.f.upgrade(e.f.pkg(next))...)
+	if res.code != 0 {
+		e.t.Fatalf("upgrade %s → %s: exit %d", rel.FullVersion(), next.FullVersion(), res.code)
+	}
+	if got := e.schemaVersions(); len(got) == 0 || got[len(got)-1] != nextMigrationVersion || !slices.Contains(got, rel.Head) {
+		t.Errorf("schema_migrations = %v, want %s's %s and then %s", got, rel.FullVersion(), rel.Head, nextMigrationVersion)
+	}
+	if got := releaseData(e); got != before {
+		t.Errorf("data changed by the upgrade:\nbefore %s\nafter  %s", before, got)
+	}
+	e.oneRestorePoint(next, rel.Head)
+	if !e.r.active(applianceUnit) {
+		t.Errorf("%s is not running after the upgrade", applianceUnit)
+	}
+	if got := e.installedVersion(); got != installed(f, next) {
+		t.Errorf("installed: %q, want %s", got, installed(f, next))
+	}
+	stored := e.queryStrings("SELECT version || ' ' || down FROM openwatch_migration_down ORDER BY version")
+	if len(stored) != len(e.schemaVersions()) || !strings.Contains(stored[len(stored)-1], "ALTER TABLE hosts DROP COLUMN e2e_notes;") {
+		t.Errorf("down sections stored after the upgrade: %q, want one for each applied migration", stored)
+	}
+	if t.Failed() {
+		return
+	}
+	wayBackByHand(e, rel, next)
+}
+
+// installed is what e.installedVersion says when v is installed.
+func installed(f format, v *variant) string {
+	if f.Name == "deb" {
+		return v.FullVersion() + " ii"
+	}
+	return v.FullVersion()
 }
 
 // releaseData is the content of the seeded tables without the column the
@@ -301,8 +316,8 @@ func wayBackByHand(e *env, rel, next *variant) {
 	if res.code != 0 {
 		e.t.Fatalf("downgrade %s → %s: exit %d", next.FullVersion(), rel.FullVersion(), res.code)
 	}
-	if got := e.installedVersion(); got != rel.FullVersion()+" ii" {
-		e.t.Errorf("installed: %q, want %s ii", got, rel.FullVersion())
+	if got := e.installedVersion(); got != installed(e.f, rel) {
+		e.t.Errorf("installed: %q, want %s", got, installed(e.f, rel))
 	}
 	if got := e.queryStrings("SELECT hostname FROM hosts ORDER BY id"); !slices.Equal(got, rows) {
 		e.t.Errorf("hosts after the way back: %v, want %v (the row written after the upgrade kept)", got, rows)
