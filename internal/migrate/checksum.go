@@ -256,17 +256,41 @@ func verifyChecksums(ctx context.Context, conn *pgx.Conn, o Options, s State) ([
 	return unrecorded, err
 }
 
-// recordOnce records the checksums of migrations applied before openwatch
-// recorded them (under the lock), saying so: a later run finds them recorded.
+// recordOnce records the checksums and down sections of migrations applied
+// before openwatch recorded them (under the lock), saying so: a later run
+// finds them recorded.
 func recordOnce(ctx context.Context, conn *pgx.Conn, o Options, unrecorded []Migration) error {
 	if len(unrecorded) == 0 {
 		return nil
 	}
+	sums, err := recordedChecksums(ctx, conn)
+	if err != nil {
+		return o.DSN.Redactor.Error(err)
+	}
+	downs, err := storedDowns(ctx, conn)
+	if err != nil {
+		return o.DSN.Redactor.Error(err)
+	}
+	var noSum, noDown []Migration
+	for _, m := range unrecorded {
+		if _, ok := sums[m.Version]; !ok {
+			noSum = append(noSum, m)
+		}
+		if _, ok := downs[m.Version]; !ok {
+			noDown = append(noDown, m)
+		}
+	}
 	if err := recordChecksums(ctx, conn, o.FS, unrecorded); err != nil {
 		return o.DSN.Redactor.Error(err)
 	}
-	fmt.Fprintf(o.Out, "recorded the checksums and down sections of %d migration(s) applied before openwatch recorded them: %s\n",
-		len(unrecorded), migrationNames(unrecorded))
+	if len(noSum) > 0 {
+		fmt.Fprintf(o.Out, "recorded the checksums of %d migration(s) applied before openwatch recorded them: %s\n",
+			len(noSum), migrationNames(noSum))
+	}
+	if len(noDown) > 0 {
+		fmt.Fprintf(o.Out, "stored the down sections of %d migration(s) applied before openwatch stored them (for the way back): %s\n",
+			len(noDown), migrationNames(noDown))
+	}
 	return nil
 }
 

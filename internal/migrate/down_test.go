@@ -78,7 +78,7 @@ func TestADatabaseMigratedBeforeDownSectionsWereStoredGetsThemFromTheShippedFile
 	if _, err := run(d, release2(), &out); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "recorded the checksums and down sections of 2 migration(s) applied before openwatch recorded them: 001_hosts.sql, 002_scans.sql") {
+	if !strings.Contains(out.String(), "stored the down sections of 2 migration(s) applied before openwatch stored them (for the way back): 001_hosts.sql, 002_scans.sql") {
 		t.Fatalf("output:\n%s", out.String())
 	}
 	if got := stored(t, db); got != "001:true,002:true,003:true" {
