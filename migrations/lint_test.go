@@ -52,15 +52,14 @@ func TestMakeLintLintsADownSectionAsADownSection(t *testing.T) {
 		t.Fatalf("make lint passed a DROP COLUMN in an up section:\n%s", out)
 	}
 	for _, want := range []string{
-		// squawk's gcc reporter counts lines from 0.
-		filepath.Join(dir, "20260201000000_drop.sql") + ":1:", "ban-drop-column", // the up section's
-		filepath.Join(dir, "20260301000000_add.sql") + ":5:", "adding-required-field", // a down section is still linted
+		filepath.Join(dir, "20260201000000_drop.sql") + ":2:", "ban-drop-column", // the up section's
+		filepath.Join(dir, "20260301000000_add.sql") + ":6:", "adding-required-field", // a down section is still linted
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, "20260101000001_t.sql:") || strings.Contains(out, "20260301000000_add.sql:4:") {
+	if strings.Contains(out, "20260101000001_t.sql:") || strings.Contains(out, "20260301000000_add.sql:5:") {
 		t.Errorf("a down section's DROP TABLE / DROP COLUMN was flagged:\n%s", out)
 	}
 }
@@ -85,7 +84,7 @@ func TestMakeLintKeepsWhatMakesDowntime(t *testing.T) {
 			"-- migrate:down\nALTER TABLE t DROP COLUMN at;\n",
 	})
 	out, err := makeLint(t, dir)
-	if err == nil || !strings.Contains(out, "20260201000000_x.sql:1:") || !strings.Contains(out, "adding-field-with-default") {
+	if err == nil || !strings.Contains(out, "20260201000000_x.sql:2:") || !strings.Contains(out, "adding-field-with-default") {
 		t.Fatalf("make lint: %v, want a table rewrite flagged:\n%s", err, out)
 	}
 }

@@ -40,6 +40,23 @@ in_tx() {
 	esac
 }
 
+# lint_section FILE OPTION: squawk on the section on stdin, reported as FILE.
+# squawk's gcc reporter counts lines from 0; they are printed from 1, as
+# editors and grep -n count them.
+lint_section() {
+	out=$("$squawk" --config .squawk.toml --reporter gcc "$2" --stdin-filepath "$1")
+	st=$?
+	[ -z "$out" ] || printf '%s\n' "$out" | awk -v f="$1:" '
+		index($0, f) == 1 {
+			rest = substr($0, length(f) + 1)
+			n = index(rest, ":")
+			line = substr(rest, 1, n - 1)
+			if (line ~ /^[0-9]+$/) { print f (line + 1) substr(rest, n); next }
+		}
+		{ print }'
+	return "$st"
+}
+
 for f in "$@"; do
 	down=$(grep -nE '^--[[:space:]]*migrate:down' "$f" | head -n 1 | cut -d: -f1)
 	if [ -z "$down" ]; then
@@ -50,9 +67,9 @@ for f in "$@"; do
 	upline=$(grep -E '^--[[:space:]]*migrate:up' "$f" | head -n 1)
 	downline=$(sed -n "${down}p" "$f")
 	awk -v d="$down" 'NR >= d { print ""; next } { print }' "$f" |
-		"$squawk" --config .squawk.toml --reporter gcc "$(in_tx "$upline")" --stdin-filepath "$f" || rc=1
+		lint_section "$f" "$(in_tx "$upline")" || rc=1
 	awk -v d="$down" -v rules="$DOWN_RULES" 'NR == 1 && d > 1 { print "-- squawk-ignore-file " rules; next } NR < d { print ""; next } { print }' "$f" |
-		"$squawk" --config .squawk.toml --reporter gcc "$(in_tx "$downline")" --stdin-filepath "$f" || rc=1
+		lint_section "$f" "$(in_tx "$downline")" || rc=1
 	if ! awk -v d="$down" 'NR > d' "$f" | grep -qvE '^[[:space:]]*(--.*)?$' &&
 		! awk -v d="$down" 'NR > d' "$f" | grep -qE '^--[[:space:]]*no-way-down[[:space:]]+--[[:space:]]*[^[:space:]]'; then
 		echo "$f:$down: the down section has no statement: no way down (openwatch migrate --to cannot go back past it; only a restore point can)." \
