@@ -68,25 +68,14 @@ $(SQUAWK): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Lint the migrations with squawk and .squawk.toml. dbmate runs each one in a
-# transaction unless its up line says transaction:false, and squawk is told
-# the same. A rule is waived only in the migration, with a reason:
-#   -- squawk-ignore RULE -- REASON
+# Lint the migrations with squawk and .squawk.toml, each up and down section
+# apart, each as dbmate runs it (in a transaction unless its line says
+# transaction:false); a down section is linted as one (it may drop what its up
+# section created) and must not be empty unless it says why
+# (-- no-way-down -- REASON). A rule is waived only in the migration, with a
+# reason: -- squawk-ignore RULE -- REASON. See scripts/lint-migrations.sh.
 lint: $(SQUAWK)
-	@set -e; tx=''; notx=''; \
-	for f in $(MIGRATIONS)/*.sql; do \
-		if grep -Eq '^--[[:space:]]*migrate:up[[:space:]].*transaction:false' "$$f"; then notx="$$notx $$f"; else tx="$$tx $$f"; fi; \
-	done; \
-	rc=0; \
-	if grep -HnE 'squawk-ignore' $$tx $$notx | grep -vE 'squawk-ignore(-file)?[[:space:]]+[a-z0-9-]+(,[[:space:]]*[a-z0-9-]+)*[[:space:]]+--[[:space:]]*[^[:space:]]'; then \
-		echo "make lint: the squawk-ignore lines above give no reason; write: -- squawk-ignore RULE -- REASON" >&2; rc=1; \
-	fi; \
-	[ -z "$$tx" ] || $(SQUAWK) --config .squawk.toml --reporter gcc $$tx || rc=1; \
-	[ -z "$$notx" ] || $(SQUAWK) --config .squawk.toml --reporter gcc --no-assume-in-transaction $$notx || rc=1; \
-	if [ $$rc -ne 0 ]; then \
-		echo "make lint: fix the migrations named above, or waive a rule for one statement in the migration itself: -- squawk-ignore RULE -- REASON" >&2; \
-	fi; \
-	exit $$rc
+	@sh scripts/lint-migrations.sh $(SQUAWK) $(MIGRATIONS)
 
 # Every test: unit, generated-script behaviour under four shells, real
 # PostgreSQL (the host's 15, then 13, 17 and 18 from the cached roots), and

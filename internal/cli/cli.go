@@ -65,6 +65,8 @@ const exitCodes = `Exit codes:
   20  --rehearse, or --preflight with REHEARSE=yes: the rehearsal could not run
       (no CREATEDB, no room for the copy on the server, the copy failed); nothing
       was changed
+  21  migrate --to: a migration on the way down has no way down (an empty down
+      section, or none stored); nothing was changed; the restore point is named
 `
 
 const commonFlags = `Common flags:
@@ -91,7 +93,7 @@ Usage:
 
 // help is each command's --help text.
 var help = map[string]string{
-	"migrate": `Usage: openwatch migrate [--check | --preflight | --rehearse | --status [--json]] [--backup-dir DIR | --no-backup]
+	"migrate": `Usage: openwatch migrate [--check | --preflight | --rehearse | --status [--json] | --to VERSION] [--backup-dir DIR | --no-backup]
 
 Without flags: take a restore point when migrations are pending and the schema
 is not empty (AUTO_BACKUP=yes in upgrade.conf, or --backup-dir DIR), then apply
@@ -116,7 +118,7 @@ stops it after the migration in progress (exit 15).
                    restore points and the last upgrade's outcome
   --json           with --status: the same as one JSON object (an "error"
                    object on failure)
-  --backup-dir DIR take the restore point in DIR (overrides BACKUP_DIR)
+` + toHelp + `  --backup-dir DIR take the restore point in DIR (overrides BACKUP_DIR)
   --no-backup      apply without a restore point
   --guard          with --check: as the service's start guard (ExecStartPre=),
                    log a refusal at priority err with the command that

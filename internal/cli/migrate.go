@@ -26,6 +26,7 @@ type migrateFlags struct {
 	guard                                    bool   // --check as the service's start guard
 	attempt                                  string // what the upgrade helper knows of this attempt
 	rec                                      recordFlags
+	to                                       string // --to VERSION (downgrade.go)
 }
 
 func (a *app) migrate(ctx context.Context, args []string) int {
@@ -41,6 +42,7 @@ func (a *app) migrate(ctx context.Context, args []string) int {
 	fl.BoolVar(&f.guard, "guard", false, "")
 	fl.StringVar(&f.attempt, "attempt", "", "")
 	f.rec.define(fl)
+	fl.StringVar(&f.to, "to", "", "")
 	var extra []string
 	if code, ok := a.parse(fl, args, &extra, help["migrate"]); !ok {
 		return code
@@ -57,6 +59,9 @@ func (a *app) migrate(ctx context.Context, args []string) int {
 			a.guard(code)
 		}
 		return a.jsonError(f.json, code)
+	}
+	if f.to != "" {
+		return a.migrateTo(ctx, cfg, d, f)
 	}
 	switch {
 	case f.check:
@@ -119,6 +124,8 @@ func exitKind(code int) string {
 		return "config-error"
 	case ExitNoRehearsal:
 		return "rehearsal-not-possible"
+	case ExitNoWayDown:
+		return "no-way-down"
 	}
 	return "error"
 }
@@ -135,6 +142,8 @@ func (f migrateFlags) conflict(extra []string) string {
 		return "--json goes with --status"
 	case (f.check || f.status) && (f.noBackup || f.backupDir != ""):
 		return "--backup-dir and --no-backup only apply when migrating (or with --preflight)"
+	case f.to != "" && btoi(f.check)+btoi(f.status)+btoi(f.rehearse) > 0:
+		return "--to goes with none of --check, --rehearse and --status"
 	case f.guard && !f.check:
 		return "--guard goes with --check"
 	case f.attempt != "" && (f.check || f.status || f.preflight):

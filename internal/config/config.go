@@ -19,6 +19,7 @@ import (
 
 	"github.com/openwatch/openwatch/internal/defaults"
 	"github.com/openwatch/openwatch/internal/envfile"
+	"github.com/openwatch/openwatch/internal/version"
 )
 
 // Default paths and values, from gen's spec (rendered into package
@@ -43,8 +44,10 @@ const (
 	DSNVar               = "OPENWATCH_DATABASE_DSN"
 )
 
-// Keys are the settings upgrade.conf may hold; anything else is refused as a
-// typo, naming the closest of these.
+// Keys are the settings upgrade.conf may hold. A key close to one of them is
+// refused as a typo, naming the closest; another key of the settings' form
+// is a later version's setting and is ignored with a warning (Misspelt).
+// Keys are only ever added, each far from every other (TestSettingsAreFarApart).
 var Keys = []string{"AUTO_BACKUP", "BACKUP_DIR", "BACKUP_RETENTION_DAYS", "BACKUP_COMPRESSION", "MIGRATE_LOCK_TIMEOUT", "DATABASE_WAIT_TIMEOUT", "MIGRATION_LOCK_WAIT", "RESTORE_POINT", "REHEARSE", "METRICS_DIR"}
 
 // SecretsError means secrets.env exists but cannot be read.
@@ -135,9 +138,11 @@ func (o LoadOptions) Load() (Config, error) {
 	return c, confErr
 }
 
-// loadConf reads upgrade.conf. Lines systemd would ignore and unknown keys
-// are errors here: in this file they are always typos, and a typo must not
-// silently turn a setting back to its default.
+// loadConf reads upgrade.conf. Lines systemd would ignore and misspelt keys
+// are errors here: a typo must not silently turn a setting back to its
+// default. A key that is no typo of a known one belongs to a later version
+// (a gate of version N runs this binary of version M < N with N's
+// upgrade.conf): it is ignored with a warning naming it.
 func (c *Config) loadConf(path string, required bool) error {
 	vars, ignored, err := envfile.Read(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -154,9 +159,16 @@ func (c *Config) loadConf(path string, required bool) error {
 		problems = append(problems, fmt.Errorf("%s:%d: %q: %s", path, ig.Line, ig.Key, ig.Reason))
 	}
 	for _, k := range slices.Sorted(maps.Keys(vars)) {
-		if !slices.Contains(Keys, k) {
-			problems = append(problems, fmt.Errorf("%s: unknown setting %s (did you mean %s?)", path, k, closest(k, Keys)))
+		if slices.Contains(Keys, k) {
+			continue
 		}
+		near := closest(k, Keys)
+		if Misspelt(k, near) || !settingNameRE.MatchString(k) {
+			problems = append(problems, fmt.Errorf("%s: unknown setting %s (did you mean %s?)", path, k, near))
+			continue
+		}
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%s: ignoring %s: not a setting of openwatch %s (a later version's setting, or a typo too far from %s to tell)", path, k, version.Version, near))
+		delete(vars, k)
 	}
 	if err := c.apply(vars); err != nil {
 		problems = append(problems, fmt.Errorf("%s: %w", path, err))
@@ -281,6 +293,23 @@ func parseInt(v string, min, max int) (int, error) {
 	}
 	return n, nil
 }
+
+// settingNameRE is the form every setting's name has: a key of another form
+// is a typo, never a later version's setting.
+var settingNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$`)
+
+// Misspelt reports whether key, which is not a known setting, is a
+// misspelling of the known setting near (its closest): it differs from it
+// only in case, or by at most a third of near's length in edits (at least
+// 2). A key farther from every known setting is one of a later version's
+// settings and is ignored with a warning. Every two known settings are
+// farther apart than that (TestSettingsAreFarApart), so a setting a later
+// version adds is never taken by an earlier one for a typo.
+func Misspelt(key, near string) bool {
+	return strings.EqualFold(key, near) || distance(strings.ToUpper(key), near) <= misspeltWithin(near)
+}
+
+func misspeltWithin(known string) int { return max(2, len(known)/3) }
 
 // closest returns the candidate with the smallest edit distance to s.
 func closest(s string, candidates []string) string {

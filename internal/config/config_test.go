@@ -151,6 +151,58 @@ func TestAnUnknownKeyIsAnErrorNamingTheClosestKnownOne(t *testing.T) {
 	}
 }
 
+func TestALaterVersionsSettingIsIgnoredWithAWarningNamingIt(t *testing.T) {
+	t.Setenv(DSNVar, "host=x")
+	c, err := Load(write(t, "upgrade.conf", "REHEARSE=no\nMETRICS_EXPORT_DIR=/srv/m\nBACKUP_ENCRYPTION_KEYFILE=/k\n"), "/nonexistent")
+	if err != nil {
+		t.Fatalf("err = %v, want a later version's settings ignored", err)
+	}
+	if c.Rehearse != "no" {
+		t.Errorf("REHEARSE = %q, want the known setting still read", c.Rehearse)
+	}
+	got := strings.Join(c.Warnings, "\n")
+	for _, k := range []string{"ignoring BACKUP_ENCRYPTION_KEYFILE: not a setting of openwatch", "ignoring METRICS_EXPORT_DIR: not a setting of openwatch"} {
+		if !strings.Contains(got, k) {
+			t.Errorf("warnings %q, want one saying %q", got, k)
+		}
+	}
+}
+
+func TestAMisspeltSettingStaysAnErrorEvenBesideALaterVersionsOne(t *testing.T) {
+	t.Setenv(DSNVar, "host=x")
+	for line, want := range map[string]string{
+		"REHERSE=no":            "unknown setting REHERSE (did you mean REHEARSE?)",
+		"BACKUP_RETENTION=3":    "unknown setting BACKUP_RETENTION (did you mean BACKUP_RETENTION_DAYS?)",
+		"Rehearse=no":           "unknown setting Rehearse (did you mean REHEARSE?)",
+		"AUTOBACKUP=no":         "unknown setting AUTOBACKUP (did you mean AUTO_BACKUP?)",
+		"MIGRATE_LOCK_TIMEOT=5": "unknown setting MIGRATE_LOCK_TIMEOT (did you mean MIGRATE_LOCK_TIMEOUT?)",
+		"backup_encryption=yes": "unknown setting backup_encryption", // not a setting's form: never a later version's
+	} {
+		_, err := Load(write(t, "upgrade.conf", "METRICS_EXPORT_DIR=/srv/m\n"+line+"\n"), "/nonexistent")
+		var ce *ConfError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want a *ConfError saying %q", line, err, want)
+		}
+	}
+}
+
+// TestSettingsAreFarApart keeps the cross-version contract (docs/INTERFACES.md):
+// a setting added later must not be taken by an earlier binary for a typo of
+// one it knows, so every two settings are farther apart than Misspelt allows.
+// A new key that fails this needs another name.
+func TestSettingsAreFarApart(t *testing.T) {
+	for i, a := range Keys {
+		for _, b := range Keys[i+1:] {
+			if Misspelt(a, b) || Misspelt(b, a) {
+				t.Errorf("settings %s and %s are close enough to be taken for each other's typo (edit distance %d): rename the newer one", a, b, distance(a, b))
+			}
+		}
+		if !settingNameRE.MatchString(a) {
+			t.Errorf("setting %s does not have a setting's form %s", a, settingNameRE)
+		}
+	}
+}
+
 func TestAnUpgradeConfNamedExplicitlyMustExist(t *testing.T) {
 	t.Setenv(DSNVar, "host=x")
 	missing := filepath.Join(t.TempDir(), "upgrade.conf")

@@ -131,7 +131,8 @@ type Result struct {
 //
 // Before anything else, and again under the lock, it compares the recorded
 // checksums of the applied migrations with the shipped files (a
-// *ChecksumError refuses), and records the missing ones under the lock.
+// *ChecksumError refuses), and records the missing ones, and the missing
+// down sections (DownTable), under the lock.
 //
 // Errors: *dsn.UnreachableError, *NewerSchemaError, *ChecksumError, one
 // wrapping ErrLockTimeout, *BackupError, *LockWaitError, *FailedError,
@@ -150,7 +151,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if s.Newer() {
 		return Result{Before: s}, &NewerSchemaError{State: s}
 	}
-	unrecorded, err := verifyChecksums(ctx, conn, o, s)
+	unrecorded, err := unrecordedOrWithoutDown(ctx, conn, o, s)
 	if err != nil {
 		return Result{Before: s}, err
 	}
@@ -170,7 +171,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if s.Newer() {
 		return Result{Before: s}, &NewerSchemaError{State: s}
 	}
-	if unrecorded, err = verifyChecksums(ctx, conn, o, s); err != nil {
+	if unrecorded, err = unrecordedOrWithoutDown(ctx, conn, o, s); err != nil {
 		return Result{Before: s}, err
 	}
 	if err := recordOnce(ctx, conn, o, unrecorded); err != nil {
@@ -423,4 +424,19 @@ func (h *holdApplied) finish(failed bool) {
 		h.w.Write(h.held)
 	}
 	h.w.Write(h.part)
+}
+
+// unrecordedOrWithoutDown verifies the checksums and returns the applied
+// migrations this binary ships whose checksum or down section is not
+// recorded.
+func unrecordedOrWithoutDown(ctx context.Context, conn *pgx.Conn, o Options, s State) ([]Migration, error) {
+	unrecorded, err := verifyChecksums(ctx, conn, o, s)
+	if err != nil {
+		return nil, err
+	}
+	missing, err := MissingDowns(ctx, conn, o.FS, s)
+	if err != nil {
+		return nil, o.DSN.Redactor.Error(err)
+	}
+	return union(unrecorded, missing), nil
 }

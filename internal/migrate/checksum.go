@@ -138,9 +138,9 @@ func VerifyChecksums(ctx context.Context, conn *pgx.Conn, fsys fs.FS, s State) (
 	return unrecorded, nil
 }
 
-// recordChecksums records the shipped checksums of ms (applied migrations
-// without a record), creating the table if needed. A record that exists is
-// kept.
+// recordChecksums records the shipped checksums and down sections of ms
+// (applied migrations without a record of either), creating the tables if
+// needed. A record that exists is kept.
 func recordChecksums(ctx context.Context, conn *pgx.Conn, fsys fs.FS, ms []Migration) error {
 	if len(ms) == 0 {
 		return nil
@@ -156,6 +156,13 @@ func recordChecksums(ctx context.Context, conn *pgx.Conn, fsys fs.FS, ms []Migra
 		if _, err := conn.Exec(ctx, "insert into "+ChecksumTable+" (version, file, sha256) values ($1, $2, $3) on conflict (version) do nothing",
 			m.Version, m.Name, Checksum(b)); err != nil {
 			return fmt.Errorf("record the checksum of %s: %w", m.Name, err)
+		}
+		down, err := downRecord(m, b, false)
+		if err != nil {
+			return err
+		}
+		if _, err := conn.Exec(ctx, down); err != nil {
+			return fmt.Errorf("store the down section of %s: %w", m.Name, err)
 		}
 	}
 	return nil
@@ -177,7 +184,7 @@ func (r recordingFS) ReadFile(name string) ([]byte, error) {
 	if err != nil || name != r.next.Name || nonTransactional(r.FS, name) {
 		return b, err
 	}
-	return withChecksumRecord(b, r.next), nil
+	return withChecksumRecord(b, r.next)
 }
 
 func (r recordingFS) Open(name string) (fs.File, error) {
@@ -213,12 +220,17 @@ type sizedInfo struct {
 func (s sizedInfo) Size() int64 { return s.size }
 
 // withChecksumRecord inserts, just before the "-- migrate:down" line (where
-// dbmate's up section ends), the statements recording m's checksum. The
-// leading ";" ends a last statement written without one.
-func withChecksumRecord(b []byte, m Migration) []byte {
+// dbmate's up section ends), the statements recording m's checksum and its
+// down section (DownTable). The leading ";" ends a last statement written
+// without one.
+func withChecksumRecord(b []byte, m Migration) ([]byte, error) {
+	down, err := downRecord(m, b, true)
+	if err != nil {
+		return nil, err
+	}
 	rec := fmt.Sprintf("\n;\n-- recorded by openwatch migrate\n%s;\nINSERT INTO %s (version, file, sha256) VALUES (%s, %s, %s)\n"+
-		"    ON CONFLICT (version) DO UPDATE SET file = EXCLUDED.file, sha256 = EXCLUDED.sha256, recorded_at = now();\n\n",
-		createChecksumTable, ChecksumTable, sqlString(m.Version), sqlString(m.Name), sqlString(Checksum(b)))
+		"    ON CONFLICT (version) DO UPDATE SET file = EXCLUDED.file, sha256 = EXCLUDED.sha256, recorded_at = now();\n%s;\n\n",
+		createChecksumTable, ChecksumTable, sqlString(m.Version), sqlString(m.Name), sqlString(Checksum(b)), down)
 	at := len(b)
 	if loc := downRE.FindIndex(b); loc != nil {
 		at = loc[0]
@@ -226,7 +238,7 @@ func withChecksumRecord(b []byte, m Migration) []byte {
 	out := make([]byte, 0, len(b)+len(rec))
 	out = append(out, b[:at]...)
 	out = append(out, rec...)
-	return append(out, b[at:]...)
+	return append(out, b[at:]...), nil
 }
 
 func sqlString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
@@ -244,17 +256,41 @@ func verifyChecksums(ctx context.Context, conn *pgx.Conn, o Options, s State) ([
 	return unrecorded, err
 }
 
-// recordOnce records the checksums of migrations applied before openwatch
-// recorded them (under the lock), saying so: a later run finds them recorded.
+// recordOnce records the checksums and down sections of migrations applied
+// before openwatch recorded them (under the lock), saying so: a later run
+// finds them recorded.
 func recordOnce(ctx context.Context, conn *pgx.Conn, o Options, unrecorded []Migration) error {
 	if len(unrecorded) == 0 {
 		return nil
 	}
+	sums, err := recordedChecksums(ctx, conn)
+	if err != nil {
+		return o.DSN.Redactor.Error(err)
+	}
+	downs, err := storedDowns(ctx, conn)
+	if err != nil {
+		return o.DSN.Redactor.Error(err)
+	}
+	var noSum, noDown []Migration
+	for _, m := range unrecorded {
+		if _, ok := sums[m.Version]; !ok {
+			noSum = append(noSum, m)
+		}
+		if _, ok := downs[m.Version]; !ok {
+			noDown = append(noDown, m)
+		}
+	}
 	if err := recordChecksums(ctx, conn, o.FS, unrecorded); err != nil {
 		return o.DSN.Redactor.Error(err)
 	}
-	fmt.Fprintf(o.Out, "recorded the checksums of %d migration(s) applied before openwatch recorded them: %s\n",
-		len(unrecorded), migrationNames(unrecorded))
+	if len(noSum) > 0 {
+		fmt.Fprintf(o.Out, "recorded the checksums of %d migration(s) applied before openwatch recorded them: %s\n",
+			len(noSum), migrationNames(noSum))
+	}
+	if len(noDown) > 0 {
+		fmt.Fprintf(o.Out, "stored the down sections of %d migration(s) applied before openwatch stored them (for the way back): %s\n",
+			len(noDown), migrationNames(noDown))
+	}
 	return nil
 }
 

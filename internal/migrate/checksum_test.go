@@ -113,7 +113,8 @@ func TestADatabaseMigratedBeforeChecksumsGetsThemRecordedOnceByMigrateNotByCheck
 	if _, err := run(d, fsys, &out); err != nil {
 		t.Fatal(err)
 	}
-	if want := "recorded the checksums of 2 migration(s) applied before openwatch recorded them: 001_t.sql, 002_u.sql\n"; out.String() != want {
+	if want := "recorded the checksums of 2 migration(s) applied before openwatch recorded them: 001_t.sql, 002_u.sql\n" +
+		"stored the down sections of 2 migration(s) applied before openwatch stored them (for the way back): 001_t.sql, 002_u.sql\n"; out.String() != want {
 		t.Fatalf("first run said %q, want %q", out.String(), want)
 	}
 	if got, want := sums(t, db), wantSums(fsys, "001_t.sql", "002_u.sql"); got != want {
@@ -128,7 +129,11 @@ func TestADatabaseMigratedBeforeChecksumsGetsThemRecordedOnceByMigrateNotByCheck
 func TestTheRecordGoesBeforeTheDownSection(t *testing.T) {
 	m := Migration{Version: "001", Name: "001_it's.sql"}
 	b := []byte("-- migrate:up\nselect 1\n-- migrate:down\nselect 2;\n")
-	got := string(withChecksumRecord(b, m))
+	rec, err := withChecksumRecord(b, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(rec)
 	up, down, ok := strings.Cut(got, "-- migrate:down")
 	if !ok || down != "\nselect 2;\n" || !strings.Contains(up, "VALUES ('001', '001_it''s.sql', '"+Checksum(b)+"')") ||
 		!strings.HasPrefix(up, "-- migrate:up\nselect 1\n\n;\n") {

@@ -98,7 +98,7 @@ func TestTheShippedMigrationsApplyAndRollBack(t *testing.T) {
 			t.Fatalf("down %s: %v", known[i].Name, err)
 		}
 	}
-	if n := query(t, db, "select count(*)::text from pg_tables where schemaname = 'public' and tablename not in ('schema_migrations', '"+ChecksumTable+"')"); n != "0" {
+	if n := query(t, db, "select count(*)::text from pg_tables where schemaname = 'public' and tablename not in ('schema_migrations', '"+ChecksumTable+"', '"+DownTable+"')"); n != "0" {
 		t.Fatalf("%s tables left after every down section", n)
 	}
 }
