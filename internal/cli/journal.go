@@ -268,6 +268,11 @@ func (a *app) guard(code int) {
 		next = "The lines above say what to do; openwatch migrate --status shows where the schema stands."
 	}
 	fmt.Fprintf(a.Stderr, "<3>openwatch start guard: refused to start %s: %s. %s\n", defaults.AppUnit, reason, next)
+	if os.Geteuid() == 0 {
+		// As the service account the guard may not write root's METRICS_DIR;
+		// the upgrade's own outcome is there already.
+		a.writeMetrics(context.Background())
+	}
 	record := fmt.Sprintf("# written by the start guard (%s migrate --check --guard) when it refused a start\n"+
 		"INVOCATION_ID=%s\nEXIT=%d\nREFUSED=%s\n", defaults.Binary, os.Getenv("INVOCATION_ID"), code, time.Now().UTC().Format(time.RFC3339))
 	if err := renameio.WriteFile(a.guardRecordPath(), []byte(record), 0o644, renameio.WithTempDir(filepath.Dir(a.guardRecordPath()))); err != nil {

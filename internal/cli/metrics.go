@@ -47,9 +47,8 @@ func (a *app) gatherMetrics(ctx context.Context, cfg config.Config, haveDSN bool
 		if t, err := time.Parse(time.RFC3339, l.Updated); err == nil {
 			u.Updated = t
 		}
-		// The helper records STOPPED_AT once it has stopped the service; a
-		// failure after that leaves it stopped until the recovery succeeds.
-		u.LeftStopped = u.Failed && l.ServiceBefore == "running" && a.journalVars()["STOPPED_AT"] != ""
+		// SERVICE_STOPPED: the upgrade left a service that ran stopped.
+		u.LeftStopped = u.Failed && l.ServiceStopped
 		s.Upgrade = u
 	}
 	files, ferr := dump.List(cfg.BackupDir)

@@ -48,7 +48,11 @@ func (a *app) migrate(ctx context.Context, args []string) int {
 		return code
 	}
 	if f.rec.event != "" {
-		return a.record(f.rec, extra)
+		code := a.record(f.rec, extra)
+		if code == ExitOK && outcomeEvents[f.rec.event] {
+			a.writeMetrics(ctx)
+		}
+		return code
 	}
 	if msg := f.conflict(extra); msg != "" {
 		return a.jsonError(f.json, a.usageError("migrate: %s", msg))

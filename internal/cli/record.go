@@ -172,6 +172,11 @@ func (a *app) finishRecord(vars map[string]string) int {
 	return ExitOK
 }
 
+// outcomeEvents end an attempt (or a transaction the gate refused): the
+// state for monitoring (METRICS_DIR) is rewritten after them, not inside
+// the downtime.
+var outcomeEvents = map[string]bool{eventSucceeded: true, eventFailed: true, eventUnfinished: true, eventGateRefused: true}
+
 func oneSpaced(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func yesNo(b bool) string {
