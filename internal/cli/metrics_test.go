@@ -50,7 +50,7 @@ func TestPruneWritesTheUpgradeStateForMonitoring(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	writeJournal("OUTCOME=migration-failed\nPHASE=migrate\nSERVICE_BEFORE=running\nSTOPPED_AT=12345\n" +
+	writeJournal("OUTCOME=migration-failed\nPHASE=migrate\nSERVICE_BEFORE=running\nSTOPPED_AT=12345\nSERVICE_STOPPED=yes\n" +
 		"RECOVERY='dpkg --configure -a'\nMESSAGE='the migration 20260101000003 failed and was rolled back'\n")
 	conf := "BACKUP_DIR=" + e.backups + "\nDATABASE_WAIT_TIMEOUT=0\nMETRICS_DIR=" + metricsDir + "\n"
 	e.writeConf(conf)
