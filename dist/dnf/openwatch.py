@@ -182,6 +182,10 @@ class OpenwatchPlugin(dnf.Plugin):
         self.journal_before = (stamp(self.journal()), read_journal(self.journal()))
         if not os.access(GATE, os.X_OK):
             return
+        if os.environ.get(SKIP_VAR) == "1":
+            # Here, not only in the gate: the way past a gate that is broken.
+            sys.stderr.write("openwatch-gate: skipped (%s=1): the package's own upgrade step still checks.\n" % SKIP_VAR)
+            return
         rerun = self.rerun()
         if self.installroot() is not None:
             sys.stderr.write("openwatch-gate: not checked: this dnf run installs into another root (--installroot=%s); "
