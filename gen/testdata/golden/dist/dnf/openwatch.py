@@ -42,6 +42,7 @@ AFTER_STOP = ("stop", "migrate", "start")
 PG_CLIENT = re.compile(r"^postgresql([0-9]{1,2})?$")
 # Arguments whose value must not be shown: --setopt=KEY=VALUE with a KEY
 # naming a password, secret, token or credential; user:password@ in URLs.
+REDACTED = "<redacted>"
 SECRET_KEY = re.compile(r"pass|secret|token|cred", re.IGNORECASE)
 URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*):[^@/\s]*@")
 
@@ -105,15 +106,15 @@ def redact(args):
         if hide_next:
             key, eq, _ = a.partition("=")
             if eq and SECRET_KEY.search(key):
-                a = key + "=<redacted>"
+                a = key + "=" + REDACTED
             hide_next = False
         elif a == "--setopt":
             hide_next = True
         elif a.startswith("--setopt="):
             key, eq, _ = a[len("--setopt="):].partition("=")
             if eq and SECRET_KEY.search(key):
-                a = "--setopt=" + key + "=<redacted>"
-        out.append(URL_CREDENTIALS.sub(r"\1:<redacted>@", a))
+                a = "--setopt=" + key + "=" + REDACTED
+        out.append(URL_CREDENTIALS.sub(r"\1:" + REDACTED + "@", a))
     return out
 
 
@@ -165,7 +166,8 @@ class OpenwatchPlugin(dnf.Plugin):
     def rerun(self):
         args = getattr(self.base, "args", None)
         if args:
-            return "dnf " + " ".join(shlex.quote(a) for a in redact(args))
+            # Quoted for the shell where needed, the redaction mark as it is.
+            return "dnf " + " ".join(shlex.quote(a.replace(REDACTED, "REDACTED")).replace("REDACTED", REDACTED) for a in redact(args))
         return "dnf upgrade " + PACKAGE
 
     def installroot(self):
