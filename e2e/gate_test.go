@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The package managers' gate where hardening, the package manager's own
@@ -213,4 +215,36 @@ func TestGateDNF(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestGateJournal boots a machine (real systemd and journald, see
+// nspawn_test.go): a client that drops the scripts' output (PackageKit,
+// Cockpit) cannot hide a refusal, which reaches the system journal at
+// priority err with its reason and the command to run again.
+func TestGateJournal(t *testing.T) {
+	s := newSysCase(t)
+	old, next := s.vs["old"], s.vs["new"]
+	s.install(old, false)
+	conf, err := os.ReadFile(s.m.path(upgradeConfPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.m.writeFile(upgradeConfPath, string(conf)+"AUTO_BACKUPS=yes\n", 0o640)
+
+	install := aptInstall(next)
+	res := s.pm(install...)
+	if res.code == 0 || !strings.Contains(res.out, "UPGRADE REFUSED") {
+		t.Fatalf("%s with a misspelt setting: exit %d, want the gate's refusal\n%s", res.cmd, res.code, res.out)
+	}
+	s.m.run(30*time.Second, "journalctl", "--sync")
+	got := s.m.run(time.Minute, "journalctl", "--no-pager", "-o", "cat", "-p", "err", "-t", "openwatch-gate").out
+	for _, want := range []string{
+		"UPGRADE REFUSED (the incoming openwatch " + next.FullVersion() + ": migrate --preflight exit 19: invalid configuration:",
+		"AUTO_BACKUPS",
+		"run again: " + strings.Join(install, " "),
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the system journal at priority err (-t openwatch-gate) lacks %q:\n%s", want, got)
+		}
+	}
 }
