@@ -191,6 +191,30 @@ func TestGateDNF(t *testing.T) {
 		}
 	})
 
+	t.Run("dnf --installroot: the host's gate does not judge an image's package against the host's configuration and database", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, formatNamed(t, "rpm"), "dash")
+		old, next := e.vs["old"], e.vs["new"]
+		dnf := e.dnfRepo(old, next)
+		e.mustOperator(append(dnf, "install", "e2e-system", "openwatch-"+old.FullVersion())...)
+		e.initialise(old)
+		e.misspellSetting() // the host's own upgrade would be refused
+		// The image has no shell to run scriptlets with: its package is
+		// unpacked only.
+		image := append(append([]string{}, dnf...), "--installroot=/srv/image", "--setopt=tsflags=noscripts", "install", "e2e-system", "openwatch-"+next.FullVersion())
+		res := e.pm(image...)
+		want := "openwatch-gate: not checked: this dnf run installs into another root (--installroot=/srv/image)"
+		if res.code != 0 || !strings.Contains(res.out, want) || strings.Contains(res.out, "UPGRADE REFUSED") {
+			t.Errorf("%s: exit %d, want 0 and %q\n%s", res.cmd, res.code, want, res.out)
+		}
+		if got := strings.TrimSpace(e.r.run(30*time.Second, "rpm", "--root", "/srv/image", "-q", "--qf", "%{VERSION}-%{RELEASE}", "openwatch").out); got != next.FullVersion() {
+			t.Errorf("the image holds openwatch %q, want %s", got, next.FullVersion())
+		}
+		if got := e.installedVersion(); got != old.FullVersion() {
+			t.Errorf("the host's openwatch is %q, want %s untouched", got, old.FullVersion())
+		}
+	})
+
 	t.Run("a password in dnf's arguments reaches neither the gate's argv nor any message", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, formatNamed(t, "rpm"), "dash")
