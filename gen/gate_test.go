@@ -68,6 +68,7 @@ func TestGateUnderApt(t *testing.T) {
 		installed []string // what the installed binary (and the other stubs) ran
 		say       []string
 		never     []string // must not show in the output
+		garbage   bool     // the package file is no package
 	}
 	upgrade := func(deb string) []string {
 		return []string{"e2e-other 1 < 2 /var/cache/apt/archives/e2e-other_2_all.deb", "openwatch 1.0.0-1 < 1.1.0-1 " + deb}
@@ -104,6 +105,8 @@ func TestGateUnderApt(t *testing.T) {
 		{name: "an old pg_dump and another problem refuse even with a PostgreSQL client in the transaction", lines: withClient, preflight: 13,
 			out:  "openwatch: preflight: the restore point could not be taken:\n  - /usr/bin/pg_dump is version 15, older than the server (17)\n  - /var/backups/openwatch: 10 MB free, about 2 GB needed\n",
 			code: 1, ran: ran, installed: refused(13, ": preflight: the restore point could not be taken:"), say: []string{"UPGRADE REFUSED"}},
+		{name: "a package file the binary cannot be taken from cannot decide, and nothing is left behind", lines: upgrade, garbage: true, preflight: 19, code: 0,
+			say: []string{"cannot decide: " + "%BIN% could not be taken from"}},
 		{name: "a transaction without openwatch is none of its business", lines: func(string) []string {
 			return []string{"e2e-other 1 < 2 /var/cache/apt/archives/e2e-other_2_all.deb"}
 		}, code: 0},
@@ -130,6 +133,9 @@ func TestGateUnderApt(t *testing.T) {
 				deb := incomingDeb(t, sb)
 				if c.debName != "" {
 					deb = incomingDebAt(t, sb, filepath.Join(sb.root, c.debName))
+				}
+				if c.garbage {
+					writeFile(t, deb, "not a package\n", 0o644)
 				}
 				writeFile(t, filepath.Join(sb.root, "incoming.rc"), strconv.Itoa(c.preflight), 0o644)
 				writeFile(t, filepath.Join(sb.root, "incoming.out"), c.out, 0o644)
@@ -165,7 +171,7 @@ func TestGateUnderApt(t *testing.T) {
 					t.Errorf("the installed binary and the other stubs ran %q, want %q", got, c.installed)
 				}
 				for _, s := range c.say {
-					if !strings.Contains(string(out), s) {
+					if s = strings.ReplaceAll(s, "%BIN%", sb.spec.Paths.Binary); !strings.Contains(string(out), s) {
 						t.Errorf("output lacks %q:\n%s", s, out)
 					}
 				}
@@ -176,6 +182,9 @@ func TestGateUnderApt(t *testing.T) {
 				}
 				if len(c.say) == 0 && len(out) != 0 {
 					t.Errorf("want no output, got:\n%s", out)
+				}
+				if left, _ := filepath.Glob("/run/openwatch-gate.*"); c.garbage && len(left) != 0 {
+					t.Errorf("the gate left %v behind", left)
 				}
 				// The binary ran from a private directory the gate removed.
 				if dir, err := os.ReadFile(filepath.Join(sb.root, "incoming.dir")); err == nil {

@@ -174,35 +174,34 @@ rerun=$(redact "$rerun")
 case $file in /*) ;; *) file=$PWD/$file ;; esac
 
 # Where root may execute: /run (tmpfs, only root writes there, and systemd
-# mounts it without noexec), else /var/cache, else /tmp (CIS and STIG mount
-# /tmp, /var/tmp and /dev/shm noexec). mktemp -d makes a directory only
-# root can enter; the first one the binary runs from is used.
+# mounts it without noexec), else /var/cache (a full /run, or one mounted
+# noexec), else /tmp (CIS and STIG mount /tmp, /var/tmp and /dev/shm
+# noexec). mktemp -d makes a directory only root can enter; the first one
+# the binary can be unpacked into and run from is used.
 tmp=''
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 1' HUP INT TERM
 incoming=''
-tried=''
+why=''
 for base in /run /var/cache /tmp; do
 	tmp=$(mktemp -d "$base/openwatch-gate.XXXXXX" 2>/dev/null) || {
 		tmp=''
 		continue
 	}
-	tried="$tried $base"
 	mkdir "$tmp/pkg"
 	if ! extract "$file" "$tmp/pkg" 2>"$tmp/extract.log" || [ ! -f "$tmp/pkg$bin" ]; then
-		cat "$tmp/extract.log" >&2
-		undecided "$bin could not be taken from $file"
-		exit 0
-	fi
-	if incoming=$(clean_env "$tmp/pkg$bin" --version 2>/dev/null </dev/null); then
+		why="$bin could not be taken from $file into $base: $(tr '\n' ' ' <"$tmp/extract.log")"
+	elif incoming=$(clean_env "$tmp/pkg$bin" --version 2>/dev/null </dev/null); then
 		break
+	else
+		why="the incoming $bin could not be run from $base (mounted noexec?)"
 	fi
 	incoming=''
 	rm -rf "$tmp"
 	tmp=''
 done
 if [ -z "$tmp" ]; then
-	undecided "the incoming $bin could not be run from a private directory in${tried:- none of} /run, /var/cache or /tmp (mounted noexec?)"
+	undecided "${why:-no private directory could be made in /run, /var/cache or /tmp}"
 	exit 0
 fi
 incoming=$(printf '%s\n' "$incoming" | sed -n 1p)
