@@ -215,6 +215,57 @@ func TestGateDNF(t *testing.T) {
 		}
 	})
 
+	t.Run("a transaction that also installs a PostgreSQL client (postgresql16) is not refused for the pg_dump installed now", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, formatNamed(t, "rpm"), "dash")
+		old, next := e.vs["old"], e.vs["new"]
+		// The client the transaction brings: pg_dump as it is in this root
+		// (the recording shim of the real one), named as PGDG names the
+		// PostgreSQL 16 client. It provides postgresql, as the client the
+		// openwatch RPM requires, so rpm installs it before openwatch's %post.
+		e.mustRoot(`set -e
+mkdir -p /srv/e2e/rpmbuild /srv/e2e/rpms
+cp /usr/bin/pg_dump /srv/e2e/pg_dump.good
+cat >/srv/e2e/postgresql16.spec <<'SPEC'
+Name: postgresql16
+Version: 16.9
+Release: 1e2e
+Summary: e2e stand-in for the PostgreSQL 16 client
+License: none
+BuildArch: noarch
+AutoReqProv: no
+Provides: postgresql
+%description
+e2e stand-in for the PostgreSQL 16 client.
+%install
+mkdir -p %{buildroot}/usr/bin
+cp /srv/e2e/pg_dump.good %{buildroot}/usr/bin/pg_dump
+%files
+/usr/bin/pg_dump
+SPEC
+rpmbuild -bb --quiet --define '_topdir /srv/e2e/rpmbuild' /srv/e2e/postgresql16.spec >/dev/null
+cp /srv/e2e/rpmbuild/RPMS/noarch/postgresql16-16.9-1e2e.noarch.rpm /srv/e2e/rpms/`)
+		dnf := e.dnfRepo(old, next)
+		e.mustOperator(append(dnf, "install", "e2e-system", "openwatch-"+old.FullVersion())...)
+		e.initialise(old)
+		e.r.writeFile("/usr/bin/pg_dump", "#!/bin/sh\ncase $1 in --version) echo 'pg_dump (PostgreSQL) 12.22'; exit 0 ;; esac\necho 'e2e: the old pg_dump ran' >&2\nexit 1\n", 0o755)
+
+		res := e.pm(append(dnf, "install", "openwatch-"+next.FullVersion(), "postgresql16")...)
+		want := "openwatch-gate: cannot decide: pg_dump as installed now cannot take the restore point, but this transaction also installs postgresql16; the upgrade goes on"
+		if res.code != 0 || !strings.Contains(res.out, want) {
+			t.Errorf("dnf install openwatch postgresql16: exit %d, want 0 and %q\n%s", res.code, want, res.out)
+		}
+		if got := e.installedVersion(); got != next.FullVersion() {
+			t.Errorf("installed %q, want %s", got, next.FullVersion())
+		}
+		if got := e.head(); got != next.Head {
+			t.Errorf("schema at %s, want %s", got, next.Head)
+		}
+		if strings.Contains(res.out, "e2e: the old pg_dump ran") {
+			t.Errorf("the old pg_dump took the restore point:\n%s", res.out)
+		}
+	})
+
 	t.Run("a password in dnf's arguments reaches neither the gate's argv nor any message", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, formatNamed(t, "rpm"), "dash")
