@@ -236,5 +236,5 @@ case $rc in
 	fi
 	;;
 esac
-reason=$(sed -n 's/^openwatch: //p' "$tmp/preflight.log" | sed -n 1p)
+reason=$(sed -n '/^openwatch: warning:/d; s/^openwatch: //p' "$tmp/preflight.log" | sed -n 1p)
 refuse "the incoming $incoming: migrate --preflight exit ${rc:-unknown}" "$reason"

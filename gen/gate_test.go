@@ -86,7 +86,7 @@ func TestGateUnderApt(t *testing.T) {
 		{name: "a ready upgrade goes on, naming the database it checked", lines: upgrade, code: 0, ran: ran,
 			say: []string{`the incoming openwatch 1.1.0-1 is ready for database "app" on 127.0.0.1 port 5432 as "app"; the upgrade goes on`}},
 		{name: "a failed preflight refuses, naming apt's own command line, and records the refusal", lines: upgrade, preflight: 19, code: 1, ran: ran,
-			out:       "openwatch: invalid configuration: upgrade.conf: unknown setting AUTO_BACKUPS\n",
+			out:       "openwatch: warning: secrets.env is readable by everyone\nopenwatch: invalid configuration: upgrade.conf: unknown setting AUTO_BACKUPS\n",
 			installed: refused(19, ": invalid configuration: upgrade.conf: unknown setting AUTO_BACKUPS"),
 			say:       []string{"UPGRADE REFUSED (the incoming openwatch 1.1.0-1: migrate --preflight exit 19)", "run again: apt-get -y install openwatch"}},
 		{name: "an unreachable database cannot decide and goes on", lines: upgrade, preflight: 12, code: 0, ran: ran,
