@@ -25,7 +25,7 @@ func TestApt(t *testing.T) {
 		e.r.writeFile(upgradeConfPath, conf, 0o640)
 		e.r.resetEvents()
 		res = e.pm(upgrade...)
-		if res.code != 0 || !strings.Contains(res.out, "is ready for this database; the upgrade goes on") {
+		if res.code != 0 || !strings.Contains(res.out, e.readyFor()) {
 			t.Errorf("the upgrade with the setting fixed: exit %d\n%s", res.code, res.out)
 		}
 		if got := e.installedVersion(); got != next.FullVersion()+" ii" {

@@ -8,15 +8,18 @@
 #   transaction fails and nothing is installed;
 # - after it: rpm 4 only warns when %post fails, and dnf then reports success.
 #   If the upgrade helper rewrote the upgrade journal (/var/lib/openwatch-upgrade/upgrade.state)
-#   during this transaction with a failed outcome, the transaction ends with
-#   dnf's own error naming the outcome and the recovery command, and dnf
-#   exits non-zero.
+#   during this transaction with an outcome that left the service stopped or
+#   the schema changed (or that the helper itself reports as a failure), the
+#   transaction ends with dnf's own error naming the outcome and the
+#   recovery command, and dnf exits non-zero (see verdict()).
 #
 # Skip both for one run: dnf --disableplugin=openwatch ...; skip only the
 # gate: OPENWATCH_SKIP_GATE=1 dnf ...
 import logging
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
 
@@ -27,9 +30,21 @@ PACKAGE = "openwatch"
 GATE = "/usr/lib/openwatch/openwatch-gate.sh"
 JOURNAL = "/var/lib/openwatch-upgrade/upgrade.state"
 HELPER = "/usr/lib/openwatch/openwatch-upgrade.sh"
-# Outcomes after which the package is installed and the service is as the
-# helper found it: the helper exits 0 and says what to run later.
+SKIP_VAR = "OPENWATCH_SKIP_GATE"
+# Outcomes the helper also uses when it installed the package without
+# touching the service or the schema (database unreachable at the check).
 INSTALLED_NOT_MIGRATED = ("unreachable", "error")
+# Phases from the helper's stop of the service on: an outcome written there
+# may have left the service stopped or the schema changed.
+AFTER_STOP = ("stop", "migrate", "start")
+# Packages whose transaction brings pg_dump with it (the gate then does not
+# refuse for the pg_dump installed now).
+PG_CLIENT = re.compile(r"^postgresql([0-9]{1,2})?$")
+# Arguments whose value must not be shown: --setopt=KEY=VALUE with a KEY
+# naming a password, secret, token or credential; user:password@ in URLs.
+REDACTED = "<redacted>"
+SECRET_KEY = re.compile(r"pass|secret|token|cred", re.IGNORECASE)
+URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*):[^@/\s]*@")
 
 logger = logging.getLogger("dnf")
 
@@ -54,6 +69,74 @@ def read_journal(path):
                 value = re.sub(r"\\(.)", r"\1", value)
         out[key.strip()] = value
     return out
+
+
+def verdict(journal):
+    """What the post-transaction report makes of a journal the helper wrote
+    during this transaction: "ok", "warn" (installed, the service and the
+    schema untouched: the helper exits 0 and names what to run later) or
+    "fail" (dnf must exit non-zero).
+
+    The helper writes SERVICE_STOPPED (yes|no: the upgrade left the service
+    stopped) and SCHEMA_CHANGED (yes|no|unknown: migrations were, or may
+    have been, applied) with every outcome. A journal without them comes
+    from an older release: there `unreachable` and `error` are a failure
+    when written from the stop of the service on."""
+    outcome = journal.get("OUTCOME", "")
+    if outcome == "succeeded":
+        return "ok"
+    if outcome not in INSTALLED_NOT_MIGRATED:
+        return "fail"
+    stopped = journal.get("SERVICE_STOPPED")
+    changed = journal.get("SCHEMA_CHANGED")
+    if stopped is None and changed is None:
+        return "fail" if journal.get("PHASE", "") in AFTER_STOP else "warn"
+    if stopped == "yes" or changed in ("yes", "unknown"):
+        return "fail"
+    if stopped == "no" and changed == "no":
+        return "warn"
+    return "fail"  # a value this release does not know: say it
+
+
+def redact(args):
+    """dnf's arguments as they may be shown, and passed to the gate."""
+    out = []
+    hide_next = False
+    for a in args:
+        if hide_next:
+            key, eq, _ = a.partition("=")
+            if eq and SECRET_KEY.search(key):
+                a = key + "=" + REDACTED
+            hide_next = False
+        elif a == "--setopt":
+            hide_next = True
+        elif a.startswith("--setopt="):
+            key, eq, _ = a[len("--setopt="):].partition("=")
+            if eq and SECRET_KEY.search(key):
+                a = "--setopt=" + key + "=" + REDACTED
+        out.append(URL_CREDENTIALS.sub(r"\1:" + REDACTED + "@", a))
+    return out
+
+
+def describe_exit(rc):
+    if rc < 0:
+        try:
+            return "was killed by signal %s" % signal.Signals(-rc).name
+        except ValueError:
+            return "was killed by signal %d" % -rc
+    return "failed with exit %d" % rc
+
+
+def journal_err(message):
+    """One line at priority err in the system journal: clients that hide
+    dnf's output (PackageKit) cannot hide it there."""
+    try:
+        import syslog
+        syslog.openlog("openwatch-gate")
+        syslog.syslog(syslog.LOG_ERR, message)
+        syslog.closelog()
+    except Exception:  # best-effort
+        pass
 
 
 def stamp(path):
@@ -83,8 +166,13 @@ class OpenwatchPlugin(dnf.Plugin):
     def rerun(self):
         args = getattr(self.base, "args", None)
         if args:
-            return "dnf " + " ".join(args)
+            # Quoted for the shell where needed, the redaction mark as it is.
+            return "dnf " + " ".join(shlex.quote(a.replace(REDACTED, "REDACTED")).replace("REDACTED", REDACTED) for a in redact(args))
         return "dnf upgrade " + PACKAGE
+
+    def installroot(self):
+        root = getattr(self.base.conf, "installroot", "/") or "/"
+        return None if os.path.realpath(root) == "/" else root
 
     def pre_transaction(self):
         if not self.base.transaction:
@@ -93,33 +181,62 @@ class OpenwatchPlugin(dnf.Plugin):
         if pkg is None:
             return
         self.ours = True
-        self.journal_before = (stamp(JOURNAL), read_journal(JOURNAL))
+        self.journal_before = (stamp(self.journal()), read_journal(self.journal()))
         if not os.access(GATE, os.X_OK):
             return
+        if os.environ.get(SKIP_VAR) == "1":
+            # Here, not only in the gate: the way past a gate that is broken.
+            sys.stderr.write("openwatch-gate: skipped (%s=1): the package's own upgrade step still checks.\n" % SKIP_VAR)
+            return
+        rerun = self.rerun()
+        if self.installroot() is not None:
+            sys.stderr.write("openwatch-gate: not checked: this dnf run installs into another root (--installroot=%s); "
+                             "the gate judges only this machine's own %s against its configuration and database. "
+                             "The upgrade goes on.\n" % (self.installroot(), PACKAGE))
+            return
+        others = sorted(p.name for p in self.base.transaction.install_set if p.name != PACKAGE)
         sys.stdout.flush()
         sys.stderr.flush()
-        rc = subprocess.call([GATE, pkg.localPkg(), self.rerun()], stdin=subprocess.DEVNULL)
+        env = dict(os.environ, OPENWATCH_GATE_RERUN=rerun)
+        try:
+            rc = subprocess.call([GATE, pkg.localPkg()] + others, stdin=subprocess.DEVNULL, env=env)
+        except OSError as e:
+            rc, why = None, "could not be run (%s)" % e
+        else:
+            why = describe_exit(rc)
+        if rc == 0:
+            return
         if rc == 1:
             raise dnf.exceptions.Error(
                 "%s: the upgrade to %s was refused before anything was installed (the lines above say why). "
-                "Fix the cause, then run again: %s" % (PACKAGE, pkg, self.rerun()))
+                "Fix the cause, then run again: %s" % (PACKAGE, pkg, rerun))
+        message = ("%s: the upgrade to %s was stopped before anything was installed: the gate %s %s before it decided. "
+                   "If the gate itself is broken, skip it for this run: %s=1 %s" % (PACKAGE, pkg, GATE, why, SKIP_VAR, rerun))
+        journal_err(message)
+        raise dnf.exceptions.Error(message)
+
+    def journal(self):
+        root = self.installroot()
+        return JOURNAL if root is None else os.path.join(root, JOURNAL.lstrip("/"))
 
     def transaction(self):
         if not self.ours:
             return
-        after = stamp(JOURNAL)
+        path = self.journal()
+        after = stamp(path)
         if after is None:
             return
-        journal = read_journal(JOURNAL) or {}
+        journal = read_journal(path) or {}
         if (after, journal) == self.journal_before:
             return  # not written in this transaction: an older upgrade's state
         outcome = journal.get("OUTCOME", "")
-        if outcome == "succeeded":
-            return
         message = journal.get("MESSAGE", "")
-        if outcome in INSTALLED_NOT_MIGRATED:
+        v = verdict(journal)
+        if v == "ok":
+            return
+        if v == "warn":
             logger.warning("%s: installed, but the database schema was not migrated (%s); when the cause is fixed, run: %s",
-                           PACKAGE, message or outcome, HELPER)
+                           PACKAGE, message or outcome, journal.get("RECOVERY") or HELPER)
             return
         # dnf's progress lines end without a newline: its error starts on its own line.
         sys.stdout.write("\n")

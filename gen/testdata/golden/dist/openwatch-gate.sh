@@ -6,17 +6,25 @@
 # transaction is refused: nothing is unpacked, the installed version stays
 # installed and running.
 #
-#   openwatch-gate.sh --apt           apt's DPkg::Pre-Install-Pkgs hook (protocol version 2 on stdin)
-#   openwatch-gate.sh FILE [COMMAND]  the dnf plugin: the downloaded package and the command that reruns it
+#   openwatch-gate.sh --apt                  apt's DPkg::Pre-Install-Pkgs hook (protocol version 2 on stdin)
+#   openwatch-gate.sh FILE [PACKAGE...]      the dnf plugin: the downloaded package and the names of
+#                                            the other packages the transaction installs; the command
+#                                            that reruns the transaction comes in OPENWATCH_GATE_RERUN
+#                                            (never on argv: ps shows argv to every user)
 #
 # Exit 0: the transaction goes on (ready, or the gate cannot decide and says
-# so; the package's own upgrade step still checks). Exit 1: refused.
+# so; the package's own upgrade step still checks). Exit 1: refused, the
+# reason said here, in the system journal and in `acme-watch migrate --status`.
 set -u
 
 pkg='acme-watch'
 bin='/opt/acme/bin/acme-watch'
 unit='acme.service'
 skip_var='OPENWATCH_SKIP_GATE'
+# The incoming binary runs with the service's own configuration only: a
+# clean environment, so that an OPENWATCH_DATABASE_DSN or PG* variable in
+# root's shell cannot point the check at another database; systemd's PATH.
+path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 say() {
 	printf 'openwatch-gate: %s\n' "$@" >&2
@@ -27,15 +35,26 @@ undecided() {
 	say "cannot decide: $1; the upgrade goes on, and the package's own upgrade step checks again."
 }
 
+# redact COMMAND: the command line as it may be shown: credentials in URLs
+# and the values of options named like a password, secret or token replaced.
+redact() {
+	printf '%s\n' "$1" | sed -E \
+		-e 's#([A-Za-z][A-Za-z0-9+.-]*://[^/:@[:space:]]*):[^@/[:space:]]*@#\1:<redacted>@#g' \
+		-e 's#(^|[[:space:]])((-o|--option|--setopt)[= ]?[^=[:space:]]*([Pp][Aa][Ss][Ss]|[Ss][Ee][Cc][Rr][Ee][Tt]|[Tt][Oo][Kk][Ee][Nn]|[Cc][Rr][Ee][Dd])[^=[:space:]]*=)[^[:space:]]*#\1\2<redacted>#g'
+}
+
 # apt_transaction reads apt's hook protocol version 2 from stdin: "VERSION 2",
 # apt's configuration as "key=value" lines, an empty line, then one line per
-# package: NAME OLD-VERSION DIRECTION NEW-VERSION ACTION, where ACTION is the
-# .deb about to be unpacked, **CONFIGURE** or **REMOVE**. It sets file (our
-# package's .deb, or empty), seen (our package is in the transaction) and
-# rerun (apt's own command line). All of stdin is read: apt writes all of it.
+# package: NAME OLD-VERSION DIRECTION NEW-VERSION ACTION, where ACTION (the
+# rest of the line: a path may hold spaces) is the .deb about to be
+# unpacked, **CONFIGURE** or **REMOVE**. It sets file (our package's .deb,
+# or empty), others (the other packages unpacked), elsewhere (the setting
+# that sends dpkg to another root, or empty) and rerun (apt's own command
+# line). All of stdin is read: apt writes all of it.
 apt_transaction() {
 	file=''
-	seen=''
+	others=''
+	elsewhere=''
 	rerun="apt-get install $pkg"
 	IFS= read -r version || version=''
 	if [ "$version" != "VERSION 2" ]; then
@@ -49,15 +68,24 @@ apt_transaction() {
 			case $line in
 			'') section=packages ;;
 			CommandLine::AsString=?*) rerun=$(url_decode "${line#CommandLine::AsString=}") || rerun="apt-get install $pkg" ;;
+			RootDir=?* | Dir=?* | DPkg::Chroot-Directory=?*)
+				case ${line#*=} in / | //) ;; *) elsewhere=$(url_decode "$line") || elsewhere=$line ;; esac
+				;;
+			DPkg::Options::=--root=* | DPkg::Options::=--instdir=*) elsewhere=$(url_decode "${line#DPkg::Options::=}") || elsewhere=$line ;;
 			esac
 			continue
 		fi
-		# shellcheck disable=SC2086 # the fields are separated by single spaces
-		set -f && set -- $line && set +f
-		case ${1:-} in "$pkg" | "$pkg":*) ;; *) continue ;; esac
-		[ "${5:-}" != '**REMOVE**' ] || continue
-		seen=yes
-		case ${5:-} in *.deb) file=$5 ;; esac
+		case $line in *' '*' '*' '*' '?*) ;; *) continue ;; esac
+		name=${line%% *}
+		rest=${line#* }
+		rest=${rest#* }
+		rest=${rest#* }
+		action=${rest#* }
+		case $action in '**REMOVE**' | '**CONFIGURE**') continue ;; esac
+		case $name in
+		"$pkg" | "$pkg":*) file=$action ;;
+		*) others="$others ${name%%:*}" ;;
+		esac
 	done
 	return 0
 }
@@ -71,6 +99,20 @@ url_decode() {
 	printf '%s\n' "$v"
 }
 
+# pg_client NAMES: the first of NAMES that installs pg_dump (Debian's
+# postgresql-client[-N], EL's postgresql or PGDG's postgresqlN), or nothing.
+pg_client() {
+	for n in $1; do
+		case $n in
+		postgresql-client | postgresql-client-[0-9]* | postgresql | postgresql[0-9] | postgresql[0-9][0-9])
+			printf '%s\n' "$n"
+			return 0
+			;;
+		esac
+	done
+	return 1
+}
+
 # extract FILE DIR: unpack the binary, and only the binary, of the package
 # FILE into DIR.
 extract() {
@@ -81,6 +123,28 @@ extract() {
 	esac
 }
 
+# clean_env NAME=VALUE... COMMAND...: run COMMAND with only PATH, the
+# locale, TERM, TZ and the given settings in its environment.
+clean_env() {
+	for v in LANG LANGUAGE LC_ALL LC_CTYPE LC_MESSAGES LC_NUMERIC LC_TIME LC_COLLATE LC_MONETARY TERM TZ; do
+		val=$(printenv "$v") && set -- "$v=$val" "$@"
+	done
+	env -i PATH="$path" "$@"
+}
+
+# refuse WHY [DETAIL]: the transaction is refused. The reason also goes
+# where a client that hides the scripts' output (PackageKit, Cockpit) cannot
+# hide it: the system journal at priority err, and the upgrade journal, which
+# `acme-watch migrate --status` shows (written by the installed binary).
+refuse() {
+	say "UPGRADE REFUSED ($1): nothing was installed or changed; the installed $pkg stays, and $unit was not touched." \
+		"Fix what the lines above name, then run again: $rerun"
+	why="$1${2:+: $2}"
+	logger -p user.err -t openwatch-gate -- "UPGRADE REFUSED ($why): nothing was installed or changed; the installed $pkg stays, and $unit was not touched. Fix the cause, then run again: $rerun" >/dev/null 2>&1 || true
+	clean_env "$bin" migrate --record gate-refused --message "$why" --recovery "$rerun" </dev/null >/dev/null 2>&1 || true
+	exit 1
+}
+
 if [ "$(printenv "$skip_var" || true)" = 1 ]; then
 	[ "${1:-}" != --apt ] || cat >/dev/null
 	say "skipped ($skip_var=1): the package's own upgrade step still checks."
@@ -89,49 +153,88 @@ fi
 
 if [ "${1:-}" = --apt ]; then
 	apt_transaction || exit 0
-	[ -n "$seen" ] || exit 0
-	if [ -z "$file" ]; then
-		undecided "this apt run brings no $pkg package file"
+	# Only configuring a half-configured package (dpkg --configure -a's
+	# work): nothing new to judge, and the postinst checks as it runs.
+	[ -n "$file" ] || exit 0
+	if [ -n "$elsewhere" ]; then
+		say "not checked: this apt run installs into another root ($elsewhere); the gate judges only this machine's own $pkg against its configuration and database. The upgrade goes on."
 		exit 0
 	fi
 else
 	file=${1:-}
-	rerun=${2:-"the same command"}
+	[ $# -eq 0 ] || shift
+	others=$*
+	rerun=$(printenv OPENWATCH_GATE_RERUN) || rerun="dnf upgrade $pkg"
 	if [ ! -f "$file" ]; then
 		undecided "no package file '$file'"
 		exit 0
 	fi
 fi
+rerun=$(redact "$rerun")
 case $file in /*) ;; *) file=$PWD/$file ;; esac
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/openwatch-gate.XXXXXX") || {
-	undecided "no temporary directory"
-	exit 0
-}
+# Where root may execute: /run (tmpfs, only root writes there, and systemd
+# mounts it without noexec), else /var/cache (a full /run, or one mounted
+# noexec), else /tmp (CIS and STIG mount /tmp, /var/tmp and /dev/shm
+# noexec). mktemp -d makes a directory only root can enter; the first one
+# the binary can be unpacked into and run from is used.
+tmp=''
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 1' HUP INT TERM
-mkdir "$tmp/pkg"
-if ! extract "$file" "$tmp/pkg" 2>"$tmp/extract.log" || [ ! -x "$tmp/pkg$bin" ]; then
-	cat "$tmp/extract.log" >&2
-	undecided "$bin could not be taken from $file"
+incoming=''
+why=''
+for base in /run /var/cache /tmp; do
+	tmp=$(mktemp -d "$base/openwatch-gate.XXXXXX" 2>/dev/null) || {
+		tmp=''
+		continue
+	}
+	mkdir "$tmp/pkg"
+	if ! extract "$file" "$tmp/pkg" 2>"$tmp/extract.log" || [ ! -f "$tmp/pkg$bin" ]; then
+		why="$bin could not be taken from $file into $base: $(tr '\n' ' ' <"$tmp/extract.log")"
+	elif incoming=$(clean_env "$tmp/pkg$bin" --version 2>/dev/null </dev/null); then
+		break
+	else
+		why="the incoming $bin could not be run from $base (mounted noexec?)"
+	fi
+	incoming=''
+	rm -rf "$tmp"
+	tmp=''
+done
+if [ -z "$tmp" ]; then
+	undecided "${why:-no private directory could be made in /run, /var/cache or /tmp}"
 	exit 0
 fi
-incoming=$("$tmp/pkg$bin" --version 2>/dev/null | sed -n 1p)
+incoming=$(printf '%s\n' "$incoming" | sed -n 1p)
 [ -n "$incoming" ] || incoming="$pkg package"
 
 say "checking the upgrade before anything is installed: the incoming $incoming runs migrate --preflight"
-OPENWATCH_RECOVERY_COMMAND=$rerun "$tmp/pkg$bin" migrate --preflight >&2
-rc=$?
+# Shown as it runs (a rehearsal takes minutes) and kept for the reason.
+{
+	clean_env OPENWATCH_RECOVERY_COMMAND="$rerun" "$tmp/pkg$bin" migrate --preflight </dev/null 2>&1
+	echo $? >"$tmp/rc"
+} | tee "$tmp/preflight.log" >&2
+rc=$(cat "$tmp/rc" 2>/dev/null) || rc=''
 case $rc in
 0)
-	say "the incoming $incoming is ready for this database; the upgrade goes on."
+	db=$(clean_env "$tmp/pkg$bin" migrate --status </dev/null 2>/dev/null | sed -n 's/^database: *//p')
+	say "the incoming $incoming is ready for ${db:-this database}; the upgrade goes on."
 	exit 0
 	;;
 12)
 	undecided "the database is unreachable or not configured (exit 12)"
 	exit 0
 	;;
+13)
+	# pg_dump cannot take the restore point, and that alone: when this
+	# transaction also installs a PostgreSQL client, the pg_dump checked
+	# now is not the one the upgrade step will use.
+	problems=$(sed -n 's/^  - //p' "$tmp/preflight.log")
+	client=$(pg_client "$others") || client=''
+	if [ -n "$client" ] && [ -n "$problems" ] && ! printf '%s\n' "$problems" | grep -v pg_dump >/dev/null; then
+		undecided "pg_dump as installed now cannot take the restore point, but this transaction also installs $client"
+		exit 0
+	fi
+	;;
 esac
-say "UPGRADE REFUSED (the incoming $incoming: migrate --preflight exit $rc): nothing was installed or" \
-	"changed; the installed $pkg stays, and $unit was not touched. Fix what the lines above name, then run again: $rerun"
-exit 1
+reason=$(sed -n '/^openwatch: warning:/d; s/^openwatch: //p' "$tmp/preflight.log" | sed -n 1p)
+refuse "the incoming $incoming: migrate --preflight exit ${rc:-unknown}" "$reason"
