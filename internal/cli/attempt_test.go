@@ -208,3 +208,29 @@ func TestCheckNamesTheNextCommandOnlyWhenRunByHand(t *testing.T) {
 		t.Errorf("run by the helper, --check names a command of its own:\n%s", r)
 	}
 }
+
+// A transaction the gate refused shows in migrate --status (where a client
+// that hides the scripts' output, PackageKit, leaves the operator), beside
+// the last upgrade's outcome, until the next upgrade begins.
+func TestAGateRefusalShowsInStatusUntilTheNextUpgrade(t *testing.T) {
+	e := newEnv(t)
+	e.mustRun(0, "migrate")
+	dir := t.TempDir()
+	j := []string{"--journal", filepath.Join(dir, "upgrade.state"), "--state-dir", dir}
+	e.mustRun(0, append(j, "migrate", "--record", "gate-refused", "--message", "the incoming openwatch 1.2.0-1: migrate --preflight exit 19",
+		"--recovery", "apt-get upgrade")...)
+	st := e.mustRun(0, append(j, "migrate", "--status")...).stdout
+	if !strings.Contains(st, "refused upgrade:") || !strings.Contains(st, "the incoming openwatch 1.2.0-1: migrate --preflight exit 19; once fixed, run: apt-get upgrade") {
+		t.Errorf("--status does not show the refusal:\n%s", st)
+	}
+	if js := e.mustRun(0, append(j, "migrate", "--status", "--json")...).stdout; !strings.Contains(js, `"gate_recovery": "apt-get upgrade"`) {
+		t.Errorf("--status --json does not show the refusal:\n%s", js)
+	}
+	e.mustRun(0, append(j, "migrate", "--record", "begin", "--observed", "active=yes")...)
+	if st := e.mustRun(0, append(j, "migrate", "--status")...).stdout; strings.Contains(st, "refused upgrade:") {
+		t.Errorf("the refusal outlived the next upgrade's start:\n%s", st)
+	}
+	if r := e.run(append(j, "migrate", "--record", "failed", "--outcome", "x; rm -rf /", "--phase", "migrate", "--message", "m")...); r.code != ExitUsage {
+		t.Errorf("an invalid outcome was accepted: %s", r)
+	}
+}
