@@ -177,7 +177,7 @@ func sessionOnTheRehearsalsCopy(e *env) {
 
 	// Once the session is gone, the next preflight drops the copy.
 	cancel()
-	rehearsals := "SELECT datname::text FROM pg_database WHERE datname LIKE 'openwatch\\_rehearsal\\_%'"
+	rehearsals := "SELECT datname::text FROM pg_database WHERE datname LIKE 'openwatch\\_rehearsal\\_%' AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)"
 	for deadline := time.Now().Add(30 * time.Second); len(e.queryStrings("SELECT pid::text FROM pg_stat_activity WHERE datname = '"+name+"'")) > 0; {
 		if time.Now().After(deadline) {
 			e.t.Fatalf("the session on %s did not end", name)
