@@ -351,7 +351,7 @@ func TestASignalWhileTheRehearsalCreatesItsCopyExitsFifteen(t *testing.T) {
 				}
 				defer cmd.Process.Kill()
 				deadline := time.Now().Add(60 * time.Second)
-				for e.query("select count(*)::text from pg_stat_activity where wait_event_type = 'Lock' and query like 'CREATE DATABASE %'") == "0" {
+				for e.query("select count(*)::text from pg_stat_activity where wait_event_type = 'Lock' and query like 'CREATE DATABASE %' and usename = current_user") == "0" {
 					if time.Now().After(deadline) {
 						t.Fatalf("the preflight never waited in CREATE DATABASE:\n%s", out.String())
 					}

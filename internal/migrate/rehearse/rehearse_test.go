@@ -456,7 +456,7 @@ func TestASignalWhileTheCopyIsCreatedIsAnInterruptionNotARehearsalThatCouldNotRu
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		waitFor(t, db, "select exists (select from pg_stat_activity where wait_event_type = 'Lock' and query like 'CREATE DATABASE %')")
+		waitFor(t, db, "select exists (select from pg_stat_activity where wait_event_type = 'Lock' and query like 'CREATE DATABASE %' and usename = current_user)")
 		cancel() // what SIGTERM does through signal.NotifyContext
 	}()
 	rep, err, out := rehearse(ctx, d, with(map[string]*fstest.MapFile{"002_fast.sql": mig("select 1;")}))
