@@ -6,7 +6,8 @@
 # private mount namespace, with this checkout, the Go toolchain, module and
 # build caches bind-mounted at their own paths, so the tests find that
 # major's server and client programs (PG_BINDIR, PATH) and nothing else.
-# A failure in any major fails the run and names it.
+# A failure in any major fails the run and names it. The servers the tests
+# start (internal/pgtest) run autovacuum aggressively on every major.
 #
 #   sh scripts/pg-matrix.sh            # 13 17 18
 #   sh scripts/pg-matrix.sh 13         # one major

@@ -110,7 +110,7 @@ stops it after the migration in progress (exit 15).
                    the service)
   --rehearse       while the service runs, apply the pending migrations to a
                    scratch copy of the database (pg_dump | pg_restore into a new
-                   database, dropped afterwards, also on SIGTERM/SIGINT) and
+                   database, dropped afterwards, also on SIGTERM/SIGINT/SIGHUP) and
                    report each one's success or the database's error, and its
                    time; the live database is only read. Needs CREATEDB and
                    room for the copy on the database server
@@ -187,7 +187,7 @@ type app struct {
 
 // Main runs the command line and returns the exit code.
 func Main(args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	return Run(ctx, args, IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 }

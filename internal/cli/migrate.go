@@ -263,6 +263,7 @@ func (a *app) status(ctx context.Context, cfg config.Config, d *dsn.DSN, asJSON 
 	fmt.Fprintf(a.Stdout, "last upgrade:     %s\n", last.describe())
 	fmt.Fprintf(a.Stdout, "restore points:   %d (files in %s, clones on the server)\n", len(rps), cfg.BackupDir)
 	a.printRestorePoints(rps, "  ")
+	a.printRehearsalLeftovers(ctx, d)
 	if conn, err := d.Connect(ctx); err == nil {
 		kept, err := clone.Kept(ctx, conn, d.Config.Database)
 		conn.Close(context.Background())

@@ -27,13 +27,17 @@ import (
 // the service still runs: the configuration (already loaded strictly), the
 // database, and for the restore point pg_dump, its compression setting, the
 // backup directory, its free space and the role's read privileges; then,
-// as REHEARSE says, it rehearses the migrations on a scratch copy.
+// as REHEARSE says, it rehearses the migrations on a scratch copy. First it
+// drops the scratch copies killed rehearsals left.
 func (a *app) preflight(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrateFlags) int {
 	conn, code := a.connectToChange(ctx, cfg, d, "openwatch migrate --preflight")
 	if conn == nil {
 		return code
 	}
 	defer conn.Close(context.Background())
+	// Whatever else it finds: a copy a killed rehearsal left never outlives
+	// the next run, and takes room the checks below measure.
+	a.dropRehearsalLeftovers(ctx, d, "preflight: ")
 	s, err := migrate.ReadState(ctx, conn, a.migrations)
 	if err != nil {
 		a.errorf("%v", d.Redactor.Error(err))

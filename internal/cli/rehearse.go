@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -32,12 +33,62 @@ func (a *app) rehearse(ctx context.Context, cfg config.Config, d *dsn.DSN) int {
 		fmt.Fprintf(a.Stdout, "nothing to rehearse: no migration is pending (schema at this binary's head)\n")
 		return ExitOK
 	}
+	a.warnDropFailed(rep, "")
 	fmt.Fprintf(a.Stdout, "rehearsal: all %d pending migration(s) succeeded on a copy of the database in %s; migrating should keep the service stopped about that long, plus stopping it and taking the restore point.\n"+
-		"It cost %s in all (the copy: %s in %s on the database server, now dropped); the live database was only read.\n"+
+		"It cost %s in all (the copy: %s in %s on the database server, %s); the live database was only read.\n"+
 		"To take a restore point, migrate, and start the service again if it ran, run: %s\n",
 		len(rep.Steps), rehearse.Duration(rep.MigrationTime()), progress.Duration(rep.Total), progress.Bytes(rep.CopySize),
-		progress.Duration(rep.CopyTook), a.next(config.DefaultUpgradeHelper))
+		progress.Duration(rep.CopyTook), copyFate(rep), a.next(config.DefaultUpgradeHelper))
 	return ExitOK
+}
+
+// copyFate says what became of the scratch copy of a rehearsal that ran.
+func copyFate(rep rehearse.Report) string {
+	if rep.DropErr != nil {
+		return "not dropped: see the warning above"
+	}
+	return "now dropped"
+}
+
+// warnDropFailed warns, when the rehearsal's copy could not be dropped,
+// naming it and its DROP DATABASE: housekeeping that never fails a
+// rehearsal that passed.
+func (a *app) warnDropFailed(rep rehearse.Report, prefix string) {
+	if rep.DropErr != nil {
+		fmt.Fprintf(a.Stderr, "openwatch: warning: %s%v\n", prefix, rep.DropErr)
+	}
+}
+
+// dropRehearsalLeftovers drops the scratch copies killed rehearsals left
+// (SIGKILL, or a run that could not drop its copy), before anything
+// measures the server's free space, and says so; a copy that cannot be
+// dropped now is a warning.
+func (a *app) dropRehearsalLeftovers(ctx context.Context, d *dsn.DSN, prefix string) {
+	dropped, err := rehearse.DropLeftovers(ctx, d)
+	for _, n := range dropped {
+		fmt.Fprintf(a.Stdout, "%sdropped %s, the scratch database of a rehearsal that was killed or could not drop it\n", prefix, n)
+	}
+	if err != nil && ctx.Err() == nil {
+		fmt.Fprintf(a.Stderr, "openwatch: warning: %scould not drop the scratch databases earlier rehearsals left: %v\n", prefix, err)
+	}
+}
+
+// printRehearsalLeftovers lists, for migrate --status, the scratch copies
+// killed rehearsals left, each with the statement that drops it (the next
+// preflight or rehearsal drops them too).
+func (a *app) printRehearsalLeftovers(ctx context.Context, d *dsn.DSN) {
+	ls, err := rehearse.ListLeftovers(ctx, d)
+	if err != nil || len(ls) == 0 {
+		return
+	}
+	fmt.Fprintf(a.Stdout, "rehearsal copies: %d left by rehearsals that were killed or could not drop them (the next preflight drops them)\n", len(ls))
+	for _, l := range ls {
+		started := "started at an unknown time"
+		if !l.Started.IsZero() {
+			started = "started " + l.Started.Format(time.RFC3339)
+		}
+		fmt.Fprintf(a.Stdout, "  %s  (%s, %s)  %s\n", l.Name, started, progress.Bytes(l.Size), l.DropStatement())
+	}
 }
 
 func (a *app) rehearseOptions(cfg config.Config, d *dsn.DSN, uncheckedSpace bool) rehearse.Options {
@@ -54,6 +105,7 @@ func (a *app) rehearsalFailed(ctx context.Context, cfg config.Config, d *dsn.DSN
 	var newer *migrate.NewerSchemaError
 	var sum *migrate.ChecksumError
 	var unreachable *dsn.UnreachableError
+	// "Nothing was changed" only when no scratch copy is left.
 	unchanged := "Nothing was changed: the live database is as it was and the scratch copy was dropped"
 	switch {
 	case rep.DropErr != nil:
@@ -89,7 +141,7 @@ func (a *app) rehearsalFailed(ctx context.Context, cfg config.Config, d *dsn.DSN
 		a.errorf("%s%s: %v\n%s. Fix the cause, then run: %s", prefix, what, d.Redactor.Error(cannot), unchanged, again)
 		return ExitNoRehearsal
 	case errors.As(err, &intr):
-		a.errorf("%sthe rehearsal was interrupted by a signal (SIGTERM or SIGINT) before it finished. %s. To rehearse, run: %s", prefix, unchanged, again)
+		a.errorf("%sthe rehearsal was interrupted by a signal (SIGTERM, SIGINT or SIGHUP) before it finished. %s. To rehearse, run: %s", prefix, unchanged, again)
 		return ExitInterrupted
 	case errors.As(err, &newer):
 		a.refuseNewer(ctx, cfg, d, newer.State)
@@ -112,7 +164,11 @@ func (a *app) preflightRehearsal(ctx context.Context, cfg config.Config, d *dsn.
 		fmt.Fprintf(a.Stdout, "preflight: the migrations are not rehearsed (REHEARSE=no in %s)\n", a.configPath)
 		return ExitOK
 	case "auto":
-		if reason := a.skipRehearsal(ctx, conn); reason != "" {
+		reason := a.skipRehearsal(ctx, conn)
+		if ctx.Err() != nil { // a signal, not a reason to skip
+			return a.rehearsalFailed(ctx, cfg, d, rehearse.Report{}, &rehearse.InterruptedError{Err: context.Cause(ctx)}, "preflight: ", a.next("openwatch migrate --preflight"))
+		}
+		if reason != "" {
 			fmt.Fprintf(a.Stdout, "preflight: the rehearsal is skipped (REHEARSE=auto in %s): %s; set REHEARSE=yes there to rehearse anyway, or run: openwatch migrate --rehearse\n",
 				a.configPath, d.Redactor.String(reason))
 			return ExitOK
@@ -121,6 +177,7 @@ func (a *app) preflightRehearsal(ctx context.Context, cfg config.Config, d *dsn.
 	rep, err := rehearse.Run(ctx, a.rehearseOptions(cfg, d, cfg.Rehearse == "yes"))
 	var cannot *rehearse.CannotError
 	if errors.As(err, &cannot) && cfg.Rehearse == "auto" {
+		a.warnDropFailed(rep, "preflight: ")
 		fmt.Fprintf(a.Stdout, "preflight: the rehearsal is skipped (REHEARSE=auto in %s): it could not run: %s\n", a.configPath, d.Redactor.Error(cannot))
 		return ExitOK
 	}
@@ -128,9 +185,14 @@ func (a *app) preflightRehearsal(ctx context.Context, cfg config.Config, d *dsn.
 		return a.rehearsalFailed(ctx, cfg, d, rep, err, "preflight: ", a.next("openwatch migrate --preflight"))
 	}
 	if len(rep.Pending) > 0 {
-		fmt.Fprintf(a.Stdout, "preflight: rehearsal: all %d migration(s) succeeded on a copy of the database (copied in %s, %s, dropped)\n"+
+		a.warnDropFailed(rep, "preflight: ")
+		fate := "dropped"
+		if rep.DropErr != nil {
+			fate = "not dropped: see the warning above"
+		}
+		fmt.Fprintf(a.Stdout, "preflight: rehearsal: all %d migration(s) succeeded on a copy of the database (copied in %s, %s, %s)\n"+
 			"preflight: estimated downtime: %s for the migrations, as the rehearsal measured them, plus stopping the service and taking the restore point\n",
-			len(rep.Steps), progress.Duration(rep.CopyTook), progress.Bytes(rep.CopySize), rehearse.Duration(rep.MigrationTime()))
+			len(rep.Steps), progress.Duration(rep.CopyTook), progress.Bytes(rep.CopySize), fate, rehearse.Duration(rep.MigrationTime()))
 	}
 	return ExitOK
 }

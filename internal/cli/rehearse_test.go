@@ -1,13 +1,19 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/openwatch/openwatch/internal/clone"
 	"github.com/openwatch/openwatch/internal/migrate/rehearse"
@@ -231,5 +237,145 @@ func TestAutoRehearsesOnlyADatabaseSmallEnoughWithRoomForItsCopy(t *testing.T) {
 				t.Errorf("autoSkip = %q, want %q", got, tt.say)
 			}
 		})
+	}
+}
+
+// holdCopy connects as the superuser (a session of another role, as an
+// autovacuum worker is) to the scratch database the rehearsal's migration
+// sleeps on, once it does, and returns its name on got; the session stays
+// until release is closed.
+func (e *env) holdCopy(sleeping string, got chan<- string, release <-chan struct{}) {
+	for e.query("select count(*)::text from pg_stat_activity where state = 'active' and query like '"+sleeping+"' and query not like '%pg_stat_activity%'") == "0" {
+		time.Sleep(50 * time.Millisecond)
+	}
+	name := e.query("select datname::text from pg_stat_activity where state = 'active' and query like '" + sleeping + "' and query not like '%pg_stat_activity%'")
+	conn, err := pgx.Connect(context.Background(), e.db.Server.SuperURL(name))
+	if err != nil {
+		e.t.Errorf("connect to the copy %s as the superuser: %v", name, err)
+		got <- name
+		return
+	}
+	got <- name
+	<-release
+	conn.Close(context.Background())
+}
+
+func TestASessionOfAnotherRoleOnTheCopyDoesNotFailThePreflightAndTheNextPreflightDropsTheCopy(t *testing.T) {
+	e := newEnv(t)
+	e.grantCreatedb()
+	ctx := context.Background()
+	if code, out := e.inProcess(ctx, itemsFS, "migrate"); code != 0 {
+		t.Fatalf("migrate: %d\n%s", code, out)
+	}
+	before := e.liveState()
+	fsys := withMigration("002_slow.sql", mapFile("select pg_sleep(2);"))
+	e.writeConf("BACKUP_DIR=" + e.backups + "\nDATABASE_WAIT_TIMEOUT=0\nREHEARSE=auto\n")
+	got, release := make(chan string, 1), make(chan struct{})
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	go e.holdCopy("%pg_sleep(2)%", got, release)
+	code, out := e.inProcess(ctx, fsys, "migrate", "--preflight")
+	name := <-got
+	if code != ExitOK || !strings.Contains(out, "preflight: ready") {
+		t.Fatalf("the rehearsal passed, the copy could not be dropped: want exit 0 and ready, got %d\n%s", code, out)
+	}
+	for _, want := range []string{"rehearsal: 002_slow.sql ok in", "openwatch: warning: preflight: the scratch database " + name + " could not be dropped",
+		`drop it now with: DROP DATABASE "` + name + `";`, "not dropped: see the warning above", "preflight: estimated downtime: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "Nothing was changed") || strings.Contains(out, ", dropped)") {
+		t.Errorf("the output says the copy was dropped or nothing was changed while %s exists:\n%s", name, out)
+	}
+	close(release)
+	released = true
+
+	// migrate --status lists it, with the statement that drops it.
+	r := e.mustRun(0, "migrate", "--status")
+	if !strings.Contains(r.stdout, "rehearsal copies: 1 ") || !strings.Contains(r.stdout, "  "+name+"  (started ") || !strings.Contains(r.stdout, `DROP DATABASE "`+name+`";`) {
+		t.Errorf("migrate --status does not list the copy %s:\n%s", name, r)
+	}
+
+	// The next preflight drops it, also when REHEARSE=auto then skips (no CREATEDB).
+	if err := e.db.Server.Exec(ctx, "postgres", "ALTER ROLE "+quoteIdent(e.db.User)+" NOCREATEDB"); err != nil {
+		t.Fatal(err)
+	}
+	for e.query("select count(*)::text from pg_stat_activity where datname = '"+name+"'") != "0" {
+		time.Sleep(50 * time.Millisecond)
+	}
+	code, out = e.inProcess(ctx, fsys, "migrate", "--preflight")
+	if code != ExitOK || !strings.Contains(out, "preflight: dropped "+name+", the scratch database of a rehearsal that was killed or could not drop it") ||
+		!strings.Contains(out, "preflight: the rehearsal is skipped (REHEARSE=auto") || !strings.Contains(out, "preflight: ready") {
+		t.Errorf("the next preflight (REHEARSE=auto, no CREATEDB): %d\n%s", code, out)
+	}
+	e.assertUnchanged(before, "a preflight whose copy another session held, and the next one")
+	if r := e.mustRun(0, "migrate", "--status"); strings.Contains(r.stdout, "rehearsal copies") {
+		t.Errorf("migrate --status still lists a rehearsal copy:\n%s", r)
+	}
+}
+
+func TestASignalWhileTheRehearsalCreatesItsCopyExitsFifteen(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP} {
+		for _, rehearse := range []string{"auto", "yes"} {
+			t.Run(sig.String()+" REHEARSE="+rehearse, func(t *testing.T) {
+				e := newEnv(t)
+				e.grantCreatedb()
+				e.mustRun(0, "migrate")
+				e.downgradeOneStep()
+				state := func() string {
+					return e.applied() + " | " + e.query("select string_agg(datname, ',' order by datname) from pg_database")
+				}
+				before := state()
+				e.writeConf("BACKUP_DIR=" + e.backups + "\nDATABASE_WAIT_TIMEOUT=0\nREHEARSE=" + rehearse + "\n")
+				// CREATE DATABASE ... TEMPLATE template0 waits while a
+				// superuser's open transaction holds this lock.
+				holder, err := pgx.Connect(context.Background(), e.db.Server.SuperURL("postgres"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer holder.Close(context.Background())
+				if _, err := holder.Exec(context.Background(), "begin; comment on database template0 is 'held by a test'"); err != nil {
+					t.Fatal(err)
+				}
+				cmd := exec.Command(binary, "--config", e.conf, "--secrets", e.secrets, "migrate", "--preflight")
+				cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+				var out bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &out, &out
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				defer cmd.Process.Kill()
+				deadline := time.Now().Add(60 * time.Second)
+				for e.query("select count(*)::text from pg_stat_activity where wait_event_type = 'Lock' and query like 'CREATE DATABASE %' and usename = current_user") == "0" {
+					if time.Now().After(deadline) {
+						t.Fatalf("the preflight never waited in CREATE DATABASE:\n%s", out.String())
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+				if err := cmd.Process.Signal(sig); err != nil {
+					t.Fatal(err)
+				}
+				cmd.Wait()
+				code := cmd.ProcessState.ExitCode()
+				if code != ExitInterrupted || !strings.Contains(out.String(), "preflight: the rehearsal was interrupted by a signal") ||
+					!strings.Contains(out.String(), "Nothing was changed") {
+					t.Errorf("want exit 15 and the interruption: exit %d\n%s", code, out.String())
+				}
+				for _, never := range []string{"skipped", "preflight: ready", "could not run"} {
+					if strings.Contains(out.String(), never) {
+						t.Errorf("the output says %q:\n%s", never, out.String())
+					}
+				}
+				holder.Exec(context.Background(), "rollback")
+				if got := state(); got != before {
+					t.Errorf("the applied migrations or the server's databases changed:\n before %s\n after  %s", before, got)
+				}
+			})
+		}
 	}
 }

@@ -114,15 +114,30 @@ type StartOptions struct {
 	// directory have one path for both.
 	Root string
 
-	// Fsync runs the server durable, with PostgreSQL's defaults fsync=on
-	// and full_page_writes=on (and initdb syncing its files): what a
-	// benchmark of clones and dumps must measure. Start turns both off, which
-	// tests do not need.
+	// Fsync runs the server as a benchmark of clones and dumps must
+	// measure it: durable, with PostgreSQL's defaults fsync=on and
+	// full_page_writes=on (and initdb syncing its files), and autovacuum
+	// at its default settings. Start turns fsync and full_page_writes
+	// off, which tests do not need, and runs autovacuum aggressively
+	// (Autovacuum).
 	Fsync bool
 }
 
-// Start initialises and starts a new cluster with fsync=off and
-// full_page_writes=off.
+// Autovacuum are the settings of a test server's autovacuum: a worker
+// every second on every database where one row changed, so that tests meet
+// at their sizes what real sizes meet at default settings, such as an
+// autovacuum worker (a session of no role the database's owner may end)
+// on a freshly loaded database.
+var Autovacuum = []string{
+	"autovacuum=on", "autovacuum_naptime=1s",
+	"autovacuum_vacuum_threshold=1", "autovacuum_vacuum_scale_factor=0",
+	"autovacuum_analyze_threshold=1", "autovacuum_analyze_scale_factor=0",
+	"autovacuum_vacuum_insert_threshold=1", "autovacuum_vacuum_insert_scale_factor=0", // PostgreSQL 13+
+	"autovacuum_vacuum_cost_delay=0",
+}
+
+// Start initialises and starts a new cluster with fsync=off,
+// full_page_writes=off and aggressive autovacuum (Autovacuum).
 func Start() (*Server, error) { return StartWith(StartOptions{}) }
 
 // StartWith initialises and starts a new cluster as o says.
@@ -172,6 +187,9 @@ func StartWith(o StartOptions) (*Server, error) {
 	if !o.Fsync {
 		initdb = append(initdb, "--no-sync")
 		durability = "-c fsync=off -c full_page_writes=off"
+		for _, setting := range Autovacuum {
+			durability += " -c " + setting
+		}
 	}
 	if out, err := s.asPostgres(filepath.Join(bin, "initdb"), initdb...); err != nil {
 		os.RemoveAll(dir)

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -96,5 +97,35 @@ func TestTheServerIsTheMajorTheMatrixAsksFor(t *testing.T) {
 		t.Fatalf("with %s=%d a PostgreSQL %d server started", MajorVar, s.Major()+1, s.Major())
 	} else if !strings.Contains(err.Error(), "PostgreSQL "+strconv.Itoa(s.Major())) {
 		t.Fatalf("the error does not name the server's major: %v", err)
+	}
+}
+
+// Autovacuum reaches a few rows just loaded within seconds on a test
+// server, as it reaches a real-size database at default settings: tests
+// meet the sessions it opens (a database's owner may not end them).
+func TestAutovacuumWorksOnAFreshlyLoadedDatabaseWithinSeconds(t *testing.T) {
+	db := Shared(t).NewDatabase(t)
+	db.MustExec(t, "create table loaded (n int); insert into loaded select generate_series(1, 10)")
+	deadline := time.Now().Add(20 * time.Second)
+	for db.QueryString(t, "select (last_autoanalyze is not null or last_autovacuum is not null)::text from pg_stat_user_tables where relname = 'loaded'") != "true" {
+		if time.Now().After(deadline) {
+			t.Fatalf("autovacuum has not reached 10 freshly inserted rows in 20 s (autovacuum_naptime %s)",
+				db.QueryString(t, "select current_setting('autovacuum_naptime')"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	durable, err := StartWith(StartOptions{Fsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer durable.Stop()
+	conn, err := pgx.Connect(context.Background(), durable.SuperURL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var naptime string
+	if err := conn.QueryRow(context.Background(), "select current_setting('autovacuum_naptime')").Scan(&naptime); err != nil || naptime != "1min" {
+		t.Errorf("a benchmark's server runs autovacuum_naptime %q (%v), want the default 1min", naptime, err)
 	}
 }

@@ -6,8 +6,12 @@
 // into a new database, and the migrations run there, one at a time, timed.
 //
 // The scratch database never outlives the rehearsal. Run drops it on every
-// path, also when its context ends (SIGTERM, SIGINT). A run killed outright
-// leaves it behind; the next Run drops it first. Each Run holds, from before
+// path, also when its context ends (SIGTERM, SIGINT, SIGHUP), in a way its
+// owner may while autovacuum works on it; if even that fails (a session of
+// another role stays on it), the rehearsal's result stands and
+// Report.DropErr names the copy and its DROP DATABASE. A run killed outright
+// leaves it behind; the next run drops it first (DropLeftovers, which the
+// preflight calls also when it does not rehearse). Each Run holds, from before
 // it creates its scratch database until it has dropped it, a session-level
 // advisory lock named for that database in the maintenance database, and
 // records on the scratch database (COMMENT ON DATABASE) which database it
@@ -32,6 +36,7 @@ import (
 
 	"github.com/amacneil/dbmate/v2/pkg/dbmate"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/lib/pq"
 
 	"github.com/openwatch/openwatch/internal/clone"
@@ -175,14 +180,14 @@ type Report struct {
 	Pending  []migrate.Migration // what this binary would apply
 	Facts    Facts
 	Dropped  []string // scratch databases of killed runs, dropped first
-	Scratch  string   // this run's scratch database (dropped)
+	Scratch  string   // this run's scratch database, "" when none was created
 	CopySize int64    // the copy's size on the server
 	CopyTook time.Duration
 	Steps    []Step // the migrations that succeeded on the copy, in order
 	Total    time.Duration
 	// DropErr says why the scratch database could not be dropped, naming
-	// its DROP DATABASE (the next rehearsal drops it too); Run's error is
-	// DropErr when nothing else failed.
+	// its DROP DATABASE (the next run drops it too). It is housekeeping:
+	// it never is Run's error, and the rehearsal's result stands.
 	DropErr error
 }
 
@@ -200,17 +205,31 @@ func (r Report) MigrationTime() time.Duration {
 // nothing pending it copies nothing (Report.Pending is empty).
 //
 // Errors: *dsn.UnreachableError, *migrate.NewerSchemaError,
-// *migrate.ChecksumError, *CannotError, *WouldFailError, *InterruptedError,
-// or another (Report.DropErr when only the drop of the scratch database
-// failed).
+// *migrate.ChecksumError, *CannotError, *WouldFailError, *InterruptedError
+// (whatever step ctx ended in), or another. A scratch database that could
+// not be dropped is Report.DropErr, never the error.
 func Run(ctx context.Context, o Options) (rep Report, err error) {
 	started := time.Now()
 	defer func() { rep.Total = time.Since(started) }()
+	// A step that fails because ctx ended (SIGTERM while the copy is
+	// created or loaded) was interrupted: it is not a rehearsal that could
+	// not run, which REHEARSE=auto would skip and go on.
+	defer func() {
+		var wf *WouldFailError
+		var newer *migrate.NewerSchemaError
+		var sum *migrate.ChecksumError
+		var ie *InterruptedError
+		if err == nil || ctx.Err() == nil || errors.As(err, &wf) || errors.As(err, &newer) || errors.As(err, &sum) || errors.As(err, &ie) {
+			return
+		}
+		err = &InterruptedError{Rehearsed: rep.Steps, NotRehearsed: rep.Pending[min(len(rep.Steps), len(rep.Pending)):], Err: context.Cause(ctx)}
+	}()
 	conn, err := o.DSN.Connect(ctx)
 	if err != nil {
 		return rep, err
 	}
 	defer conn.Close(context.Background())
+	src := o.DSN.Config.Database
 	s, err := migrate.ReadState(ctx, conn, o.FS)
 	if err != nil {
 		return rep, o.DSN.Redactor.Error(err)
@@ -228,38 +247,53 @@ func Run(ctx context.Context, o Options) (rep Report, err error) {
 	if rep.Facts, err = Inspect(ctx, conn); err != nil {
 		return rep, o.DSN.Redactor.Error(err)
 	}
+	maint, merr := clone.Maintenance(ctx, o.DSN)
+	if merr == nil {
+		defer maint.Close(context.Background())
+		// Before the room is judged: a killed run's copy takes some of it.
+		if rep.Dropped, err = dropLeftovers(ctx, maint, src); err != nil {
+			return rep, o.DSN.Redactor.Error(err)
+		}
+		for _, n := range rep.Dropped {
+			fmt.Fprintf(o.Out, "rehearsal: dropped %s, the scratch database a killed rehearsal left\n", n)
+		}
+		if len(rep.Dropped) > 0 {
+			if rep.Facts, err = Inspect(ctx, conn); err != nil {
+				return rep, o.DSN.Redactor.Error(err)
+			}
+		}
+	}
 	if p := rep.Facts.Problem(o.UncheckedSpace); p != nil {
 		return rep, p
+	}
+	if merr != nil {
+		return rep, &CannotError{Reason: "the rehearsal cannot create its scratch database: " + merr.Error(), Err: merr}
 	}
 	if rep.Facts.SpaceErr != nil {
 		fmt.Fprintf(o.Out, "rehearsal: the free space on the database server was not checked (%v)\n", o.DSN.Redactor.Error(rep.Facts.SpaceErr))
 	}
-	src := o.DSN.Config.Database
-	maint, err := clone.Maintenance(ctx, o.DSN)
-	if err != nil {
-		return rep, &CannotError{Reason: "the rehearsal cannot create its scratch database: " + err.Error(), Err: err}
-	}
-	defer maint.Close(context.Background())
-	if rep.Dropped, err = DropLeftovers(ctx, maint, src, rep.Facts.ServerVersion); err != nil {
-		return rep, o.DSN.Redactor.Error(err)
-	}
-	for _, n := range rep.Dropped {
-		fmt.Fprintf(o.Out, "rehearsal: dropped %s, the scratch database a killed rehearsal left\n", n)
-	}
-	if rep.Scratch, err = create(ctx, maint, src); err != nil {
+	if rep.Scratch, err = lockName(ctx, maint); err != nil {
 		return rep, &CannotError{Reason: "the rehearsal could not create its scratch database: " + o.DSN.Redactor.Error(err).Error(), Err: err}
 	}
+	// From here on the scratch database may exist (CREATE DATABASE may
+	// complete although its statement was cancelled): it is dropped on
+	// every path, and rep.Scratch is "" only once it is known not to exist.
 	defer func() {
-		if derr := dropScratch(o.DSN, maint, rep.Scratch, rep.Facts.ServerVersion); derr != nil {
-			rep.DropErr = fmt.Errorf("the scratch database %s could not be dropped (%v); the next rehearsal drops it, or drop it now with: DROP DATABASE %s;",
+		existed, derr := dropScratch(o.DSN, maint, rep.Scratch)
+		if derr != nil {
+			rep.DropErr = fmt.Errorf("the scratch database %s could not be dropped (%v); the next rehearsal or preflight drops it, or drop it now with: DROP DATABASE %s;",
 				rep.Scratch, o.DSN.Redactor.Error(derr), clone.Ident(rep.Scratch))
-			if err == nil {
-				err = rep.DropErr
-			}
+			return
+		}
+		if !existed {
+			rep.Scratch = ""
 			return
 		}
 		fmt.Fprintf(o.Out, "rehearsal: dropped the scratch database %s\n", rep.Scratch)
 	}()
+	if err = create(ctx, maint, rep.Scratch, src); err != nil {
+		return rep, &CannotError{Reason: "the rehearsal could not create its scratch database: " + o.DSN.Redactor.Error(err).Error(), Err: err}
+	}
 	// Work on the copy stops when ctx ends: its sessions are ended (a
 	// migration in progress there is of no use to anyone).
 	stop := context.AfterFunc(ctx, func() { terminate(o.DSN, rep.Scratch) })
@@ -315,10 +349,8 @@ func Run(ctx context.Context, o Options) (rep Report, err error) {
 	return rep, nil
 }
 
-// create takes the lock for a new scratch database's name, creates it with
-// the source's encoding and locale (a unique index compares by collation)
-// and records it.
-func create(ctx context.Context, maint *pgx.Conn, src string) (string, error) {
+// lockName picks a new scratch database's name and takes its lock.
+func lockName(ctx context.Context, maint *pgx.Conn) (string, error) {
 	b := make([]byte, 8)
 	if _, err := rand.Read(b); err != nil {
 		return "", err
@@ -328,12 +360,19 @@ func create(ctx context.Context, maint *pgx.Conn, src string) (string, error) {
 	if err := maint.QueryRow(ctx, "select pg_try_advisory_lock("+lockKey+")", name).Scan(&got); err != nil || !got {
 		return "", fmt.Errorf("lock the scratch database's name %s: %v", name, err)
 	}
+	return name, nil
+}
+
+// create creates the scratch database name with the source's encoding and
+// locale (a unique index compares by collation) and records it. The caller
+// drops it, whatever create returns.
+func create(ctx context.Context, maint *pgx.Conn, name, src string) error {
 	var enc, collate, ctype, provider, locale string
 	err := maint.QueryRow(ctx, `select pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
 			coalesce(to_jsonb(d)->>'datlocprovider', 'c'), coalesce(to_jsonb(d)->>'datlocale', to_jsonb(d)->>'daticulocale', '')
 		from pg_database d where d.datname = $1`, src).Scan(&enc, &collate, &ctype, &provider, &locale)
 	if err != nil {
-		return "", fmt.Errorf("read the encoding and locale of database %q: %w", src, err)
+		return fmt.Errorf("read the encoding and locale of database %q: %w", src, err)
 	}
 	stmt := fmt.Sprintf("CREATE DATABASE %s TEMPLATE template0 ENCODING %s LC_COLLATE %s LC_CTYPE %s",
 		clone.Ident(name), clone.Literal(enc), clone.Literal(collate), clone.Literal(ctype))
@@ -344,7 +383,7 @@ func create(ctx context.Context, maint *pgx.Conn, src string) (string, error) {
 		stmt += " LOCALE_PROVIDER builtin BUILTIN_LOCALE " + clone.Literal(locale)
 	}
 	if _, err := maint.Exec(ctx, stmt); err != nil {
-		return "", err
+		return err
 	}
 	rec, _ := json.Marshal(record{Marker: marker, Source: src, Started: time.Now().UTC().Truncate(time.Second), PID: os.Getpid()})
 	for _, q := range []string{
@@ -352,11 +391,10 @@ func create(ctx context.Context, maint *pgx.Conn, src string) (string, error) {
 		fmt.Sprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", clone.Ident(name)),
 	} {
 		if _, err := maint.Exec(ctx, q); err != nil {
-			maint.Exec(context.WithoutCancel(ctx), "DROP DATABASE "+clone.Ident(name))
-			return "", err
+			return err
 		}
 	}
-	return name, nil
+	return nil
 }
 
 // lockKey is the advisory lock key of the scratch database named $1.
@@ -403,15 +441,27 @@ func leftovers(ctx context.Context, maint *pgx.Conn, src string) ([]string, erro
 	return names, nil
 }
 
-// DropLeftovers drops the scratch databases killed rehearsals of src left
-// (see leftovers) and returns their names.
-func DropLeftovers(ctx context.Context, maint *pgx.Conn, src string, serverVersion int) ([]string, error) {
+// DropLeftovers drops the scratch databases killed rehearsals of the
+// database d names left (see leftovers) and returns their names. It needs
+// no CREATEDB (the role owns them); the preflight runs it whether or not it
+// rehearses, since a leftover takes the room a rehearsal would measure.
+func DropLeftovers(ctx context.Context, d *dsn.DSN) ([]string, error) {
+	maint, err := clone.Maintenance(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer maint.Close(context.Background())
+	names, err := dropLeftovers(ctx, maint, d.Config.Database)
+	return names, d.Redactor.Error(err)
+}
+
+func dropLeftovers(ctx context.Context, maint *pgx.Conn, src string) ([]string, error) {
 	names, err := leftovers(ctx, maint, src)
 	if err != nil {
 		return nil, err
 	}
 	for i, n := range names {
-		if _, err := maint.Exec(ctx, dropStatement(n, serverVersion)); err != nil {
+		if _, err := dropDatabase(ctx, maint, n); err != nil {
 			return names[:i], fmt.Errorf("drop %s, the scratch database a killed rehearsal left: %w; drop it with: DROP DATABASE %s;", n, err, clone.Ident(n))
 		}
 		maint.Exec(ctx, "select pg_advisory_unlock("+lockKey+")", n)
@@ -419,39 +469,121 @@ func DropLeftovers(ctx context.Context, maint *pgx.Conn, src string, serverVersi
 	return names, nil
 }
 
-func dropStatement(name string, serverVersion int) string {
-	s := "DROP DATABASE IF EXISTS " + clone.Ident(name)
-	if serverVersion >= 130000 {
-		s += " WITH (FORCE)" // ends the sessions a killed run's children left
-	}
-	return s
+// Leftover is a scratch database a killed rehearsal left (ListLeftovers).
+type Leftover struct {
+	Name    string
+	Size    int64
+	Started time.Time // zero when it holds no record
 }
+
+// DropStatement is the statement that drops the leftover.
+func (l Leftover) DropStatement() string { return "DROP DATABASE " + clone.Ident(l.Name) + ";" }
+
+// ListLeftovers lists, changing nothing, the scratch databases killed
+// rehearsals of the database d names left: what migrate --status shows
+// and the next rehearsal or preflight drops.
+func ListLeftovers(ctx context.Context, d *dsn.DSN) ([]Leftover, error) {
+	maint, err := clone.Maintenance(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer maint.Close(context.Background()) // releases the locks leftovers took
+	names, err := leftovers(ctx, maint, d.Config.Database)
+	if err != nil {
+		return nil, d.Redactor.Error(err)
+	}
+	var ls []Leftover
+	for _, n := range names {
+		l := Leftover{Name: n}
+		var comment string
+		if err := maint.QueryRow(ctx, "select pg_database_size(oid), coalesce(shobj_description(oid, 'pg_database'), '') from pg_database where datname = $1", n).Scan(&l.Size, &comment); err != nil {
+			continue // dropped meanwhile
+		}
+		var r record
+		if json.Unmarshal([]byte(comment), &r) == nil {
+			l.Started = r.Started
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
+}
+
+// dropAttempts bounds the DROP DATABASE attempts on a scratch database
+// another session stays on (each waits up to 5 s for it).
+const dropAttempts = 3
+
+// dropDatabase drops the scratch database name, in a way its owner may
+// while autovacuum works on it: DROP DATABASE ... WITH (FORCE) must end
+// every session on it and fails on one the role may not end (an autovacuum
+// worker's: "permission denied to terminate process", as measured on a
+// freshly loaded copy). Instead it refuses new connections, ends the
+// sessions of this role (pg_restore's and the migrations' of a killed run)
+// and runs a plain DROP DATABASE, which itself stops the autovacuum workers
+// there; a session of another role makes that fail after 5 s, and it is
+// retried.
+// existed says whether there was a database to drop.
+func dropDatabase(ctx context.Context, conn *pgx.Conn, name string) (existed bool, err error) {
+	id := clone.Ident(name)
+	for i := 0; i < dropAttempts; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return true, errors.Join(err, ctx.Err())
+			case <-time.After(time.Second):
+			}
+		}
+		var exists bool
+		if err := conn.QueryRow(ctx, "select exists (select from pg_database where datname = $1)", name).Scan(&exists); err != nil {
+			return true, err
+		}
+		if !exists {
+			return i > 0, nil
+		}
+		// Their errors are the DROP's to report.
+		conn.Exec(ctx, "ALTER DATABASE "+id+" ALLOW_CONNECTIONS false")
+		conn.Exec(ctx, terminateOwn, name)
+		if _, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+id); err == nil {
+			return true, nil
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "55006" { // object_in_use: another session stays
+			return true, err
+		}
+	}
+	return true, err
+}
+
+// terminateOwn ends the sessions on database $1 the role may end: its own,
+// or every one for a superuser (pg_terminate_backend fails as a whole on
+// one it may not).
+const terminateOwn = `select pg_terminate_backend(pid) from pg_stat_activity
+	where datname = $1 and pid <> pg_backend_pid()
+	  and (usesysid = (select oid from pg_roles where rolname = current_user)
+	       or (select rolsuper from pg_roles where rolname = current_user))`
 
 // dropScratch drops this run's scratch database and releases its lock, on
 // maint or, if that session is gone (a query cancelled by a signal closes
-// it), on a new one.
-func dropScratch(d *dsn.DSN, maint *pgx.Conn, name string, serverVersion int) error {
+// it), on a new one. existed says whether there was a database to drop.
+func dropScratch(d *dsn.DSN, maint *pgx.Conn, name string) (existed bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if serverVersion < 130000 {
-		terminate(d, name)
+	conn := maint
+	if conn.IsClosed() {
+		other, err := clone.Maintenance(ctx, d)
+		if err != nil {
+			return true, err
+		}
+		defer other.Close(context.Background())
+		conn = other
 	}
-	_, err := maint.Exec(ctx, dropStatement(name, serverVersion))
-	if err == nil {
-		_, err = maint.Exec(ctx, "select pg_advisory_unlock("+lockKey+")", name)
-		return err
+	if existed, err = dropDatabase(ctx, conn, name); err == nil && conn == maint {
+		maint.Exec(ctx, "select pg_advisory_unlock("+lockKey+")", name)
 	}
-	other, cerr := clone.Maintenance(ctx, d)
-	if cerr != nil {
-		return errors.Join(err, cerr)
-	}
-	defer other.Close(context.Background())
-	_, err = other.Exec(ctx, dropStatement(name, serverVersion))
-	return err
+	return existed, err
 }
 
-// terminate ends the sessions on the scratch database name (ours: pg_restore
-// and the migrations), best effort.
+// terminate ends this role's sessions on the scratch database name
+// (pg_restore and the migrations), best effort.
 func terminate(d *dsn.DSN, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -460,7 +592,7 @@ func terminate(d *dsn.DSN, name string) {
 		return
 	}
 	defer conn.Close(context.Background())
-	conn.Exec(ctx, "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()", name)
+	conn.Exec(ctx, terminateOwn, name)
 }
 
 // Detail is the DETAIL (and HINT) PostgreSQL sent with a migration's error,

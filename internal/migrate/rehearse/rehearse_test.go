@@ -14,6 +14,8 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/migrate"
 	"github.com/openwatch/openwatch/internal/pgtest"
@@ -334,5 +336,138 @@ func waitFor(t *testing.T, db *pgtest.Database, sql string) {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// holdCopy connects as the superuser, a session of another role than the
+// copy's owner (as an autovacuum worker is), to the scratch database on
+// which a query like sleeping runs, once it runs, and keeps the session
+// until the returned function is called.
+func holdCopy(t *testing.T, db *pgtest.Database, sleeping string) (name string, release func()) {
+	t.Helper()
+	waitFor(t, db, "select exists (select from pg_stat_activity where state = 'active' and query like '"+sleeping+"' and query not like '%pg_stat_activity%')")
+	name = db.QueryString(t, "select datname::text from pg_stat_activity where state = 'active' and query like '"+sleeping+"' and query not like '%pg_stat_activity%'")
+	if !IsName(name) {
+		t.Errorf("the migration runs on %q, not on a scratch database", name)
+		return name, func() {}
+	}
+	conn, err := pgx.Connect(context.Background(), db.Server.SuperURL(name))
+	if err != nil {
+		t.Errorf("connect to the copy as the superuser: %v", err)
+		return name, func() {}
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return name, func() { conn.Close(context.Background()) }
+}
+
+func TestASessionOfAnotherRoleOnTheCopyDoesNotFailARehearsalThatPassedAndTheNextRunDropsTheCopy(t *testing.T) {
+	db, d := setup(t, base)
+	dbs := databases(t, db)
+	fsys := with(map[string]*fstest.MapFile{"002_slow.sql": mig("select pg_sleep(2);")})
+	type held struct {
+		name    string
+		release func()
+	}
+	got := make(chan held, 1)
+	go func() {
+		name, release := holdCopy(t, db, "%pg_sleep(2)%")
+		got <- held{name, release}
+	}()
+	rep, err, out := rehearse(context.Background(), d, fsys)
+	h := <-got
+	defer h.release()
+	if err != nil {
+		t.Fatalf("the rehearsal passed, but Run failed: %v\n%s", err, out)
+	}
+	if len(rep.Steps) != 1 || rep.Scratch != h.name {
+		t.Errorf("steps %v, scratch %q; want 002_slow.sql rehearsed on %s", rep.Steps, rep.Scratch, h.name)
+	}
+	if rep.DropErr == nil || !strings.Contains(rep.DropErr.Error(), `DROP DATABASE "`+h.name+`";`) {
+		t.Errorf("DropErr = %v, want one naming the copy and its DROP DATABASE", rep.DropErr)
+	}
+	if n := db.QueryString(t, "select count(*)::text from pg_database where datname = '"+h.name+"'"); n != "1" {
+		t.Fatalf("the copy another session is on is gone (%s)", n)
+	}
+	h.release()
+	// The run is over: its lock is released, and the next run drops the copy.
+	waitFor(t, db, "select count(*) = 0 from pg_stat_activity where datname = '"+h.name+"'")
+	rep, err, out = rehearse(context.Background(), d, with(map[string]*fstest.MapFile{"002_fast.sql": mig("select 1;")}))
+	if err != nil || rep.DropErr != nil {
+		t.Fatalf("the next run: %v, drop: %v\n%s", err, rep.DropErr, out)
+	}
+	if len(rep.Dropped) != 1 || rep.Dropped[0] != h.name {
+		t.Errorf("the next run dropped %v, want %s\n%s", rep.Dropped, h.name, out)
+	}
+	if got := databases(t, db); got != dbs {
+		t.Errorf("the server's databases changed:\n before %s\n after  %s", dbs, got)
+	}
+}
+
+func TestACopyLeftWithAnotherRolesSessionIsListedAndDroppedWithoutCreatedb(t *testing.T) {
+	db, d := setup(t, base)
+	dbs := databases(t, db)
+	go holdCopy(t, db, "%pg_sleep(1.5)%")
+	rep, err, out := rehearse(context.Background(), d, with(map[string]*fstest.MapFile{"002_slow.sql": mig("select pg_sleep(1.5);")}))
+	if err != nil || rep.DropErr == nil {
+		t.Fatalf("err %v, DropErr %v: want the rehearsal passed and its copy left\n%s", err, rep.DropErr, out)
+	}
+	// Its rehearsal is over (its lock released): a leftover, although the
+	// session stays on it.
+	ls, err := ListLeftovers(context.Background(), d)
+	if err != nil || len(ls) != 1 || ls[0].Name != rep.Scratch || ls[0].Size <= 0 || ls[0].Started.IsZero() ||
+		ls[0].DropStatement() != `DROP DATABASE "`+rep.Scratch+`";` {
+		t.Fatalf("leftovers %+v, %v; want %s with its size, start and DROP", ls, err, rep.Scratch)
+	}
+	if got := databases(t, db); got == dbs {
+		t.Fatalf("ListLeftovers dropped the copy")
+	}
+	// Without CREATEDB the owner still drops it, once the session is gone.
+	grant(t, db, "NOCREATEDB")
+	db.Server.Exec(context.Background(), "postgres", "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1", rep.Scratch)
+	waitFor(t, db, "select count(*) = 0 from pg_stat_activity where datname = '"+rep.Scratch+"'")
+	dropped, err := DropLeftovers(context.Background(), d)
+	if err != nil || len(dropped) != 1 || dropped[0] != rep.Scratch {
+		t.Fatalf("DropLeftovers = %v, %v; want %s", dropped, err, rep.Scratch)
+	}
+	if got := databases(t, db); got != dbs {
+		t.Errorf("the server's databases changed:\n before %s\n after  %s", dbs, got)
+	}
+}
+
+// lockTemplate0 holds, in a superuser's open transaction, a lock on
+// template0 that makes CREATE DATABASE ... TEMPLATE template0 wait: the
+// rehearsal stays in the step that creates its copy until it is released.
+func lockTemplate0(t *testing.T, srv *pgtest.Server) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), srv.SuperURL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(context.Background(), "begin; comment on database template0 is 'locked by a test'"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestASignalWhileTheCopyIsCreatedIsAnInterruptionNotARehearsalThatCouldNotRun(t *testing.T) {
+	db, d := setup(t, base)
+	dbs := databases(t, db)
+	lockTemplate0(t, db.Server)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		waitFor(t, db, "select exists (select from pg_stat_activity where wait_event_type = 'Lock' and query like 'CREATE DATABASE %' and usename = current_user)")
+		cancel() // what SIGTERM does through signal.NotifyContext
+	}()
+	rep, err, out := rehearse(ctx, d, with(map[string]*fstest.MapFile{"002_fast.sql": mig("select 1;")}))
+	var ie *InterruptedError
+	if !errors.As(err, &ie) || len(ie.NotRehearsed) != 1 {
+		t.Fatalf("err = %v, want an InterruptedError with 002 not rehearsed\n%s", err, out)
+	}
+	if rep.Scratch != "" || rep.DropErr != nil {
+		t.Errorf("scratch %q, drop %v: the copy was never created", rep.Scratch, rep.DropErr)
+	}
+	if got := databases(t, db); got != dbs {
+		t.Errorf("the server's databases changed:\n before %s\n after  %s", dbs, got)
 	}
 }
