@@ -13,7 +13,7 @@ import (
 // failingMigrationRehearsed: with CREATEDB (and REHEARSE=auto, as shipped)
 // the preflight rehearses the new migration on a scratch copy of the
 // database while the service still runs. A migration that fails on the data
-// fails the upgrade there: the helper's message says nothing was changed and
+// fails the upgrade there: the helper's message says the database was not changed and
 // the service was not stopped, and so it is: never stopped, schema, rows,
 // the role's databases and the backup directory as before. After the cause
 // is fixed, the documented recovery upgrades.
@@ -33,7 +33,7 @@ func failingMigrationRehearsed(e *env) {
 		e.t.Errorf("%s (exit %d) does not report the failed post-install script", res.cmd, res.code)
 	}
 	for _, want := range []string{
-		"PREFLIGHT FAILED (openwatch migrate --preflight exit 16): nothing was",
+		"PREFLIGHT FAILED (openwatch migrate --preflight exit 16): the database was not changed and openwatch.service was not stopped.",
 		"would fail on this database: ", "e2e: blocked while table e2e_block_migration exists",
 		"the live database is as it was and the scratch copy was dropped; the service was not stopped.",
 		"After fixing the cause, run: " + strings.Join(e.f.recover, " "),

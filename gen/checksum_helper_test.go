@@ -16,7 +16,7 @@ func TestUpgradeHelperTreatsAChecksumMismatchLikeAFailedPreflight(t *testing.T) 
 		},
 		wantRC: 1,
 		want:   []string{isActive, check, isActive, isActive, isActive},
-		wantOut: []string{"MIGRATION CHECKSUM MISMATCH", "nothing was changed and openwatch.service was not stopped",
+		wantOut: []string{"MIGRATION CHECKSUM MISMATCH", "the database was not changed and openwatch.service was not stopped",
 			"Install again the package version that applied it", "openwatch.service is running.", "run: dpkg --configure -a"},
 		check: journalSays("preflight-failed"),
 	}.run(t)

@@ -130,7 +130,7 @@ func TestUpgradeHelper(t *testing.T) {
 			setup:   both(active, pending, func(sb *sandbox) { sb.answer(preflight, 13) }),
 			wantRC:  1,
 			want:    []string{isActive, check, preflight, isActive, isActive, isActive},
-			wantOut: []string{"PREFLIGHT FAILED", "nothing was changed and openwatch.service was not stopped", "openwatch.service is running.", "run: dpkg --configure -a"},
+			wantOut: []string{"PREFLIGHT FAILED", "the database was not changed and openwatch.service was not stopped", "openwatch.service is running.", "run: dpkg --configure -a"},
 			check:   journalSays("preflight-failed"),
 		},
 		{

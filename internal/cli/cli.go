@@ -54,7 +54,7 @@ const exitCodes = `Exit codes:
   13  the restore point could not be taken (--preflight: would not be); nothing applied
   14  an applied migration differs from the file this binary ships (named, with
       both checksums); nothing applied
-  15  interrupted (SIGTERM/SIGINT): the migration in progress completed, no later one ran
+  15  interrupted (SIGTERM/SIGINT/SIGHUP): the migration in progress completed, no later one ran
   16  a migration failed and was rolled back; the ones before it stay applied
       (--rehearse, --preflight: would fail; nothing was changed)
   17  a transaction:false migration failed and may have left objects behind (named)

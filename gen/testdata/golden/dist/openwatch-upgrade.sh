@@ -9,6 +9,10 @@
 # migration, all from upgrade.conf); this script sequences the service
 # around it and keeps the upgrade journal.
 set -u
+# A dropped SSH session during apt or dnf hangs up the terminal: the binary
+# then stops at a safe point (exit 15) and this script lives on to record
+# the outcome and name the command that recovers.
+trap '' HUP
 
 bin='/opt/acme/bin/acme-watch'
 unit='acme.service'
@@ -105,9 +109,9 @@ untouched() {
 			echo "this attempt changed nothing; $unit is still stopped by the earlier attempt, whose applied migrations stay applied"
 		fi
 	elif [ "${1:-}" = short ]; then
-		echo "nothing was changed"
+		echo "the database was not changed"
 	else
-		echo "nothing was changed and $unit was not stopped"
+		echo "the database was not changed and $unit was not stopped"
 	fi
 }
 
