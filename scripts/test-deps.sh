@@ -35,6 +35,7 @@ chroot:coreutils
 dnf:dnf
 createrepo_c:createrepo-c
 cpio:cpio
+strace:strace
 dpkg-scanpackages:dpkg-dev
 unattended-upgrade:unattended-upgrades
 '
