@@ -379,10 +379,10 @@ printf 'untouched\n' >` + timingTarget + `
 	profileAbsent("after the failed upgrade")
 	j := e.r.readFile(journalPath)
 	noForgery("after the failed upgrade", "root's journal "+journalPath, j)
-	if got := e.journal("RESTORE_POINT"); got == "" || got == forgedRP {
+	if got := e.journalValue("RESTORE_POINT"); got == "" || got == forgedRP {
 		e.t.Errorf("root's journal records the restore point %q, want the one this upgrade took:\n%s", got, j)
 	}
-	if got := e.journal("RECOVERY"); got != strings.Join(e.f.recover, " ") {
+	if got := e.journalValue("RECOVERY"); got != strings.Join(e.f.recover, " ") {
 		e.t.Errorf("root's journal names the recovery %q, want %q", got, strings.Join(e.f.recover, " "))
 	}
 	status := e.mustOperator("openwatch", "migrate", "--status")
@@ -400,7 +400,7 @@ printf 'untouched\n' >` + timingTarget + `
 	if got, want := e.schemaVersions(), append(slices.Clone(repoMigrations), failing.Head); !slices.Equal(got, want) {
 		e.t.Errorf("after the recovery schema_migrations = %v, want %v", got, want)
 	}
-	if got := e.journal("OUTCOME"); got != "succeeded" {
+	if got := e.journalValue("OUTCOME"); got != "succeeded" {
 		e.t.Errorf("journal OUTCOME = %q after the recovery, want succeeded", got)
 	}
 	profileAbsent("after the recovery")
@@ -437,6 +437,16 @@ printf 'untouched\n' >` + timingTarget + `
 	if target, err := os.Readlink(e.r.path(backupDir)); err != nil || target != movedBackups {
 		e.t.Errorf("%s is %q (%v) after the upgrades, want the operator's link to %s", backupDir, target, err, movedBackups)
 	}
+}
+
+// journalValue is a journal setting without the quotes the binary writes
+// around it.
+func (e *env) journalValue(key string) string {
+	v := e.journal(key)
+	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+		v = v[1 : len(v)-1]
+	}
+	return v
 }
 
 func mergeKeys(a, b map[string]string) map[string]bool {
