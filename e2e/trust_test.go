@@ -143,6 +143,13 @@ func traceUpgrades(e *env) {
 	if !strings.Contains(st.res.out, "a clone of the database") {
 		e.t.Errorf("%s did not take a clone restore point:\n%s", st.name, st.res.out)
 	}
+	// The failure left the service stopped and the helper's start was
+	// refused by the guard, which recorded it, as the account, in the
+	// account's directory: the trace tells the account's writes from root's.
+	uid := e.r.accountUID()
+	if !slices.ContainsFunc(st.ops, func(op fsOp) bool { return op.euid == uid && path.Dir(op.name) == accountDirPath }) {
+		e.t.Errorf("%s: the trace shows no write by %s (uid %d) in %s: the start guard's record was not seen as the account's", st.name, serviceAccount, uid, accountDirPath)
+	}
 	steps = append(steps, st)
 
 	e.exec("DROP TABLE e2e_block_migration")
@@ -160,7 +167,6 @@ func traceUpgrades(e *env) {
 	for d, info := range e.r.accountWritable(serviceAccount) {
 		writable[d] = info
 	}
-	uid := e.r.accountUID()
 	for _, s := range steps {
 		for _, op := range s.ops {
 			if op.euid == uid && op.kind == "mkdir" {
