@@ -558,7 +558,7 @@ func (r *root) resolveDir(p string) string {
 // trustJudge decides which of root's changes happened where the service
 // account could have planted a link.
 type trustJudge struct {
-	r        *root
+	resolve  func(dir string) string // a directory's path with its symlinks resolved inside the root
 	account  string
 	writable map[string]accountDir
 	created  map[string]bool // names root created exclusively in a shared sticky directory
@@ -593,7 +593,7 @@ func (j *trustJudge) violation(op fsOp) string {
 	if strings.HasPrefix(op.name, "?") {
 		return "a path relative to a descriptor strace could not name: " + op.name
 	}
-	for _, dir := range uniq(path.Dir(op.name), j.r.resolveDir(path.Dir(op.name))) {
+	for _, dir := range uniq(path.Dir(op.name), j.resolve(path.Dir(op.name))) {
 		if op.kind == "unlink" || op.kind == "rmdir" {
 			// The name itself is never followed; the directories on the way are.
 			if dir != "/" {
@@ -743,4 +743,40 @@ func nobodyUID(t *testing.T) int {
 	}
 	n, _ := strconv.Atoi(u.Uid)
 	return n
+}
+
+// The rules, case by case: the account's directory and everything below it,
+// unlinking, names root made itself in a shared sticky directory, and a
+// name that led the kernel into the account's directory.
+func TestTheJudgeFlagsRootsWritesWhereTheAccountCanWrite(t *testing.T) {
+	const acct = "openwatch"
+	j := &trustJudge{resolve: func(d string) string { return d }, account: acct, created: map[string]bool{},
+		writable: map[string]accountDir{
+			"/var/lib/openwatch": {mode: 0o750, owner: acct},
+			"/tmp":               {mode: 0o777 | fs.ModeSticky, owner: "root"},
+		}}
+	for _, c := range []struct {
+		op   fsOp
+		want bool // a violation
+	}{
+		{fsOp{kind: "open-write", name: "/var/lib/openwatch/upgrade.state.new"}, true},
+		{fsOp{kind: "rename-to", name: "/var/lib/openwatch/upgrade.state"}, true},
+		{fsOp{kind: "chown", name: "/var/lib/openwatch/sub/file"}, true},
+		{fsOp{kind: "open-write", name: "/var/lib/openwatch/x", euid: 999}, false},
+		{fsOp{kind: "chown", name: "/var/lib/openwatch"}, false},
+		{fsOp{kind: "unlink", name: "/var/lib/openwatch/upgrade.state"}, false},
+		{fsOp{kind: "unlink", name: "/var/lib/openwatch/sub/x"}, true},
+		{fsOp{kind: "rename-to", name: "/var/lib/openwatch-upgrade/upgrade.state"}, false},
+		{fsOp{kind: "open-write", name: "/tmp/tmp.abc", exclusive: true}, false},
+		{fsOp{kind: "chmod", name: "/tmp/tmp.abc"}, false},
+		{fsOp{kind: "open-write", name: "/tmp/planted"}, true},
+		{fsOp{kind: "mkdir", name: "/tmp/tmp.dir", exclusive: true}, false},
+		{fsOp{kind: "open-write", name: "/tmp/tmp.dir/file"}, false},
+		{fsOp{kind: "open-write", name: "/run/innocent", opened: "/var/lib/openwatch/x"}, true},
+		{fsOp{kind: "open-write", name: "?7/relative"}, true},
+	} {
+		if got := j.violation(c.op); (got != "") != c.want {
+			t.Errorf("%s %s (euid %d): violation %q, want one: %v", c.op.kind, c.op.name, c.op.euid, got, c.want)
+		}
+	}
 }

@@ -181,7 +181,7 @@ func traceUpgrades(e *env) {
 	sort.Strings(dirs)
 	e.t.Logf("directories %s can write (or owns): %v", serviceAccount, dirs)
 
-	judge := &trustJudge{r: e.r, account: serviceAccount, writable: writable, created: map[string]bool{}}
+	judge := &trustJudge{resolve: e.r.resolveDir, account: serviceAccount, writable: writable, created: map[string]bool{}}
 	journalDirs := []string{path.Dir(journalPath), accountDirPath}
 	for i, s := range steps {
 		var bad []string
