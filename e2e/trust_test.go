@@ -120,6 +120,8 @@ func traceUpgrades(e *env) {
 	}
 	steps = append(steps, st)
 	e.initialise(old)
+	// The maintainer scripts then remember the symlink across the upgrade.
+	e.symlinkBackupDir()
 	writable := e.r.accountWritable(serviceAccount)
 	if _, ok := writable[accountDirPath]; !ok {
 		e.t.Fatalf("walking the root as %s did not find its own directory %s among those it can write: %v", serviceAccount, accountDirPath, writable)
@@ -324,12 +326,8 @@ func plantedLinks(e *env) {
 	e.r.guardAsServiceAccount()
 	e.installAndInitialise(old)
 
-	// The operator keeps the restore points on another disk: BACKUP_DIR is a
-	// symlink, which the maintainer scripts remember across the upgrade.
+	e.symlinkBackupDir()
 	setup := `set -e
-install -d -m 0700 ` + movedBackups + `
-rmdir ` + backupDir + `
-ln -s ` + movedBackups + ` ` + backupDir + `
 install -m 0600 /dev/null ` + secretFile + `
 printf 'INVOCATION_ID=%s\nEXIT=10\nREFUSED=2026-01-01T00:00:00Z\n' ` + secretMarker + ` >` + secretFile + `
 printf 'untouched\n' >` + backupTarget + `
@@ -453,6 +451,17 @@ func (e *env) journalValue(key string) string {
 		v = v[1 : len(v)-1]
 	}
 	return v
+}
+
+// symlinkBackupDir: the operator keeps the restore points on another disk,
+// BACKUP_DIR is a symlink, which the maintainer scripts remember across an
+// upgrade (backup-dir.symlink).
+func (e *env) symlinkBackupDir() {
+	e.t.Helper()
+	move := "set -e\ninstall -d -m 0700 " + movedBackups + "\nrmdir " + backupDir + "\nln -s " + movedBackups + " " + backupDir + "\n"
+	if res := e.r.run(time.Minute, "sh", "-c", move); res.code != 0 {
+		e.t.Fatalf("moving %s to %s: %s", backupDir, movedBackups, res.out)
+	}
 }
 
 func mergeKeys(a, b map[string]string) map[string]bool {
