@@ -39,6 +39,7 @@ gpg:gnupg
 gpgv:gpgv
 promtool:prometheus
 cpio:cpio
+strace:strace
 dpkg-scanpackages:dpkg-dev
 unattended-upgrade:unattended-upgrades
 '
