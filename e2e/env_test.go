@@ -330,7 +330,7 @@ func hasPrefix(p string) func(string) bool {
 func (e *env) journal(key string) string {
 	for _, l := range strings.Split(e.r.readFile(journalPath), "\n") {
 		if v, ok := strings.CutPrefix(l, key+"="); ok {
-			return v
+			return strings.Trim(v, `"'`)
 		}
 	}
 	return ""

@@ -383,10 +383,10 @@ printf 'untouched\n' >` + timingTarget + `
 	profileAbsent("after the failed upgrade")
 	j := e.r.readFile(journalPath)
 	noForgery("after the failed upgrade", "root's journal "+journalPath, j)
-	if got := e.journalValue("RESTORE_POINT"); got == "" || got == forgedRP {
+	if got := e.journal("RESTORE_POINT"); got == "" || got == forgedRP {
 		e.t.Errorf("root's journal records the restore point %q, want the one this upgrade took:\n%s", got, j)
 	}
-	if got := e.journalValue("RECOVERY"); got != strings.Join(e.f.recover, " ") {
+	if got := e.journal("RECOVERY"); got != strings.Join(e.f.recover, " ") {
 		e.t.Errorf("root's journal names the recovery %q, want %q", got, strings.Join(e.f.recover, " "))
 	}
 	status := e.mustOperator("openwatch", "migrate", "--status")
@@ -404,7 +404,7 @@ printf 'untouched\n' >` + timingTarget + `
 	if got, want := e.schemaVersions(), append(slices.Clone(repoMigrations), failing.Head); !slices.Equal(got, want) {
 		e.t.Errorf("after the recovery schema_migrations = %v, want %v", got, want)
 	}
-	if got := e.journalValue("OUTCOME"); got != "succeeded" {
+	if got := e.journal("OUTCOME"); got != "succeeded" {
 		e.t.Errorf("journal OUTCOME = %q after the recovery, want succeeded", got)
 	}
 	profileAbsent("after the recovery")
@@ -443,15 +443,6 @@ printf 'untouched\n' >` + timingTarget + `
 	}
 }
 
-// journalValue is a journal setting without the quotes the binary writes
-// around it.
-func (e *env) journalValue(key string) string {
-	v := e.journal(key)
-	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
-		v = v[1 : len(v)-1]
-	}
-	return v
-}
 
 // symlinkBackupDir: the operator keeps the restore points on another disk,
 // BACKUP_DIR is a symlink, which the maintainer scripts remember across an

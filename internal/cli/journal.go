@@ -227,13 +227,32 @@ func (a *app) recordAttempt(ctx context.Context, d *dsn.DSN, attempt, restorePoi
 }
 
 // guardRecordPath is where the start guard records a refusal: in the
-// service account's own directory (the guard runs as that account).
+// service account's own directory when it runs as that account; as root (a
+// unit without User=, or by hand) in root's own directory, next to the
+// journal, since root never writes where the account can.
 func (a *app) guardRecordPath() string {
+	if os.Geteuid() == 0 {
+		return a.rootGuardRecordPath()
+	}
+	return a.accountGuardRecordPath()
+}
+
+func (a *app) accountGuardRecordPath() string {
 	dir := a.stateDir
 	if dir == "" {
 		dir = filepath.Dir(a.journalPath)
 	}
 	return filepath.Join(dir, filepath.Base(defaults.GuardRecord))
+}
+
+func (a *app) rootGuardRecordPath() string {
+	return filepath.Join(filepath.Dir(a.journalPath), filepath.Base(defaults.GuardRecord))
+}
+
+// guardInvocations are the invocations the start guard's records name, as
+// the service account and as root.
+func (a *app) guardInvocations() []string {
+	return []string{journal.ReadGuardRecord(a.accountGuardRecordPath()), journal.ReadGuardRecord(a.rootGuardRecordPath())}
 }
 
 // guard reports, as the service's start guard (migrate --check --guard, an
@@ -243,7 +262,11 @@ func (a *app) guardRecordPath() string {
 // so the upgrade helper can tell the guard's refusal from an operator's stop.
 func (a *app) guard(code int) {
 	if code == ExitOK {
+		// Unlinking a name never follows a link.
 		os.Remove(a.guardRecordPath())
+		if os.Geteuid() == 0 {
+			os.Remove(a.accountGuardRecordPath())
+		}
 		return
 	}
 	reason := map[int]string{

@@ -74,10 +74,16 @@ func (a *app) record(r recordFlags, extra []string) int {
 	}
 	switch r.event {
 	case eventBegin:
-		in := journal.Decide(vars, journal.Observed{Systemd: obs["systemd"] == "yes", Active: active,
+		o := journal.Observed{Systemd: obs["systemd"] == "yes", Active: active,
 			InactiveSince: obs["inactive-since"], UnitFileState: obs["unit-file-state"],
-			InvocationID: obs["invocation-id"], BootID: obs["boot-id"]},
-			defaults.AppUnit, journal.ReadGuardRecord(a.guardRecordPath()))
+			InvocationID: obs["invocation-id"], BootID: obs["boot-id"]}
+		guardInv := ""
+		for _, inv := range a.guardInvocations() {
+			if inv != "" && inv == o.InvocationID {
+				guardInv = inv
+			}
+		}
+		in := journal.Decide(vars, o, defaults.AppUnit, guardInv)
 		if in.Resuming {
 			fmt.Fprintf(a.Stderr, "openwatch: resuming after an earlier attempt that ended: %s%s\n", vars[journal.Outcome],
 				map[bool]string{true: " (" + vars[journal.Message] + ")", false: ""}[vars[journal.Message] != ""])

@@ -155,8 +155,9 @@ func readPlain(path string, owner int) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file: not read", path)
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && owner >= 0 && int(st.Uid) != owner {
-		return nil, fmt.Errorf("%s belongs to uid %d, not %d: not read", path, st.Uid, owner)
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && owner >= 0 && (int(st.Uid) != owner || st.Nlink != 1) {
+		// A second name (a hard link) could be another user's alias of it.
+		return nil, fmt.Errorf("%s belongs to uid %d with %d names, not uid %d with one: not read", path, st.Uid, st.Nlink, owner)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSize+1))
 	if err != nil {
