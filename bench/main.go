@@ -70,6 +70,7 @@ type options struct {
 	fs          []string
 	fsReps      string
 	fsRaw       string
+	sizes       string
 }
 
 func main() {
@@ -77,6 +78,7 @@ func main() {
 	var levels, jobs string
 	flag.StringVar(&o.sizeArg, "size", "1GB", "largest database size: quick (96MB), or e.g. 1GB, 512MB")
 	flag.IntVar(&o.points, "points", 2, "database sizes measured: size/4^(points-1) ... size")
+	flag.StringVar(&o.sizes, "sizes", "", "the database sizes measured, instead of -size and -points, e.g. 512MB,1GB (the last is the largest)")
 	flag.IntVar(&o.reps, "reps", 3, "repetitions of each upgrade measurement")
 	flag.IntVar(&o.restoreReps, "restore-reps", 2, "repetitions of the plain and the default restore (alternatives run once)")
 	flag.IntVar(&o.checkRuns, "check-runs", 25, "runs of openwatch migrate --check")
@@ -204,6 +206,20 @@ func run(o options) error {
 	sizes := make([]int64, o.points)
 	for i := range sizes {
 		sizes[len(sizes)-1-i] = o.size >> (2 * i)
+	}
+	if o.sizes != "" {
+		sizes = nil
+		for _, a := range strings.Split(o.sizes, ",") {
+			n, err := parseSize(a)
+			if err != nil {
+				return err
+			}
+			if len(sizes) > 0 && n <= sizes[len(sizes)-1] {
+				return fmt.Errorf("-sizes %q: want increasing sizes", o.sizes)
+			}
+			sizes = append(sizes, n)
+		}
+		o.sizeArg = o.sizes
 	}
 	res := &results{Options: o.sizeArg, Reps: o.reps, RestoreReps: o.restoreReps, DefaultLevel: e.defLevel,
 		DefaultJobs: e.defJobs, Levels: o.levels, Jobs: o.jobs, Newest: e.newest, NewestFile: e.newestFile, Machine: m}

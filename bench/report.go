@@ -416,6 +416,7 @@ func (r *results) write(o options) error {
 		p("\n")
 	}
 	r.why(p, main)
+	r.fileTable(p)
 	for _, file := range strings.Split(o.also, ",") {
 		if file == "" {
 			continue
@@ -756,4 +757,60 @@ func crossCheck(p func(string, ...any), file string) error {
 	p("`migrate --check` median %s.\n", secs(r.Check.Median))
 	r.rehearsalTable(p)
 	return nil
+}
+
+// fileTable is issue 23's view of B-file: its downtime against A's in the
+// same run at every size, part by part, and the file before and after its
+// compression after the start. Samples from before B-file recorded its
+// parts (older saved runs) show no table.
+func (r *results) fileTable(p func(string, ...any)) {
+	has := false
+	for _, s := range r.Samples {
+		if s.Parts != nil {
+			has = true
+		}
+	}
+	if !has {
+		return
+	}
+	p("\n## B-file against A, part by part (issue 23)\n\n")
+	p("While the service is stopped, B-file writes the restore point uncompressed (`pg_dump --format=custom --compress=0`, its pages handed to the disk every 200 ms as it grows, so the final fsync is short), verifies it and renames it into place; after `systemctl start`, `openwatch backup --export` compresses it at `BACKUP_COMPRESSION` into a partial file, checks that `pg_restore` makes byte for byte the same SQL of both, and renames it over the uncompressed one. Here the benchmark runs that step itself in the foreground after the helper, and times it (the helper calls it in the background).\n\n")
+	p("| database | A | B-file | B-file/A (target ≤ 1.0) | ")
+	for _, part := range fileParts {
+		p("%s | ", part.key)
+	}
+	p("file at the start | after `backup --export` (time) | D: today's `-Z%s` file |\n|---|---|---|---|", r.DefaultLevel)
+	for range fileParts {
+		p("---|")
+	}
+	p("---|---|---|\n")
+	for i, d := range r.Sizes {
+		a, bf, dd := r.agg("A", "", false, i), r.agg("B-file", r.DefaultLevel, false, i), r.agg("D", r.DefaultLevel, false, i)
+		parts := map[string][]float64{}
+		var before, compress []float64
+		for _, s := range r.Samples {
+			if s.Approach == "B-file" && s.Level == r.DefaultLevel && !s.Noop && s.Size == i && s.Parts != nil {
+				for k, v := range s.Parts {
+					parts[k] = append(parts[k], v)
+				}
+				before = append(before, float64(s.DowntimeBytes))
+				if s.CompressSeconds > 0 {
+					compress = append(compress, s.CompressSeconds)
+				}
+			}
+		}
+		if len(before) == 0 {
+			continue
+		}
+		p("| %s | %s | %s | **%s** %s | ", d.Label, secs(a.down), secs(bf.down), ratio(bf.down, a.down), verdict(bf.down <= a.down, bf.down, a.down))
+		for _, part := range fileParts {
+			p("%s | ", secs(median(parts[part.key])))
+		}
+		p("%s | %s (%s) | %s |\n", human(int64(median(before))), human(bf.dump), secs(median(compress)), human(dd.dump))
+	}
+	p("\nThe parts, medians over the repetitions (they need not add up to the median downtime):\n\n")
+	for _, part := range fileParts {
+		p("- **%s**: %s\n", part.key, part.what)
+	}
+	p("\nThe file's size once compressed against D's (`pg_dump -Fc -Z%s`, the file today's way writes in the downtime) is the size target (no larger); both are read by the same `pg_restore`.\n", r.DefaultLevel)
 }

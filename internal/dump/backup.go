@@ -226,11 +226,16 @@ func writePartial(ctx context.Context, o BackupOptions, compression string, t *t
 	if err != nil {
 		return "", err
 	}
-	estimate := previousSize(o.Dir)
-	if compression == "0" {
-		estimate = 0 // the previous one is compressed: no basis
+	estimate, basis := previousSize(o.Dir), "the previous restore point's size"
+	switch {
+	case compression == "0" && compression != o.Compression:
+		// Uncompressed, to be compressed later: the previous restore
+		// point, compressed, says nothing about this size.
+		estimate, basis = 0, "uncompressed: no estimate"
+	case estimate == 0:
+		basis = "no earlier restore point in this directory"
 	}
-	stop := watchSize(o.Progress, label(o), path, estimate)
+	stop := watchSize(o.Progress, label(o), path, estimate, basis)
 	stopFlush := flushWhileWriting(f)
 	dumpStart := time.Now()
 	runErr := runChild(cmd)
@@ -286,11 +291,8 @@ func previousSize(dir string) int64 {
 
 // watchSize reports the growing size of path until stop is called; estimate
 // is the expected final size, the previous restore point's (0 if unknown).
-func watchSize(w io.Writer, label, path string, estimate int64) (stop func(ok bool)) {
-	step := progress.Step{Label: label, Total: estimate, TotalIsEstimate: true, Basis: "the previous restore point's size"}
-	if estimate == 0 {
-		step.Basis = "no earlier restore point in this directory"
-	}
+func watchSize(w io.Writer, label, path string, estimate int64, basis string) (stop func(ok bool)) {
+	step := progress.Step{Label: label, Total: estimate, TotalIsEstimate: true, Basis: basis}
 	return progress.Watch(progress.Start(w, step), func() int64 {
 		fi, err := os.Stat(path)
 		if err != nil {
