@@ -88,7 +88,7 @@ func Backup(ctx context.Context, o BackupOptions) (string, error) {
 	compression := o.Compression
 	if o.DeferCompression {
 		if _, ok := DeferrableLevel(o.Compression); ok {
-			if room := space.Free - space.Need; room >= uncompressedNeed(dbSize) {
+			if space.FitsUncompressed() {
 				compression = "0"
 			} else if o.Progress != nil {
 				fmt.Fprintf(o.Progress, "%s: compressed while it is written: %s has no room for it uncompressed (about %s) and its compressed copy\n",
