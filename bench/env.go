@@ -524,6 +524,7 @@ var (
 	backupLineRE  = regexp.MustCompile(`^backup: (/\S+) in (\S+) \(pg_dump --compress=(\S+) (\S+), sync (\S+), verify (\S+)\)`)
 	backupStartRE = regexp.MustCompile(`^backup: started`)
 	appliedLineRE = regexp.MustCompile(`^applied \d+ migration\(s\); schema now at `)
+	deferredRE    = regexp.MustCompile(`(?m)^backup: .*; uncompressed, to be compressed once the service runs`)
 	// The preflight's rehearsal: its first line, the copy, its result.
 	rehearsalStartRE = regexp.MustCompile(`^rehearsal: copying database `)
 	rehearsalCopyRE  = regexp.MustCompile(`^rehearsal: copied in \S+; the copy takes ([0-9.]+) (B|KiB|MiB|GiB|TiB) on the database server$`)
@@ -789,8 +790,8 @@ func (e *env) fileParts(ctx context.Context, s *sample, out *lineLog, l systemct
 		return err
 	}
 	s.DowntimeBytes = fi.Size()
-	if m[3] != "0" {
-		return nil // compressed while it was written
+	if !deferredRE.MatchString(out.String()) {
+		return nil // written as it stays (BACKUP_COMPRESSION=0, or compressed while it was written)
 	}
 	c := e.owCmd(ctx, "backup", "--export")
 	t0 := time.Now()

@@ -320,9 +320,11 @@ func (c *chunker) flush() error {
 }
 
 // recompress copies the uncompressed custom archive src into dst (an empty
-// file opened for writing and reading) with every data block compressed at
-// level (1-9, zlib as pg_dump's gzip). dst is neither synced nor closed.
-func recompress(src io.Reader, dst *os.File, level int) error {
+// file opened for writing and reading) with every data block compressed by
+// Go's zlib at zlibLevel; the header records level (1-9, as pg_dump
+// --compress=level would; PostgreSQL 16 and later record only "gzip"). dst
+// is neither synced nor closed.
+func recompress(src io.Reader, dst *os.File, level, zlibLevel int) error {
 	a := &archiveReader{r: bufio.NewReaderSize(src, 1<<20)}
 	// The header and the table of contents are copied as read.
 	head := &headCopy{r: a.r}
@@ -358,7 +360,7 @@ func recompress(src io.Reader, dst *os.File, level int) error {
 	}
 	head.done = true // from here on, reads go straight to src
 	positions := map[int64]int64{}
-	zw, err := zlib.NewWriterLevel(io.Discard, level)
+	zw, err := zlib.NewWriterLevel(io.Discard, zlibLevel)
 	if err != nil {
 		return err
 	}
