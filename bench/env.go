@@ -92,7 +92,7 @@ type env struct {
 	// noRehearse: REHEARSE=no for every B run (-only: the rehearsal runs
 	// before the stop, so it is no part of the downtime, and takes minutes
 	// on a loaded machine).
-	noRehearse bool
+	noRehearse                  bool
 	srv                         *pgtest.Server
 	root, work                  string
 	ow, etc, varlib, runsystemd string
