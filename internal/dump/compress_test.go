@@ -265,3 +265,29 @@ func childPid(parent int, name string) int {
 	}
 	return 0
 }
+
+// TestAnUncompressedDumpThatRunsOutOfRoomIsTakenCompressed: values the
+// server stores compressed (TOAST) take little room in the database and
+// all of it in an uncompressed dump, so the room rule lets the dump start
+// uncompressed and the disk fills; the backup says so and takes the file
+// compressed, as before.
+func TestAnUncompressedDumpThatRunsOutOfRoomIsTakenCompressed(t *testing.T) {
+	db, d := setup(t)
+	execSQL(t, db, `create table toasted as select g, repeat('openwatch ', 100000) as t from generate_series(1, 150) g`) // 150 MB as text
+	var size int64
+	fmt.Sscan(query(t, db, `select pg_database_size(current_database())`), &size)
+	if size > 40<<20 {
+		t.Fatalf("the database takes %d bytes: the server did not compress the values", size)
+	}
+	dir := mountTmpfs(t, fmt.Sprintf("size=%d,mode=0700", 2*size+96<<20)) // room by the rule, not for 150 MB
+	var progress bytes.Buffer
+	path := deferredBackup(t, d, dir, &progress)
+	mustCompressed(t, path, true)
+	if !strings.Contains(progress.String(), "ran out of room for the uncompressed file; writing it compressed instead") {
+		t.Errorf("progress does not say why it compressed after all:\n%s", progress.String())
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("directory holds %v, want only the restore point", entries)
+	}
+}
