@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -88,6 +89,10 @@ type migration struct {
 }
 
 type env struct {
+	// noRehearse: REHEARSE=no for every B run (-only: the rehearsal runs
+	// before the stop, so it is no part of the downtime, and takes minutes
+	// on a loaded machine).
+	noRehearse                  bool
 	srv                         *pgtest.Server
 	root, work                  string
 	ow, etc, varlib, runsystemd string
@@ -219,7 +224,7 @@ func confValue(conf, key string) string {
 func (e *env) writeConf(level, restorePoint string) error {
 	c := regexp.MustCompile(`(?m)^BACKUP_DIR=.*$`).ReplaceAllString(e.confBase, "BACKUP_DIR='"+e.backups+"'")
 	rehearse := confValue(e.confBase, "REHEARSE")
-	if level != e.defLevel {
+	if level != e.defLevel || e.noRehearse {
 		rehearse = "no"
 	}
 	for _, kv := range [][2]string{{"BACKUP_COMPRESSION", level}, {"RESTORE_POINT", restorePoint}, {"REHEARSE", rehearse}} {
@@ -386,6 +391,27 @@ type sample struct {
 	RehearsalSeconds  float64 `json:"rehearsal_s,omitempty"`
 	RehearsalCopy     int64   `json:"rehearsal_copy_bytes,omitempty"`
 	RehearsalEstimate float64 `json:"rehearsal_estimate_s,omitempty"`
+	// B-file: the downtime in parts (seconds, by fileParts' names), from
+	// the recorded stop and start and the lines of the helper's output as
+	// they arrived, and the binary's own times of the dump, sync and
+	// verification (its backup line).
+	Parts map[string]float64 `json:"b_file_parts,omitempty"`
+	// B-file: the file as the downtime left it, and its compression after
+	// the start (`openwatch backup --export`, timed here in the
+	// foreground), when it was left uncompressed.
+	DowntimeBytes   int64   `json:"restore_point_downtime_bytes,omitempty"`
+	CompressSeconds float64 `json:"compress_s,omitempty"`
+}
+
+// fileParts names B-file's downtime parts, in order.
+var fileParts = []struct{ key, what string }{
+	{"before", "`systemctl stop` → the dump starts: the helper, `openwatch migrate` starting, its connection, schema state, migration lock, the restore point's checks (directory, lock, free space)"},
+	{"dump", "pg_dump (as the binary times it)"},
+	{"sync", "the final fsync of the file (its pages were handed to the disk while pg_dump wrote)"},
+	{"verify", "the verification (`pg_restore --list`)"},
+	{"place", "rename into place, directory fsync, the binary's lines"},
+	{"migrate", "the migration (dbmate), its checksum, the journal"},
+	{"start", "`openwatch migrate` exits → `systemctl start`: the helper's journal and checks"},
 }
 
 func maxRSS(ps *os.ProcessState) int64 {
@@ -497,6 +523,12 @@ var (
 	cloneLineRE = regexp.MustCompile(`restore point: (` + regexp.QuoteMeta(clone.Prefix) + `[0-9a-z_]+), a clone of the database taken in (\S+)`)
 	cloneCostRE = regexp.MustCompile(`taken in \S+ \(([^)]*)\)`)
 	fileLineRE  = regexp.MustCompile(`^restore point: (/\S+)$`)
+	// The backup's last line (internal/dump), its first progress line, and
+	// the migration's last line.
+	backupLineRE  = regexp.MustCompile(`^backup: (/\S+) in (\S+) \(pg_dump --compress=(\S+) (\S+), sync (\S+), verify (\S+)\)`)
+	backupStartRE = regexp.MustCompile(`^backup: started`)
+	appliedLineRE = regexp.MustCompile(`^applied \d+ migration\(s\); schema now at `)
+	deferredRE    = regexp.MustCompile(`(?m)^backup: .*; uncompressed, to be compressed once the service runs`)
 	// The preflight's rehearsal: its first line, the copy, its result.
 	rehearsalStartRE = regexp.MustCompile(`^rehearsal: copying database `)
 	rehearsalCopyRE  = regexp.MustCompile(`^rehearsal: copied in \S+; the copy takes ([0-9.]+) (B|KiB|MiB|GiB|TiB) on the database server$`)
@@ -647,7 +679,7 @@ func (e *env) checkB(ctx context.Context, s *sample, out *lineLog, exited time.T
 	if len(files) != 1 {
 		return fmt.Errorf("want one restore point file in %s, found %d", e.backups, len(files))
 	}
-	if s.Level == e.defLevel {
+	if s.Level == e.defLevel && !e.noRehearse {
 		if err := rehearsal(s, out); err != nil {
 			return err
 		}
@@ -672,6 +704,9 @@ func (e *env) checkB(ctx context.Context, s *sample, out *lineLog, exited time.T
 			return fmt.Errorf("B-file (RESTORE_POINT=file): the binary did not report the file %s as its restore point", files[0])
 		}
 		s.RestorePoint = "file"
+		if err := e.fileParts(ctx, s, out, l, files[0]); err != nil {
+			return err
+		}
 		if keep {
 			return os.Rename(files[0], filepath.Join(e.keep, "level-"+s.Level+".dump"))
 		}
@@ -721,6 +756,65 @@ func (e *env) checkB(ctx context.Context, s *sample, out *lineLog, exited time.T
 		return nil
 	}
 	return fmt.Errorf("measure: unknown variant %s", s.Approach)
+}
+
+// fileParts splits B-file's downtime into its parts and, when the binary
+// left the file uncompressed, compresses it as the helper does after the
+// start (`openwatch backup --export`, here in the foreground, timed), checks
+// that the file under the same name is then compressed and reads as an
+// archive, and records both sizes.
+func (e *env) fileParts(ctx context.Context, s *sample, out *lineLog, l systemctlLog, file string) error {
+	started, _, ok1 := out.first(backupStartRE)
+	_, m, ok2 := out.first(backupLineRE)
+	restorePoint, _, ok3 := out.first(fileLineRE)
+	applied, _, ok4 := out.first(appliedLineRE)
+	if !ok1 || !ok2 || !ok3 || !ok4 || m[1] != file {
+		return fmt.Errorf("B-file: the output lacks the backup's lines or the migration's")
+	}
+	dur := func(v string) float64 {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return math.NaN()
+		}
+		return d.Seconds()
+	}
+	dumped, sync, verify := dur(m[4]), dur(m[5]), dur(m[6])
+	stop, start := time.Unix(0, l.stop), time.Unix(0, l.start)
+	s.Parts = map[string]float64{
+		"before":  started.at.Sub(stop).Seconds(),
+		"dump":    dumped,
+		"sync":    sync,
+		"verify":  verify,
+		"place":   restorePoint.at.Sub(started.at).Seconds() - dumped - sync - verify,
+		"migrate": applied.at.Sub(restorePoint.at).Seconds(),
+		"start":   start.Sub(applied.at).Seconds(),
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		return err
+	}
+	s.DowntimeBytes = fi.Size()
+	if !deferredRE.MatchString(out.String()) {
+		return nil // written as it stays (BACKUP_COMPRESSION=0, or compressed while it was written)
+	}
+	c := e.owCmd(ctx, "backup", "--export")
+	t0 := time.Now()
+	o, err := c.CombinedOutput()
+	s.CompressSeconds = time.Since(t0).Seconds()
+	if err != nil || !strings.Contains(string(o), "compressed "+file) {
+		return fmt.Errorf("openwatch backup --export did not compress %s: %v\n%s", file, err, o)
+	}
+	if fi, err = os.Stat(file); err != nil {
+		return err
+	}
+	s.DumpBytes = fi.Size()
+	if compressed, err := dump.ArchiveCompressed(file); err != nil || !compressed {
+		return fmt.Errorf("%s after backup --export: compressed %v, %v", file, compressed, err)
+	}
+	if err := exec.CommandContext(ctx, "pg_restore", "--list", file).Run(); err != nil {
+		return fmt.Errorf("pg_restore --list %s after the compression: %w", file, err)
+	}
+	return nil
 }
 
 // rehearsal fills in the preflight's rehearsal from the helper's output; the

@@ -70,6 +70,8 @@ type options struct {
 	fs          []string
 	fsReps      string
 	fsRaw       string
+	sizes       string
+	only        []string
 }
 
 func main() {
@@ -77,6 +79,9 @@ func main() {
 	var levels, jobs string
 	flag.StringVar(&o.sizeArg, "size", "1GB", "largest database size: quick (96MB), or e.g. 1GB, 512MB")
 	flag.IntVar(&o.points, "points", 2, "database sizes measured: size/4^(points-1) ... size")
+	var only string
+	flag.StringVar(&only, "only", "", "measure only these pending-migration approaches (e.g. A,B-file,D: issue 23's comparison), and no no-op upgrades, --check runs or restores")
+	flag.StringVar(&o.sizes, "sizes", "", "the database sizes measured, instead of -size and -points, e.g. 512MB,1GB (the last is the largest)")
 	flag.IntVar(&o.reps, "reps", 3, "repetitions of each upgrade measurement")
 	flag.IntVar(&o.restoreReps, "restore-reps", 2, "repetitions of the plain and the default restore (alternatives run once)")
 	flag.IntVar(&o.checkRuns, "check-runs", 25, "runs of openwatch migrate --check")
@@ -108,6 +113,9 @@ func main() {
 		fatal(err)
 	}
 	o.levels = strings.Split(levels, ",")
+	if only != "" {
+		o.only = strings.Split(only, ",")
+	}
 	for _, j := range strings.Split(jobs, ",") {
 		n, err := strconv.Atoi(j)
 		if err != nil || n < 1 {
@@ -192,6 +200,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	e.noRehearse = o.only != nil
 	if !o.keep {
 		defer os.RemoveAll(e.work)
 	} else {
@@ -204,6 +213,23 @@ func run(o options) error {
 	sizes := make([]int64, o.points)
 	for i := range sizes {
 		sizes[len(sizes)-1-i] = o.size >> (2 * i)
+	}
+	if o.sizes != "" {
+		sizes = nil
+		for _, a := range strings.Split(o.sizes, ",") {
+			n, err := parseSize(a)
+			if err != nil {
+				return err
+			}
+			if len(sizes) > 0 && n <= sizes[len(sizes)-1] {
+				return fmt.Errorf("-sizes %q: want increasing sizes", o.sizes)
+			}
+			sizes = append(sizes, n)
+		}
+		o.sizeArg = o.sizes
+	}
+	if o.only != nil {
+		o.sizeArg += " -only " + strings.Join(o.only, ",")
 	}
 	res := &results{Options: o.sizeArg, Reps: o.reps, RestoreReps: o.restoreReps, DefaultLevel: e.defLevel,
 		DefaultJobs: e.defJobs, Levels: o.levels, Jobs: o.jobs, Newest: e.newest, NewestFile: e.newestFile, Machine: m}
@@ -236,6 +262,15 @@ func run(o options) error {
 			}
 			variants = append(variants, variant{"P", e.defLevel})
 		}
+		if o.only != nil {
+			var kept []variant
+			for _, v := range variants {
+				if contains(o.only, v.approach) {
+					kept = append(kept, v)
+				}
+			}
+			variants = kept
+		}
 		for rep := 0; rep < o.reps; rep++ {
 			for k := range variants {
 				v := variants[(k+rep)%len(variants)]
@@ -260,7 +295,7 @@ func run(o options) error {
 		if err := e.toHead(ctx); err != nil {
 			return err
 		}
-		for rep := 0; rep < o.reps; rep++ {
+		for rep := 0; rep < o.reps && o.only == nil; rep++ {
 			for k, v := range []variant{{"A", ""}, {"B", e.defLevel}} {
 				if rep%2 == 1 {
 					v = []variant{{"B", e.defLevel}, {"A", ""}}[k]
@@ -274,7 +309,7 @@ func run(o options) error {
 				logf("  no-op   %-2s rep %d: downtime %.3fs, wall %.3fs", v.approach, rep+1, s.Downtime, s.Wall)
 			}
 		}
-		if main {
+		if main && o.only == nil {
 			logf("openwatch migrate --check, %d runs", o.checkRuns)
 			if res.Check, err = e.checkLatency(ctx, o.checkRuns); err != nil {
 				return err

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/openwatch/openwatch/internal/clone"
+	"github.com/openwatch/openwatch/internal/config"
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/dump"
 	"github.com/openwatch/openwatch/internal/migrate"
@@ -52,7 +53,10 @@ func (a *app) backup(ctx context.Context, args []string) int {
 	}
 	conn.Close(context.Background())
 	if *export {
-		return a.exportClones(ctx, cfg, d, *dir)
+		if code := a.exportClones(ctx, cfg, d, *dir); code != ExitOK {
+			return code
+		}
+		return a.compressPending(ctx, cfg, *dir, "openwatch backup --export")
 	}
 	path, err := dump.Backup(ctx, dump.BackupOptions{DSN: d, Dir: *dir, PackageVersion: version.Version,
 		Compression: cfg.BackupCompression, Progress: a.Stderr})
@@ -99,11 +103,50 @@ func (a *app) listRestorePoints(ctx context.Context, dir string) int {
 		fmt.Fprintf(a.Stdout, "no restore points in %s\n", dir)
 	}
 	a.printRestorePoints(rps, "")
+	a.sayPending(dir, cfg.BackupCompression)
 	if d == nil {
 		fmt.Fprintf(a.Stderr, "openwatch: warning: clone restore points (on the database server) were not listed: %s. %s, run: openwatch backup --list\n", notListed, when)
 		return code
 	}
 	return ExitOK
+}
+
+// compressPending compresses the restore point files an upgrade wrote
+// uncompressed while the service was stopped (dump.CompressPending), one
+// line each on stdout with its path. On failure the file stays the restore
+// point, uncompressed, and the message names rerun, the command to run once
+// the cause is fixed.
+func (a *app) compressPending(ctx context.Context, cfg config.Config, dir, rerun string) int {
+	done, err := dump.CompressPending(ctx, dump.CompressOptions{Dir: dir, Compression: cfg.BackupCompression,
+		Progress: a.Stderr, LockTimeout: cfg.MigrateLockTimeout})
+	for _, p := range done {
+		fmt.Fprintln(a.Stdout, p)
+	}
+	if err != nil {
+		a.errorf("could not compress a restore point: %v\nNothing is lost: the uncompressed file is a complete restore point. Fix the cause, then run: %s", err, rerun)
+		return ExitBackupFailed
+	}
+	return ExitOK
+}
+
+// sayPending adds a line for the restore point files written uncompressed
+// by an upgrade and not compressed yet.
+func (a *app) sayPending(dir, compression string) {
+	pending, err := dump.Pending(dir, compression)
+	if err != nil || len(pending) == 0 {
+		return
+	}
+	fmt.Fprintf(a.Stdout, "%d restore point file(s) not compressed yet (an upgrade writes its file uncompressed while the service is stopped; "+
+		"it is compressed once the service runs): %s; each is a complete restore point as it is; to compress them now, run: openwatch backup --export\n",
+		len(pending), pendingNames(pending))
+}
+
+func pendingNames(rps []dump.RestorePoint) string {
+	names := make([]string, len(rps))
+	for i, rp := range rps {
+		names[i] = filepath.Base(rp.Name)
+	}
+	return strings.Join(names, ", ")
 }
 
 // restore replaces the database with a restore point after confirmation.

@@ -342,7 +342,7 @@ func (a *app) apply(ctx context.Context, cfg config.Config, d *dsn.DSN, f migrat
 				dir = f.backupDir
 			}
 			path, err := dump.Backup(ctx, dump.BackupOptions{DSN: d, Dir: dir, PackageVersion: version.Version,
-				Compression: cfg.BackupCompression, Progress: a.Stderr})
+				Compression: cfg.BackupCompression, Progress: a.Stderr, DeferCompression: true})
 			if err != nil {
 				return err
 			}

@@ -49,6 +49,11 @@ func (a *app) pruneRestorePoints(ctx context.Context, dir string, list bool) int
 	}
 	fmt.Fprintf(a.Stdout, "%d restore point(s) older than %d days removed from %s; %d kept (the newest is always kept)\n",
 		len(res.Removed), cfg.RetentionDays, dir, res.Kept)
+	// A compression an upgrade left undone (its background step killed,
+	// or never run) is finished here, daily, after the old files went.
+	if code := a.compressPending(ctx, cfg, dir, "openwatch backup --prune"); code != ExitOK {
+		return code
+	}
 	if notChecked != "" {
 		// One line, after the files' summary, so that it is the last word.
 		fmt.Fprintf(a.Stderr, "openwatch: warning: clone restore points were not checked: %s; the files were pruned. %s, run: openwatch backup --prune\n", notChecked, next)

@@ -8,9 +8,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sys/unix"
 
 	"github.com/openwatch/openwatch/internal/dsn"
 	"github.com/openwatch/openwatch/internal/fsync"
@@ -32,6 +34,14 @@ type BackupOptions struct {
 	// Taken is the time the file is named for; zero means when the dump
 	// starts. A clone's export is named for when the clone was taken.
 	Taken time.Time
+	// DeferCompression writes the restore point uncompressed (pg_dump
+	// --compress=0), the fastest complete archive, when Compression can be
+	// applied later (DeferrableLevel) and the directory has room for the
+	// uncompressed file and its compressed copy: an upgrade takes it while
+	// the service is stopped, and CompressPending compresses it once the
+	// service runs. Otherwise, or when the uncompressed dump runs out of
+	// room, the file is compressed as it is written, as without it.
+	DeferCompression bool
 }
 
 // Backup writes a restore point into o.Dir and returns its path. On any
@@ -75,14 +85,35 @@ func Backup(ctx context.Context, o BackupOptions) (string, error) {
 	if !o.Taken.IsZero() {
 		started = o.Taken
 	}
-	partial, err := writePartial(ctx, o)
+	compression := o.Compression
+	if o.DeferCompression {
+		if _, ok := DeferrableLevel(o.Compression); ok {
+			if space.FitsUncompressed() {
+				compression = "0"
+			} else if o.Progress != nil {
+				fmt.Fprintf(o.Progress, "%s: compressed while it is written: %s has no room for it uncompressed (about %s) and its compressed copy\n",
+					label(o), o.Dir, progress.Bytes(uncompressedNeed(dbSize)))
+			}
+		}
+	}
+	var t timings
+	partial, err := writePartial(ctx, o, compression, &t)
+	if err != nil && compression != o.Compression && errors.Is(err, errNoSpace) {
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, "%s: %s ran out of room for the uncompressed file; writing it compressed instead\n", label(o), o.Dir)
+		}
+		compression = o.Compression
+		partial, err = writePartial(ctx, o, compression, &t)
+	}
 	if err != nil {
 		return "", err
 	}
 	defer os.Remove(partial) // no-op once renamed
+	verifyStart := time.Now()
 	if _, err := Verify(ctx, o.DSN, partial); err != nil {
 		return "", err
 	}
+	t.verify = time.Since(verifyStart)
 	final, err := place(partial, o.Dir, o.PackageVersion, schema, started)
 	if err != nil {
 		return "", fmt.Errorf("move the restore point into place: %w", err)
@@ -90,8 +121,39 @@ func Backup(ctx context.Context, o BackupOptions) (string, error) {
 	if err := fsync.Dir(o.Dir); err != nil {
 		return "", fmt.Errorf("sync %s: %w", o.Dir, err)
 	}
+	if o.Progress != nil {
+		deferred := ""
+		if compression != o.Compression {
+			deferred = "; uncompressed, to be compressed once the service runs (openwatch backup --export)"
+		}
+		fmt.Fprintf(o.Progress, "%s: %s in %s (pg_dump --compress=%s %s, sync %s, verify %s)%s\n", label(o), final,
+			round(time.Since(t.begin)), compression, round(t.dump), round(t.sync), round(t.verify), deferred)
+	}
 	return final, nil
 }
+
+// timings are the parts of a backup, for its last line.
+type timings struct {
+	begin              time.Time
+	dump, sync, verify time.Duration
+}
+
+func round(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+
+func label(o BackupOptions) string {
+	if o.ProgressLabel == "" {
+		return "backup"
+	}
+	return o.ProgressLabel
+}
+
+// uncompressedNeed is the room an uncompressed restore point is given
+// before it is written: the database's size (an uncompressed archive holds
+// the rows as text, without indexes or free space) and 64 MiB.
+func uncompressedNeed(dbSize int64) int64 { return dbSize + marginBytes }
+
+// errNoSpace marks a pg_dump that ran out of room.
+var errNoSpace = errors.New("no space left on device")
 
 // place gives the verified partial file its restore point name, named for
 // when the dump started; if a restore point of that second exists (two
@@ -139,8 +201,13 @@ func databaseSize(ctx context.Context, conn *pgx.Conn) (int64, error) {
 }
 
 // writePartial runs pg_dump into a new .openwatch-*.partial file, fsynced and
-// closed, and returns its path; on failure the file is removed.
-func writePartial(ctx context.Context, o BackupOptions) (_ string, err error) {
+// closed, and returns its path; on failure the file is removed. While
+// pg_dump writes, the file's dirty pages are handed to the disk every
+// flushInterval, so that the fsync at the end waits only for the last ones.
+func writePartial(ctx context.Context, o BackupOptions, compression string, t *timings) (_ string, err error) {
+	if t.begin.IsZero() {
+		t.begin = time.Now()
+	}
 	f, err := os.CreateTemp(o.Dir, PartialPattern)
 	if err != nil {
 		return "", fmt.Errorf("create a file in %s: %w", o.Dir, err)
@@ -155,24 +222,64 @@ func writePartial(ctx context.Context, o BackupOptions) (_ string, err error) {
 	if err := f.Chmod(0o600); err != nil {
 		return "", err
 	}
-	cmd, stderr, err := command(ctx, o.DSN, "pg_dump", "--format=custom", "--compress="+o.Compression, "--no-password", "--file="+path)
+	cmd, stderr, err := command(ctx, o.DSN, "pg_dump", "--format=custom", "--compress="+compression, "--no-password", "--file="+path)
 	if err != nil {
 		return "", err
 	}
-	label := o.ProgressLabel
-	if label == "" {
-		label = "backup"
+	estimate, basis := previousSize(o.Dir), "the previous restore point's size"
+	switch {
+	case compression == "0" && compression != o.Compression:
+		// Uncompressed, to be compressed later: the previous restore
+		// point, compressed, says nothing about this size.
+		estimate, basis = 0, "uncompressed: no estimate"
+	case estimate == 0:
+		basis = "no earlier restore point in this directory"
 	}
-	stop := watchSize(o.Progress, label, path, previousSize(o.Dir))
+	stop := watchSize(o.Progress, label(o), path, estimate, basis)
+	stopFlush := flushWhileWriting(f)
+	dumpStart := time.Now()
 	runErr := runChild(cmd)
+	t.dump = time.Since(dumpStart)
+	stopFlush()
 	stop(runErr == nil)
 	if runErr != nil {
-		return "", childError(o.DSN, "pg_dump", runErr, stderr)
+		err := childError(o.DSN, "pg_dump", runErr, stderr)
+		if strings.Contains(stderr.String(), "No space left on device") {
+			err = fmt.Errorf("%w (%w)", err, errNoSpace)
+		}
+		return "", err
 	}
+	syncStart := time.Now()
 	if err := f.Sync(); err != nil {
 		return "", fmt.Errorf("sync %s: %w", path, err)
 	}
+	t.sync = time.Since(syncStart)
 	return path, f.Close()
+}
+
+// flushInterval is how often flushWhileWriting starts the write-back.
+const flushInterval = 200 * time.Millisecond
+
+// flushWhileWriting starts the write-back of f's dirty pages every
+// flushInterval (sync_file_range SYNC_FILE_RANGE_WRITE: it does not wait
+// for the disk, nor make anything durable; the fsync at the end does),
+// until stop is called.
+func flushWhileWriting(f *os.File) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(flushInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
 }
 
 // previousSize is the size of the newest restore point in dir: the estimate
@@ -184,11 +291,8 @@ func previousSize(dir string) int64 {
 
 // watchSize reports the growing size of path until stop is called; estimate
 // is the expected final size, the previous restore point's (0 if unknown).
-func watchSize(w io.Writer, label, path string, estimate int64) (stop func(ok bool)) {
-	step := progress.Step{Label: label, Total: estimate, TotalIsEstimate: true, Basis: "the previous restore point's size"}
-	if estimate == 0 {
-		step.Basis = "no earlier restore point in this directory"
-	}
+func watchSize(w io.Writer, label, path string, estimate int64, basis string) (stop func(ok bool)) {
+	step := progress.Step{Label: label, Total: estimate, TotalIsEstimate: true, Basis: basis}
 	return progress.Watch(progress.Start(w, step), func() int64 {
 		fi, err := os.Stat(path)
 		if err != nil {

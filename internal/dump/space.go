@@ -83,6 +83,16 @@ func estimate(dir string, dbSize int64) (SpaceEstimate, error) {
 	return e, nil
 }
 
+// NeedUncompressed is the room an upgrade's restore point needs to be
+// written uncompressed and compressed after the start
+// (BackupOptions.DeferCompression): the uncompressed file (the database's
+// size and 64 MiB) and its compressed copy (Need) side by side.
+func (e SpaceEstimate) NeedUncompressed() int64 { return e.Need + uncompressedNeed(e.DBSize) }
+
+// FitsUncompressed reports whether there is that room; without it, the
+// file is compressed as it is written, which needs only Need.
+func (e SpaceEstimate) FitsUncompressed() bool { return e.Free >= e.NeedUncompressed() }
+
 // Check returns a *SpaceError when the restore point will not fit.
 func (e SpaceEstimate) Check() error {
 	if e.Free < e.Need {
