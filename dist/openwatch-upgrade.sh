@@ -205,27 +205,40 @@ unfinished() {
 	notify warning "the upgrade is not finished: $3. $(service_now); the start guard refuses to start it until then. When the cause is fixed, run: $self"
 }
 
-# A clone restore point becomes a portable file once the service runs again,
-# without holding the package manager: in a transient unit where systemd
-# runs, else here.
-# Only a clone is exported: the restore point the binary recorded in the
-# journal, or, when this run took none or a file, a clone an earlier attempt
-# (failed, or killed before it recorded one) left on the server.
+# Once the service runs again, without holding the package manager, the
+# restore point is finished: a clone is exported to a portable file, a file
+# written uncompressed in the downtime is compressed in place (backup
+# --export does both): in a transient unit where systemd runs, else here.
+# When this run took none, a clone or an uncompressed file an earlier attempt
+# (failed, or killed before it recorded one) left is finished too.
 export_restore_point() {
 	case $restore_point in
-		'' | /*)
-			[ -n "$resuming" ] && run_bin "$recovery" backup --list 2>/dev/null | grep -q '(clone, ' || return 0
-			what="the clone restore point an earlier attempt left"
+		'')
+			[ -n "$resuming" ] || return 0
+			left=$(run_bin "$recovery" backup --list 2>/dev/null)
+			case $left in
+				*'(clone, '* | *'not compressed yet'*) ;;
+				*) return 0 ;;
+			esac
+			what="the restore point an earlier attempt left"
+			how="exported to a file or compressed"
 			;;
-		*) what="the clone restore point $restore_point" ;;
+		/*)
+			what="the restore point file $restore_point"
+			how="compressed"
+			;;
+		*)
+			what="the clone restore point $restore_point"
+			how="exported to a file"
+			;;
 	esac
 	if systemd_running && command -v systemd-run >/dev/null 2>&1 &&
 		systemd-run --quiet --no-block --collect --unit="$export_unit" "$bin" backup --export >/dev/null 2>&1; then
-		say "$what is exported to a file in the background: journalctl -u $export_unit"
+		say "$what is $how in the background: journalctl -u $export_unit"
 		return 0
 	fi
 	run_bin "$recovery" backup --export >/dev/null ||
-		say "warning: $what could not be exported to a file (it is kept); run: $bin backup --export"
+		say "warning: $what could not be $how (it is kept as it is, and restores); run: $bin backup --export"
 }
 
 list_restore_points() {

@@ -211,7 +211,7 @@ func TestUpgradeHelper(t *testing.T) {
 				sb.output(list, "openwatch_rp_1_20260101t000000z  (clone, package 1.0.0-1, schema 1, 1.0 MiB)")
 			}),
 			want:    []string{isActive, check, preflight, isActive, migrateRetry, isActive, startApp, list, exportBg},
-			wantOut: []string{"the clone restore point an earlier attempt left is exported"},
+			wantOut: []string{"the restore point an earlier attempt left is exported to a file or compressed in the background"},
 			check:   journalSays("succeeded"),
 		},
 		{
@@ -431,16 +431,18 @@ func TestAFailureStaysVisibleUntilTheRecoverySucceeds(t *testing.T) {
 	}
 }
 
-// Only a clone restore point is exported, and only then does the helper say
-// so; a file restore point gets no word about clones.
-func TestOnlyACloneRestorePointIsSaidToBeExported(t *testing.T) {
+// After the start, the restore point is finished in the background as what
+// it is: a clone exported to a file, a file (written uncompressed in the
+// downtime) compressed; neither is called the other.
+func TestTheRestorePointIsFinishedInTheBackgroundAsWhatItIs(t *testing.T) {
 	for _, tc := range []struct {
 		name, rp string
 		want     []string
 		say      string
 	}{
 		{"a clone", "openwatch_rp_1_20260101t000000z", []string{isActive, check, preflight, isActive, migrate, exportBg}, "the clone restore point openwatch_rp_1_20260101t000000z is exported to a file in the background"},
-		{"a file", "/var/backups/openwatch/openwatch_1.1.0-1_schema-1_20260101T000000Z.dump", []string{isActive, check, preflight, isActive, migrate}, ""},
+		{"a file", "/var/backups/openwatch/openwatch_1.1.0-1_schema-1_20260101T000000Z.dump", []string{isActive, check, preflight, isActive, migrate, exportBg},
+			"the restore point file /var/backups/openwatch/openwatch_1.1.0-1_schema-1_20260101T000000Z.dump is compressed in the background"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sb := newSandbox(t)
