@@ -149,8 +149,11 @@ Write a restore point (a verified pg_dump archive) and print its path.
               reachable database the files are pruned, the clones are not
               checked, and the exit code is 12
   --export    write each clone restore point (RESTORE_POINT in upgrade.conf)
-              to a verified file in BACKUP_DIR (or --dir), then drop the clone
-              (the upgrade helper runs this once the service is back)
+              to a verified file in BACKUP_DIR (or --dir), then drop the clone;
+              and compress each restore point file an upgrade wrote
+              uncompressed (BACKUP_COMPRESSION), replacing it under the same
+              name once verified (the upgrade helper runs this once the
+              service is back)
 
 ` + commonFlags + `
 ` + exitCodes,
