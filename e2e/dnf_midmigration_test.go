@@ -27,6 +27,7 @@ import (
 // recovery runs it without the test touching the database, as an operator
 // who only starts the server again would.
 func TestDNFServerStopsMidMigration(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, formatNamed(t, "rpm"), "dash")
 	slow := slowVariant(t)
 	// A server of this test's own: stopping the shared one would fail
@@ -58,17 +59,16 @@ func TestDNFServerStopsMidMigration(t *testing.T) {
 	// Wait for the migration to sleep in the service's database, with the
 	// service stopped by the helper, then crash the server under it.
 	var res result
-	finished := false
-	deadline := time.Now().Add(2 * time.Minute)
-	for !finished {
+	crashed := false
+	deadline := time.After(2 * time.Minute)
+wait:
+	for {
 		select {
 		case res = <-done:
-			finished = true
-			continue
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
+			break wait
+		case <-deadline:
 			t.Fatalf("the slow migration did not run in %s within 2 minutes with %s stopped", e.db.Name, applianceUnit)
+		case <-time.After(200 * time.Millisecond):
 		}
 		if !e.migrationSleeps() {
 			continue
@@ -77,16 +77,17 @@ func TestDNFServerStopsMidMigration(t *testing.T) {
 			t.Fatalf("the migration runs while %s was not stopped by the helper:\n%s", applianceUnit, e.r.events())
 		}
 		stopServer(t, srv)
+		crashed = true
 		res = <-done
-		finished = true
+		break wait
 	}
 	e.runs = append(e.runs, res)
 	if res.code < 0 {
 		t.Fatalf("%s did not finish: %v\n%s", res.cmd, res.err, res.out)
 	}
 	e.assertNoPassword(res)
-	if !e.r.exists(journalPath) || e.journalValue("PHASE") == "" {
-		t.Fatalf("the upgrade ended before the migration ran (the server was never stopped under it):\n%s", res.out)
+	if !crashed {
+		t.Fatalf("%s ended (exit %d) before the slow migration ran with %s stopped: the server was never stopped under it\n%s", res.cmd, res.code, applianceUnit, res.out)
 	}
 
 	if res.code == 0 {
