@@ -330,7 +330,10 @@ func hasPrefix(p string) func(string) bool {
 func (e *env) journal(key string) string {
 	for _, l := range strings.Split(e.r.readFile(journalPath), "\n") {
 		if v, ok := strings.CutPrefix(l, key+"="); ok {
-			return strings.Trim(v, `"'`)
+			// The binary writes systemd EnvironmentFile values in double
+			// quotes, escaping \ " $ and `.
+			v = strings.Trim(v, `"'`)
+			return strings.NewReplacer(`\\`, `\`, `\"`, `"`, `\$`, `$`, "\\`", "`").Replace(v)
 		}
 	}
 	return ""

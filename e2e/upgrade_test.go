@@ -232,8 +232,8 @@ func failingMigrationCase(e *env) {
 	}
 	if got := e.journal("OUTCOME") + " " + e.journal("SERVICE_BEFORE"); got != "migration-failed running" {
 		e.t.Errorf("journal says %q after the failure, want migration-failed running: a recovery would not know to restart the service", got)
-	} else if m := e.r.mode(journalPath); m != 0o600 {
-		e.t.Errorf("journal mode %o, want 600", m)
+	} else if m := e.r.mode(journalPath); m != 0o640 {
+		e.t.Errorf("journal mode %o, want 640 (root writes, the service's group reads)", m)
 	}
 	if st := e.mustOperator("openwatch", "migrate", "--status").out; !strings.Contains(st, "to recover, run: "+strings.Join(e.f.recover, " ")) {
 		e.t.Errorf("openwatch migrate --status does not name the recovery command:\n%s", st)

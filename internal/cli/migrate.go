@@ -426,6 +426,21 @@ func (a *app) applyFailed(ctx context.Context, cfg config.Config, d *dsn.DSN, er
 	case errors.As(err, &unreachable):
 		return a.unreachable(err, cfg)
 	}
+	// A server that went away mid-way (stopped, crashed, the network)
+	// surfaces as the driver's "bad connection" or "conn closed": say so,
+	// rather than a bare driver error, when a new session cannot be opened.
+	probeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if probe, perr := d.Connect(probeCtx); perr != nil {
+		a.errorf("the database became unreachable during the migration (%v; a new session fails: %v).\n"+
+			"The migration in progress was rolled back by the server (unless it runs with transaction:false); the ones before it stay applied.",
+			d.Redactor.Error(err), d.Redactor.Error(perr))
+		a.restoreHint(restorePoint, noBackupReason)
+		fmt.Fprintf(a.Stderr, "Check that PostgreSQL is running and that OPENWATCH_DATABASE_DSN in %s is right, then run: %s\n", cfg.DSNSource, a.next("openwatch migrate"))
+		return ExitUnreachable
+	} else {
+		probe.Close(context.Background())
+	}
 	a.errorf("%v", err)
 	return ExitError
 }
