@@ -114,6 +114,7 @@ var payload = map[string]string{
 	"/usr/lib/systemd/system/openwatch.service.d":                      "drwxr-xr-x root root",
 	"/usr/lib/systemd/system/openwatch.service.d/50-schema-guard.conf": "-rw-r--r-- root root",
 	"/var/lib/openwatch":                                               "drwxr-x--- openwatch openwatch",
+	"/var/lib/openwatch-upgrade":                                       "drwxr-x--- root openwatch",
 	"/usr/share/doc/openwatch/UPGRADING.md":                            "-rw-r--r-- root root",
 }
 
