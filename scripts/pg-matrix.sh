@@ -35,6 +35,10 @@ gomodcache=$($go env GOMODCACHE)
 # Everything the tests build needs is in the module cache already.
 $go mod download
 
+# Tests that check what does not depend on the PostgreSQL major with a host
+# tool the minimal roots lack (promtool): they run in make test's go test on
+# the host's 15 (PG_MATRIX_SKIP= runs them here too).
+skip=${PG_MATRIX_SKIP-TestPruneWritesTheUpgradeStateForMonitoring}
 failed=''
 for m in $majors; do
 	root=$cache/pg-$m
@@ -43,8 +47,8 @@ for m in $majors; do
 	# shellcheck disable=SC2016,SC2086 # expanded by the inner shell; one word per package
 	if unshare -m sh -c '
 		set -eu
-		r=$1 m=$2 src=$3 goroot=$4 gocache=$5 gomodcache=$6 run=$7 flags=$8
-		shift 8
+		r=$1 m=$2 src=$3 goroot=$4 gocache=$5 gomodcache=$6 run=$7 flags=$8 skip=$9
+		shift 9
 		mount -t proc proc "$r/proc"
 		mount --rbind /dev "$r/dev"
 		mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"
@@ -60,8 +64,8 @@ for m in $majors; do
 		exec chroot "$r" env -i PATH="$goroot/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/root TMPDIR=/tmp LANG=C.UTF-8 \
 			GOCACHE="$gocache" GOMODCACHE="$gomodcache" GOFLAGS=-mod=readonly GOTOOLCHAIN=local GOPROXY=off CGO_ENABLED=0 \
 			PG_BINDIR="/usr/lib/postgresql/$m/bin" OPENWATCH_TEST_MAJOR="$m" \
-			sh -c "cd \"\$0\" && exec go test -count=1 -timeout 30m -run \"\$1\" $flags $*" "$src" "$run"
-	' sh "$root" "$m" "$src" "$goroot" "$gocache" "$gomodcache" "${PG_MATRIX_RUN:-.}" "${PG_MATRIX_FLAGS:-}" $pkgs; then
+			sh -c "cd \"\$0\" && exec go test -count=1 -timeout 30m -run \"\$1\" -skip \"$skip\" $flags $*" "$src" "$run"
+	' sh "$root" "$m" "$src" "$goroot" "$gocache" "$gomodcache" "${PG_MATRIX_RUN:-.}" "${PG_MATRIX_FLAGS:-}" "$skip" $pkgs; then
 		echo "pg-matrix: PostgreSQL $m: ok in $(($(date +%s) - start))s" >&2
 	else
 		echo "pg-matrix: PostgreSQL $m: FAILED (in $(($(date +%s) - start))s; rerun with: sh scripts/pg-matrix.sh $m)" >&2
