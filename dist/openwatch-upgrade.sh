@@ -274,8 +274,8 @@ rest=${intent#* }
 resuming=''
 [ "${rest%% *}" != yes ] || resuming=yes
 guard_refused=${rest#* }
-# An attempt that found everything as it should be, but the journal could
-# not be written, still says so in its output.
+# Whether the earlier attempt's restore point is reused is the binary's
+# decision, from the database itself: it only needs to know this is a retry.
 attempt=new
 [ -z "$resuming" ] || attempt=retry
 
